@@ -1,0 +1,38 @@
+# The two entry points the README promises: `make demo` (main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: deps venv test test-unit lint demo demo-clean bench clean
+
+deps:
+	bash scripts/install-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test,ansible]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: deps venv
+	$(BIN)/ruff check conntrack_tools tests bench
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+lint: venv
+	$(BIN)/ruff check conntrack_tools tests bench
+
+demo: deps venv
+	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
+
+demo-clean:
+	bash scripts/demo.sh clean
+
+bench: deps venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

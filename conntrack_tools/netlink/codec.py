@@ -1,0 +1,627 @@
+"""Sans-I/O ctnetlink codec: bytes <-> Flow / Expect values.
+
+Nothing here touches a socket. Decoders take a buffer and offsets and raise
+only :class:`DecodeError`; encoders return bytes ready to send. The decoder is
+on the hot path of ``conntrack -L`` (100k entries), so it walks attributes with
+precompiled structs and a dispatch table instead of building an object per
+attribute.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from ..flow import (
+    AF_INET,
+    AF_INET6,
+    Counters,
+    DccpInfo,
+    Expect,
+    Flow,
+    Nat,
+    SctpInfo,
+    SeqAdj,
+    TcpInfo,
+    Tuple,
+)
+from .attrs import (
+    CTA,
+    NLA_F_NESTED,
+    NLA_TYPE_MASK,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    CountersAttr,
+    DccpAttr,
+    ExpectAttr,
+    ExpectNatAttr,
+    FilterAttr,
+    HelpAttr,
+    IpAttr,
+    NatAttr,
+    ProtoAttr,
+    ProtoinfoAttr,
+    ProtoNatAttr,
+    SctpAttr,
+    SecctxAttr,
+    SeqAdjAttr,
+    SynproxyAttr,
+    TcpAttr,
+    TimestampAttr,
+    TupleAttr,
+)
+
+
+class DecodeError(ValueError):
+    """A malformed netlink message or attribute."""
+
+
+NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NFGEN_HDR = struct.Struct("=BBH")  # family, version, res_id (big endian, unused)
+NLA_HDR = struct.Struct("=HH")
+NLMSG_HDRLEN = NLMSG_HDR.size
+NFGEN_HDRLEN = NFGEN_HDR.size
+_U8 = struct.Struct("B")
+_BE16 = struct.Struct(">H")
+_BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+_I32 = struct.Struct("=i")
+_U32 = struct.Struct("=I")
+_TCP_FLAGS = struct.Struct("BB")
+
+_unpack_nla = NLA_HDR.unpack_from
+_unpack_be16 = _BE16.unpack_from
+_unpack_be32 = _BE32.unpack_from
+_unpack_be64 = _BE64.unpack_from
+
+
+def align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+# ---------------------------------------------------------------- framing
+
+
+def nlmsg(msg_type: int, flags: int, seq: int, family: int, body: bytes = b"", pid: int = 0) -> bytes:
+    """One nfnetlink message: nlmsghdr + nfgenmsg + attributes."""
+    length = NLMSG_HDRLEN + NFGEN_HDRLEN + len(body)
+    return NLMSG_HDR.pack(length, msg_type, flags | NLM_F_REQUEST, seq, pid) + bytes((family, 0, 0, 0)) + body
+
+
+Buffer = bytes | bytearray | memoryview
+
+
+def iter_messages(buf: Buffer, size: int | None = None) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """Yield ``(type, flags, seq, pid, payload_start, msg_end)`` for each message in a receive buffer."""
+    end = len(buf) if size is None else size
+    off = 0
+    while off + NLMSG_HDRLEN <= end:
+        length, mtype, flags, seq, pid = NLMSG_HDR.unpack_from(buf, off)
+        if length < NLMSG_HDRLEN or off + length > end:
+            raise DecodeError(f"bad netlink message length {length} at offset {off}")
+        yield mtype, flags, seq, pid, off + NLMSG_HDRLEN, off + length
+        off += align4(length)
+
+
+def decode_error(buf: bytes | memoryview, start: int, end: int) -> int:
+    """errno of an NLMSG_ERROR payload, positive; 0 means an ACK."""
+    if end - start < 4:
+        raise DecodeError("truncated NLMSG_ERROR")
+    return -_I32.unpack_from(buf, start)[0]
+
+
+def iter_attrs(buf: bytes | memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Yield ``(type, value_start, value_end)`` for each attribute in ``buf[start:end]``."""
+    off = start
+    while off + 4 <= end:
+        length, atype = _unpack_nla(buf, off)
+        if length < 4 or off + length > end:
+            raise DecodeError(f"bad attribute length {length} (type {atype & NLA_TYPE_MASK})")
+        yield atype & NLA_TYPE_MASK, off + 4, off + length
+        off += (length + 3) & ~3
+
+
+def attr(atype: int, value: bytes) -> bytes:
+    length = 4 + len(value)
+    return NLA_HDR.pack(length, atype) + value + b"\0" * (align4(length) - length)
+
+
+def nested(atype: int, *children: bytes) -> bytes:
+    return attr(atype | NLA_F_NESTED, b"".join(children))
+
+
+def _need(start: int, end: int, n: int, what: str) -> None:
+    if end - start < n:
+        raise DecodeError(f"attribute {what} too short: {end - start} < {n}")
+
+
+# ---------------------------------------------------------------- decode: tuples
+
+
+def decode_tuple(buf: bytes | memoryview, start: int, end: int, family: int) -> Tuple:
+    t = Tuple(family)
+    for atype, s, e in iter_attrs(buf, start, end):
+        if atype == TupleAttr.IP:
+            for ia, s2, e2 in iter_attrs(buf, s, e):
+                if ia <= IpAttr.V4_DST:
+                    _need(s2, e2, 4, "IPv4 address")
+                    t.family = AF_INET
+                    if ia == IpAttr.V4_SRC:
+                        t.src = bytes(buf[s2:s2 + 4])
+                    else:
+                        t.dst = bytes(buf[s2:s2 + 4])
+                elif ia <= IpAttr.V6_DST:
+                    _need(s2, e2, 16, "IPv6 address")
+                    t.family = AF_INET6
+                    if ia == IpAttr.V6_SRC:
+                        t.src = bytes(buf[s2:s2 + 16])
+                    else:
+                        t.dst = bytes(buf[s2:s2 + 16])
+        elif atype == TupleAttr.PROTO:
+            for pa, s2, e2 in iter_attrs(buf, s, e):
+                if pa == ProtoAttr.NUM:
+                    _need(s2, e2, 1, "proto num")
+                    t.proto = buf[s2]
+                elif pa == ProtoAttr.SRC_PORT:
+                    _need(s2, e2, 2, "port")
+                    t.sport = _unpack_be16(buf, s2)[0]
+                elif pa == ProtoAttr.DST_PORT:
+                    _need(s2, e2, 2, "port")
+                    t.dport = _unpack_be16(buf, s2)[0]
+                elif pa in (ProtoAttr.ICMP_ID, ProtoAttr.ICMPV6_ID):
+                    _need(s2, e2, 2, "icmp id")
+                    t.icmp_id = _unpack_be16(buf, s2)[0]
+                elif pa in (ProtoAttr.ICMP_TYPE, ProtoAttr.ICMPV6_TYPE):
+                    _need(s2, e2, 1, "icmp type")
+                    t.icmp_type = buf[s2]
+                elif pa in (ProtoAttr.ICMP_CODE, ProtoAttr.ICMPV6_CODE):
+                    _need(s2, e2, 1, "icmp code")
+                    t.icmp_code = buf[s2]
+        elif atype == TupleAttr.ZONE:
+            _need(s, e, 2, "tuple zone")
+            t.zone = _unpack_be16(buf, s)[0]
+    return t
+
+
+# ---------------------------------------------------------------- decode: conntrack
+
+
+def _be32(buf, s, e, what):
+    _need(s, e, 4, what)
+    return _unpack_be32(buf, s)[0]
+
+
+def _string(buf, s, e) -> str:
+    raw = bytes(buf[s:e])
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _counters(buf, s, e) -> Counters:
+    c = Counters()
+    for a, s2, e2 in iter_attrs(buf, s, e):
+        if a == CountersAttr.PACKETS:
+            _need(s2, e2, 8, "packets")
+            c.packets = _unpack_be64(buf, s2)[0]
+        elif a == CountersAttr.BYTES:
+            _need(s2, e2, 8, "bytes")
+            c.bytes = _unpack_be64(buf, s2)[0]
+        elif a == CountersAttr.PACKETS32:
+            c.packets = _be32(buf, s2, e2, "packets")
+        elif a == CountersAttr.BYTES32:
+            c.bytes = _be32(buf, s2, e2, "bytes")
+    return c
+
+
+def _protoinfo(flow: Flow, buf, s, e) -> None:
+    for a, s2, e2 in iter_attrs(buf, s, e):
+        if a == ProtoinfoAttr.TCP:
+            info = TcpInfo()
+            for ta, s3, e3 in iter_attrs(buf, s2, e2):
+                if e3 <= s3:
+                    raise DecodeError("empty TCP protoinfo attribute")
+                if ta == TcpAttr.STATE:
+                    info.state = buf[s3]
+                elif ta == TcpAttr.WSCALE_ORIGINAL:
+                    info.wscale_orig = buf[s3]
+                elif ta == TcpAttr.WSCALE_REPLY:
+                    info.wscale_reply = buf[s3]
+                elif ta == TcpAttr.FLAGS_ORIGINAL:
+                    _need(s3, e3, 2, "tcp flags")
+                    info.flags_orig, info.mask_orig = _TCP_FLAGS.unpack_from(buf, s3)
+                elif ta == TcpAttr.FLAGS_REPLY:
+                    _need(s3, e3, 2, "tcp flags")
+                    info.flags_reply, info.mask_reply = _TCP_FLAGS.unpack_from(buf, s3)
+            flow.tcp = info
+        elif a == ProtoinfoAttr.SCTP:
+            sinfo = SctpInfo()
+            for sa, s3, e3 in iter_attrs(buf, s2, e2):
+                if sa == SctpAttr.STATE:
+                    _need(s3, e3, 1, "sctp state")
+                    sinfo.state = buf[s3]
+                elif sa == SctpAttr.VTAG_ORIGINAL:
+                    sinfo.vtag_orig = _be32(buf, s3, e3, "vtag")
+                elif sa == SctpAttr.VTAG_REPLY:
+                    sinfo.vtag_reply = _be32(buf, s3, e3, "vtag")
+            flow.sctp = sinfo
+        elif a == ProtoinfoAttr.DCCP:
+            dinfo = DccpInfo()
+            for da, s3, e3 in iter_attrs(buf, s2, e2):
+                if da == DccpAttr.STATE:
+                    _need(s3, e3, 1, "dccp state")
+                    dinfo.state = buf[s3]
+                elif da == DccpAttr.ROLE:
+                    _need(s3, e3, 1, "dccp role")
+                    dinfo.role = buf[s3]
+                elif da == DccpAttr.HANDSHAKE_SEQ:
+                    _need(s3, e3, 8, "dccp seq")
+                    dinfo.handshake_seq = _unpack_be64(buf, s3)[0]
+            flow.dccp = dinfo
+
+
+def _seqadj(buf, s, e) -> SeqAdj:
+    adj = SeqAdj()
+    for a, s2, e2 in iter_attrs(buf, s, e):
+        if a == SeqAdjAttr.CORRECTION_POS:
+            adj.correction_pos = _be32(buf, s2, e2, "seqadj")
+        elif a == SeqAdjAttr.OFFSET_BEFORE:
+            adj.offset_before = _be32(buf, s2, e2, "seqadj")
+        elif a == SeqAdjAttr.OFFSET_AFTER:
+            adj.offset_after = _be32(buf, s2, e2, "seqadj")
+    return adj
+
+
+def _timestamps(flow: Flow, buf, s, e) -> None:
+    for a, s2, e2 in iter_attrs(buf, s, e):
+        _need(s2, e2, 8, "timestamp")
+        if a == TimestampAttr.START:
+            flow.ts_start = _unpack_be64(buf, s2)[0]
+        elif a == TimestampAttr.STOP:
+            flow.ts_stop = _unpack_be64(buf, s2)[0]
+
+
+def _nat(buf, s, e, family: int) -> Nat:
+    nat = Nat(family)
+    for a, s2, e2 in iter_attrs(buf, s, e):
+        if a == NatAttr.V4_MINIP:
+            _need(s2, e2, 4, "nat ip")
+            nat.family, nat.min_ip = AF_INET, bytes(buf[s2:s2 + 4])
+        elif a == NatAttr.V4_MAXIP:
+            _need(s2, e2, 4, "nat ip")
+            nat.max_ip = bytes(buf[s2:s2 + 4])
+        elif a == NatAttr.V6_MINIP:
+            _need(s2, e2, 16, "nat ip")
+            nat.family, nat.min_ip = AF_INET6, bytes(buf[s2:s2 + 16])
+        elif a == NatAttr.V6_MAXIP:
+            _need(s2, e2, 16, "nat ip")
+            nat.max_ip = bytes(buf[s2:s2 + 16])
+        elif a == NatAttr.PROTO:
+            for pa, s3, e3 in iter_attrs(buf, s2, e2):
+                _need(s3, e3, 2, "nat port")
+                if pa == ProtoNatAttr.PORT_MIN:
+                    nat.min_port = _unpack_be16(buf, s3)[0]
+                elif pa == ProtoNatAttr.PORT_MAX:
+                    nat.max_port = _unpack_be16(buf, s3)[0]
+    return nat
+
+
+def decode_flow(buf: bytes | memoryview, start: int, end: int) -> Flow:
+    """Decode a ctnetlink conntrack message payload (from the nfgenmsg on)."""
+    if end - start < NFGEN_HDRLEN:
+        raise DecodeError("truncated nfgenmsg")
+    family = buf[start]
+    flow = Flow(family)
+    for a, s, e in iter_attrs(buf, start + NFGEN_HDRLEN, end):
+        if a == CTA.TUPLE_ORIG:
+            flow.orig = decode_tuple(buf, s, e, family)
+        elif a == CTA.TUPLE_REPLY:
+            flow.reply = decode_tuple(buf, s, e, family)
+        elif a == CTA.STATUS:
+            flow.status = _be32(buf, s, e, "status")
+        elif a == CTA.TIMEOUT:
+            flow.timeout = _be32(buf, s, e, "timeout")
+        elif a == CTA.MARK:
+            flow.mark = _be32(buf, s, e, "mark")
+        elif a == CTA.USE:
+            flow.use = _be32(buf, s, e, "use")
+        elif a == CTA.ID:
+            flow.id = _be32(buf, s, e, "id")
+        elif a == CTA.PROTOINFO:
+            _protoinfo(flow, buf, s, e)
+        elif a == CTA.COUNTERS_ORIG:
+            flow.counters_orig = _counters(buf, s, e)
+        elif a == CTA.COUNTERS_REPLY:
+            flow.counters_reply = _counters(buf, s, e)
+        elif a == CTA.ZONE:
+            _need(s, e, 2, "zone")
+            flow.zone = _unpack_be16(buf, s)[0]
+        elif a == CTA.SECMARK:
+            flow.secmark = _be32(buf, s, e, "secmark")
+        elif a == CTA.SECCTX:
+            for sa, s2, e2 in iter_attrs(buf, s, e):
+                if sa == SecctxAttr.NAME:
+                    flow.secctx = _string(buf, s2, e2)
+        elif a == CTA.HELP:
+            for ha, s2, e2 in iter_attrs(buf, s, e):
+                if ha == HelpAttr.NAME:
+                    flow.helper = _string(buf, s2, e2)
+        elif a == CTA.TIMESTAMP:
+            _timestamps(flow, buf, s, e)
+        elif a == CTA.TIMESTAMP_EVENT:
+            _need(s, e, 8, "event timestamp")
+            flow.ts_event = _unpack_be64(buf, s)[0]
+        elif a == CTA.LABELS:
+            flow.labels = bytes(buf[s:e])
+        elif a == CTA.LABELS_MASK:
+            flow.labels_mask = bytes(buf[s:e])
+        elif a == CTA.SEQ_ADJ_ORIG:
+            flow.seqadj_orig = _seqadj(buf, s, e)
+        elif a == CTA.SEQ_ADJ_REPLY:
+            flow.seqadj_reply = _seqadj(buf, s, e)
+        elif a == CTA.TUPLE_MASTER:
+            flow.master = decode_tuple(buf, s, e, family)
+        elif a == CTA.NAT_SRC:
+            flow.nat_src = _nat(buf, s, e, family)
+        elif a == CTA.NAT_DST:
+            flow.nat_dst = _nat(buf, s, e, family)
+        elif a == CTA.MARK_MASK:
+            flow.mark_mask = _be32(buf, s, e, "mark mask")
+        elif a == CTA.SYNPROXY:
+            vals = {}
+            for sa, s2, e2 in iter_attrs(buf, s, e):
+                vals[sa] = _be32(buf, s2, e2, "synproxy")
+            flow.synproxy = (
+                vals.get(SynproxyAttr.ISN, 0), vals.get(SynproxyAttr.ITS, 0), vals.get(SynproxyAttr.TSOFF, 0)
+            )
+        else:
+            flow.unknown.append((a, bytes(buf[s:e])))
+    return flow
+
+
+# ---------------------------------------------------------------- decode: expectations
+
+
+def decode_expect(buf: bytes | memoryview, start: int, end: int) -> Expect:
+    if end - start < NFGEN_HDRLEN:
+        raise DecodeError("truncated nfgenmsg")
+    family = buf[start]
+    exp = Expect(family)
+    for a, s, e in iter_attrs(buf, start + NFGEN_HDRLEN, end):
+        if a == ExpectAttr.MASTER:
+            exp.master = decode_tuple(buf, s, e, family)
+        elif a == ExpectAttr.TUPLE:
+            exp.tuple = decode_tuple(buf, s, e, family)
+        elif a == ExpectAttr.MASK:
+            exp.mask = decode_tuple(buf, s, e, family)
+        elif a == ExpectAttr.TIMEOUT:
+            exp.timeout = _be32(buf, s, e, "timeout")
+        elif a == ExpectAttr.ID:
+            exp.id = _be32(buf, s, e, "id")
+        elif a == ExpectAttr.HELP_NAME:
+            exp.helper = _string(buf, s, e)
+        elif a == ExpectAttr.ZONE:
+            _need(s, e, 2, "zone")
+            exp.zone = _unpack_be16(buf, s)[0]
+        elif a == ExpectAttr.FLAGS:
+            exp.flags = _be32(buf, s, e, "flags")
+        elif a == ExpectAttr.CLASS:
+            exp.klass = _be32(buf, s, e, "class")
+        elif a == ExpectAttr.FN:
+            exp.fn = _string(buf, s, e)
+        elif a == ExpectAttr.NAT:
+            for na, s2, e2 in iter_attrs(buf, s, e):
+                if na == ExpectNatAttr.DIR:
+                    exp.nat_dir = _be32(buf, s2, e2, "nat dir")
+                elif na == ExpectNatAttr.TUPLE:
+                    exp.nat_tuple = decode_tuple(buf, s2, e2, family)
+    return exp
+
+
+def decode_u32_attrs(buf: bytes | memoryview, start: int, end: int) -> dict[int, int]:
+    """Flat be32 attributes after an nfgenmsg (the CPU and global stats replies)."""
+    out: dict[int, int] = {}
+    for a, s, e in iter_attrs(buf, start + NFGEN_HDRLEN, end):
+        out[a] = _be32(buf, s, e, "stat")
+    return out
+
+
+# ---------------------------------------------------------------- encode
+
+
+def encode_tuple(atype: int, t: Tuple) -> bytes:
+    parts = []
+    if t.src is not None or t.dst is not None:
+        v6 = t.family == AF_INET6
+        ip = b""
+        if t.src is not None:
+            ip += attr(IpAttr.V6_SRC if v6 else IpAttr.V4_SRC, t.src)
+        if t.dst is not None:
+            ip += attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, t.dst)
+        parts.append(nested(TupleAttr.IP, ip))
+    if t.proto is not None:
+        p = attr(ProtoAttr.NUM, bytes((t.proto,)))
+        if t.sport is not None:
+            p += attr(ProtoAttr.SRC_PORT, _BE16.pack(t.sport & 0xFFFF))
+        if t.dport is not None:
+            p += attr(ProtoAttr.DST_PORT, _BE16.pack(t.dport & 0xFFFF))
+        v6icmp = t.proto == 58
+        if t.icmp_id is not None:
+            p += attr(ProtoAttr.ICMPV6_ID if v6icmp else ProtoAttr.ICMP_ID, _BE16.pack(t.icmp_id & 0xFFFF))
+        if t.icmp_type is not None:
+            p += attr(ProtoAttr.ICMPV6_TYPE if v6icmp else ProtoAttr.ICMP_TYPE, bytes((t.icmp_type & 0xFF,)))
+        if t.icmp_code is not None:
+            p += attr(ProtoAttr.ICMPV6_CODE if v6icmp else ProtoAttr.ICMP_CODE, bytes((t.icmp_code & 0xFF,)))
+        parts.append(nested(TupleAttr.PROTO, p))
+    if t.zone is not None:
+        parts.append(attr(TupleAttr.ZONE, _BE16.pack(t.zone & 0xFFFF)))
+    return nested(atype, *parts)
+
+
+def _be32attr(atype: int, value: int) -> bytes:
+    return attr(atype, _BE32.pack(value & 0xFFFFFFFF))
+
+
+def encode_nat(atype: int, nat: Nat) -> bytes:
+    v6 = nat.family == AF_INET6
+    parts = []
+    if nat.min_ip is not None:
+        parts.append(attr(NatAttr.V6_MINIP if v6 else NatAttr.V4_MINIP, nat.min_ip))
+        parts.append(attr(NatAttr.V6_MAXIP if v6 else NatAttr.V4_MAXIP, nat.max_ip or nat.min_ip))
+    if nat.min_port is not None:
+        maxp = nat.max_port if nat.max_port is not None else nat.min_port
+        parts.append(nested(NatAttr.PROTO, attr(ProtoNatAttr.PORT_MIN, _BE16.pack(nat.min_port)),
+                            attr(ProtoNatAttr.PORT_MAX, _BE16.pack(maxp))))
+    return nested(atype, *parts)
+
+
+def encode_protoinfo(flow: Flow) -> bytes:
+    if flow.tcp is not None:
+        t = flow.tcp
+        parts = []
+        if t.state is not None:
+            parts.append(attr(TcpAttr.STATE, bytes((t.state,))))
+        if t.wscale_orig is not None:
+            parts.append(attr(TcpAttr.WSCALE_ORIGINAL, bytes((t.wscale_orig,))))
+        if t.wscale_reply is not None:
+            parts.append(attr(TcpAttr.WSCALE_REPLY, bytes((t.wscale_reply,))))
+        if t.flags_orig is not None:
+            parts.append(attr(TcpAttr.FLAGS_ORIGINAL, _TCP_FLAGS.pack(t.flags_orig, t.mask_orig or 0)))
+        if t.flags_reply is not None:
+            parts.append(attr(TcpAttr.FLAGS_REPLY, _TCP_FLAGS.pack(t.flags_reply, t.mask_reply or 0)))
+        return nested(CTA.PROTOINFO, nested(ProtoinfoAttr.TCP, *parts))
+    if flow.sctp is not None:
+        s = flow.sctp
+        parts = []
+        if s.state is not None:
+            parts.append(attr(SctpAttr.STATE, bytes((s.state,))))
+        if s.vtag_orig is not None:
+            parts.append(_be32attr(SctpAttr.VTAG_ORIGINAL, s.vtag_orig))
+        if s.vtag_reply is not None:
+            parts.append(_be32attr(SctpAttr.VTAG_REPLY, s.vtag_reply))
+        return nested(CTA.PROTOINFO, nested(ProtoinfoAttr.SCTP, *parts))
+    if flow.dccp is not None:
+        d = flow.dccp
+        parts = []
+        if d.state is not None:
+            parts.append(attr(DccpAttr.STATE, bytes((d.state,))))
+        if d.role is not None:
+            parts.append(attr(DccpAttr.ROLE, bytes((d.role,))))
+        if d.handshake_seq is not None:
+            parts.append(attr(DccpAttr.HANDSHAKE_SEQ, _BE64.pack(d.handshake_seq)))
+        return nested(CTA.PROTOINFO, nested(ProtoinfoAttr.DCCP, *parts))
+    return b""
+
+
+def encode_flow(flow: Flow) -> bytes:
+    """Attributes for IPCTNL_MSG_CT_NEW / DELETE / GET, in the order the kernel's policy expects."""
+    parts = []
+    if flow.orig is not None:
+        parts.append(encode_tuple(CTA.TUPLE_ORIG, flow.orig))
+    if flow.reply is not None:
+        parts.append(encode_tuple(CTA.TUPLE_REPLY, flow.reply))
+    if flow.master is not None:
+        parts.append(encode_tuple(CTA.TUPLE_MASTER, flow.master))
+    if flow.nat_src is not None:
+        parts.append(encode_nat(CTA.NAT_SRC, flow.nat_src))
+    if flow.nat_dst is not None:
+        parts.append(encode_nat(CTA.NAT_DST, flow.nat_dst))
+    if flow.status is not None:
+        parts.append(_be32attr(CTA.STATUS, flow.status))
+    if flow.timeout is not None:
+        parts.append(_be32attr(CTA.TIMEOUT, flow.timeout))
+    if flow.mark is not None:
+        parts.append(_be32attr(CTA.MARK, flow.mark))
+    if flow.mark_mask is not None:
+        parts.append(_be32attr(CTA.MARK_MASK, flow.mark_mask))
+    if flow.secmark is not None:
+        parts.append(_be32attr(CTA.SECMARK, flow.secmark))
+    if flow.id is not None:
+        parts.append(_be32attr(CTA.ID, flow.id))
+    if flow.zone is not None:
+        parts.append(attr(CTA.ZONE, _BE16.pack(flow.zone & 0xFFFF)))
+    if flow.helper is not None:
+        parts.append(nested(CTA.HELP, attr(HelpAttr.NAME, flow.helper.encode() + b"\0")))
+    parts.append(encode_protoinfo(flow))
+    if flow.seqadj_orig is not None:
+        parts.append(_encode_seqadj(CTA.SEQ_ADJ_ORIG, flow.seqadj_orig))
+    if flow.seqadj_reply is not None:
+        parts.append(_encode_seqadj(CTA.SEQ_ADJ_REPLY, flow.seqadj_reply))
+    if flow.labels is not None:
+        parts.append(attr(CTA.LABELS, flow.labels))
+    if flow.labels_mask is not None:
+        parts.append(attr(CTA.LABELS_MASK, flow.labels_mask))
+    if flow.synproxy is not None:
+        isn, its, tsoff = flow.synproxy
+        parts.append(nested(CTA.SYNPROXY, _be32attr(SynproxyAttr.ISN, isn), _be32attr(SynproxyAttr.ITS, its),
+                            _be32attr(SynproxyAttr.TSOFF, tsoff)))
+    return b"".join(parts)
+
+
+def _encode_seqadj(atype: int, adj: SeqAdj) -> bytes:
+    return nested(atype, _be32attr(SeqAdjAttr.CORRECTION_POS, adj.correction_pos),
+                  _be32attr(SeqAdjAttr.OFFSET_BEFORE, adj.offset_before),
+                  _be32attr(SeqAdjAttr.OFFSET_AFTER, adj.offset_after))
+
+
+def encode_expect(exp: Expect) -> bytes:
+    parts = []
+    if exp.master is not None:
+        parts.append(encode_tuple(ExpectAttr.MASTER, exp.master))
+    if exp.tuple is not None:
+        parts.append(encode_tuple(ExpectAttr.TUPLE, exp.tuple))
+    if exp.mask is not None:
+        parts.append(encode_tuple(ExpectAttr.MASK, exp.mask))
+    if exp.timeout is not None:
+        parts.append(_be32attr(ExpectAttr.TIMEOUT, exp.timeout))
+    if exp.id is not None:
+        parts.append(_be32attr(ExpectAttr.ID, exp.id))
+    if exp.helper is not None:
+        parts.append(attr(ExpectAttr.HELP_NAME, exp.helper.encode() + b"\0"))
+    if exp.zone is not None:
+        parts.append(attr(ExpectAttr.ZONE, _BE16.pack(exp.zone)))
+    if exp.flags is not None:
+        parts.append(_be32attr(ExpectAttr.FLAGS, exp.flags))
+    if exp.klass is not None:
+        parts.append(_be32attr(ExpectAttr.CLASS, exp.klass))
+    if exp.fn is not None:
+        parts.append(attr(ExpectAttr.FN, exp.fn.encode() + b"\0"))
+    return b"".join(parts)
+
+
+def encode_dump_filter(
+    *,
+    mark: int | None = None,
+    mark_mask: int | None = None,
+    status: int | None = None,
+    status_mask: int | None = None,
+    zone: int | None = None,
+    orig: Tuple | None = None,
+    orig_flags: int = 0,
+    reply: Tuple | None = None,
+    reply_flags: int = 0,
+) -> bytes:
+    """Kernel-side dump filter attributes (CTA_MARK/MASK, CTA_STATUS/MASK, CTA_ZONE, CTA_FILTER)."""
+    parts = []
+    if orig is not None and orig_flags:
+        parts.append(encode_tuple(CTA.TUPLE_ORIG, orig))
+    if reply is not None and reply_flags:
+        parts.append(encode_tuple(CTA.TUPLE_REPLY, reply))
+    if mark is not None:
+        parts.append(_be32attr(CTA.MARK, mark))
+        parts.append(_be32attr(CTA.MARK_MASK, 0xFFFFFFFF if mark_mask is None else mark_mask))
+    if status is not None:
+        parts.append(_be32attr(CTA.STATUS, status))
+        parts.append(_be32attr(CTA.STATUS_MASK, 0xFFFFFFFF if status_mask is None else status_mask))
+    if zone is not None:
+        parts.append(attr(CTA.ZONE, _BE16.pack(zone)))
+    if orig_flags or reply_flags:
+        parts.append(nested(CTA.FILTER, attr(FilterAttr.ORIG_FLAGS, _U32.pack(orig_flags)),
+                            attr(FilterAttr.REPLY_FLAGS, _U32.pack(reply_flags))))
+    return b"".join(parts)
+
+
+__all__ = [
+    "DecodeError", "NLMSG_DONE", "NLMSG_ERROR", "nlmsg", "iter_messages", "iter_attrs", "decode_error",
+    "decode_flow", "decode_expect", "decode_tuple", "decode_u32_attrs", "encode_flow", "encode_expect",
+    "encode_tuple", "encode_dump_filter", "attr", "nested",
+]
