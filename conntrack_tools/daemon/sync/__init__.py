@@ -1,0 +1,58 @@
+"""conntrackd state synchronisation: wire codec (``wire``), attribute tables
+(``wire_attrs``) and sequence-number arithmetic (``seq``).  All pure; the
+channels and the FTFW/NOTRACK/ALARM state machines build on top."""
+
+from .seq import SeqCounter, SeqStatus, SeqTracker, after, before, between
+from .wire import (
+    AckHeader,
+    Batcher,
+    FlowTuple,
+    Message,
+    MsgFlag,
+    MsgType,
+    NetHeader,
+    StreamDecoder,
+    SyncExpect,
+    SyncFlow,
+    WireError,
+    WireErrorKind,
+    decode_datagram,
+    decode_message,
+    encode_ctl,
+    encode_datagram,
+    encode_expect_message,
+    encode_flow_message,
+    encode_message,
+    iter_datagram,
+    pack_datagrams,
+)
+
+__all__ = [
+    "AckHeader",
+    "Batcher",
+    "FlowTuple",
+    "Message",
+    "MsgFlag",
+    "MsgType",
+    "NetHeader",
+    "SeqCounter",
+    "SeqStatus",
+    "SeqTracker",
+    "StreamDecoder",
+    "SyncExpect",
+    "SyncFlow",
+    "WireError",
+    "WireErrorKind",
+    "after",
+    "before",
+    "between",
+    "decode_datagram",
+    "decode_message",
+    "encode_ctl",
+    "encode_datagram",
+    "encode_expect_message",
+    "encode_flow_message",
+    "encode_message",
+    "iter_datagram",
+    "pack_datagrams",
+]
