@@ -1,0 +1,142 @@
+"""Shared helpers for the template/role tests: inventory contexts, netns runs, a conntrackd.conf reader."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conntrack_tools import render
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "inventories" / "example"
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def inventory_groups() -> dict[str, list[str]]:
+    tree = _load(INVENTORY / "hosts.yml")
+    groups: dict[str, list[str]] = {}
+
+    def walk(name: str, node: dict[str, Any]) -> list[str]:
+        hosts = list((node.get("hosts") or {}).keys())
+        for child, sub in (node.get("children") or {}).items():
+            hosts += walk(child, sub or {})
+        groups[name] = hosts
+        return hosts
+
+    walk("all", tree["all"])
+    return groups
+
+
+def context(host: str, **overrides: Any) -> dict[str, Any]:
+    """Template variables for ``host`` the way ha_firewall hands them to the roles."""
+    groups = inventory_groups()
+    pair = next(g for g, hs in groups.items() if g.startswith("pair_") and host in hs)
+    inv: dict[str, Any] = {}
+    for part in (INVENTORY / "group_vars" / "ha_firewalls.yml", INVENTORY / "group_vars" / f"{pair}.yml",
+                 INVENTORY / "host_vars" / f"{host}.yml"):
+        inv.update(_load(part))
+    inv.update(overrides)
+    return build(host, groups, inv)
+
+
+def build(host: str, groups: dict[str, list[str]], inv: dict[str, Any]) -> dict[str, Any]:
+    """Role defaults + inventory + the ha_firewall variable mapping, resolved like Ansible would."""
+    vips = [v["address"].split("/")[0] for i in inv.get("keepalived_instances", []) for v in i["virtual_ipaddress"]]
+    mapped = {
+        "inventory_hostname": host,
+        "groups": groups,
+        "keepalived_pair_group": inv["ha_firewall_pair_group"],
+        "conntrackd_pair_group": inv["ha_firewall_pair_group"],
+        "keepalived_pair_addresses": inv["ha_firewall_pair_addresses"],
+        "conntrackd_pair_addresses": inv["ha_firewall_pair_addresses"],
+        "conntrackd_nf_conntrack_max": inv.get("ha_firewall_nf_conntrack_max", 262144),
+        "conntrackd_ignore_addresses": inv.get("ha_firewall_ignore_addresses", []) + vips,
+    }
+    merged = {**inv, **mapped}
+    out: dict[str, Any] = {}
+    for role in ("ha_firewall", "conntrack_tools", "keepalived", "conntrackd"):
+        out.update(render.role_defaults(role, merged))
+    return out
+
+
+def have_netns() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def run_in_netns(interfaces: list[str], argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a throw-away network namespace holding up veth ``interfaces``.
+
+    VLAN names (eth1.101) are veths too: the 8021q module may be missing and keepalived only
+    checks that the interface exists.
+    """
+    setup = []
+    for i, name in enumerate(sorted(set(interfaces))):
+        setup.append(f"ip link add {name} type veth peer name tpeer{i}")
+        setup.append(f"ip link set {name} up")
+    script = " && ".join(setup + ['exec "$@"'])
+    return subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", *argv],
+                          capture_output=True, text=True, timeout=30)
+
+
+def keepalived_interfaces(ctx: dict[str, Any]) -> list[str]:
+    names = set()
+    for inst in ctx["keepalived_instances"]:
+        names.add(inst["interface"])
+        names.update(v.get("dev") for v in inst["virtual_ipaddress"] if v.get("dev"))
+        names.update(inst.get("track_interfaces", []))
+    return sorted(names)
+
+
+# --- conntrackd.conf structure -------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\{|\}|[^\s{}]+")
+
+
+def parse_blocks(text: str) -> list[tuple[list[str], list]]:
+    """Nested (words, children) tree of a conntrackd.conf; raises ValueError on unbalanced braces."""
+    root: list = []
+    stack = [root]
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0]
+        words: list[str] = []
+        for tok in _TOKEN.findall(line):
+            if tok == "{":
+                node: tuple[list[str], list] = (words, [])
+                stack[-1].append(node)
+                stack.append(node[1])
+                words = []
+            elif tok == "}":
+                if words:
+                    stack[-1].append((words, []))
+                    words = []
+                if len(stack) == 1:
+                    raise ValueError(f"unbalanced '}}' in: {raw!r}")
+                stack.pop()
+            else:
+                words.append(tok)
+        if words:
+            stack[-1].append((words, []))
+    if len(stack) != 1:
+        raise ValueError("unclosed '{'")
+    return root
+
+
+def find(tree: list, *path: str) -> list[tuple[list[str], list]]:
+    """Blocks whose first word matches each element of ``path`` in turn."""
+    level = [(["<root>"], tree)]
+    for name in path:
+        level = [n for _, children in level for n in children if n[0] and n[0][0] == name]
+    return level

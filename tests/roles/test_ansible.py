@@ -1,0 +1,186 @@
+"""Ansible-side tests: syntax, argument specs, the verify step, and Ansible-vs-render byte equality."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .helpers import INVENTORY, ROOT, VENV_BIN, context
+
+PLAYBOOK = VENV_BIN / "ansible-playbook"
+HERE = Path(__file__).parent
+pytestmark = pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible-core is not installed in the venv")
+
+ENV = {
+    **os.environ,
+    "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+    "ANSIBLE_NOCOLOR": "1",
+    "ANSIBLE_FORCE_COLOR": "0",
+    "ANSIBLE_LOCALHOST_WARNING": "false",
+    "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+    "ANSIBLE_PYTHON_INTERPRETER": str(VENV_BIN / "python"),
+    "ANSIBLE_RETRY_FILES_ENABLED": "false",
+    "ANSIBLE_DEPRECATION_WARNINGS": "false",
+}
+TMP = Path(tempfile.mkdtemp(prefix="ha-roles-"))
+
+EDGE_INSTANCES = yaml.safe_load((INVENTORY / "group_vars" / "pair_edge.yml").read_text())["keepalived_instances"]
+EDGE_ADDRS = yaml.safe_load((INVENTORY / "group_vars" / "pair_edge.yml").read_text())["ha_firewall_pair_addresses"]
+
+
+def _bad(name: str, **extra: object) -> list[str]:
+    path = TMP / f"{name}.json"
+    path.write_text(json.dumps({"target": "pair_edge", **extra}))
+    return ["-e", f"@{path}"]
+
+
+def _dup_vrid() -> list[str]:
+    inst = json.loads(json.dumps(EDGE_INSTANCES))
+    inst[2]["interface"] = "eth0"
+    inst[2]["virtual_router_id"] = 51
+    return _bad("dup", keepalived_instances=inst)
+
+
+def _wrong_family() -> list[str]:
+    inst = json.loads(json.dumps(EDGE_INSTANCES))
+    inst[0]["virtual_ipaddress"].append({"address": "2001:db8:100::9/64"})
+    return _bad("family", keepalived_instances=inst)
+
+
+def _missing_peer() -> list[str]:
+    addrs = json.loads(json.dumps(EDGE_ADDRS))
+    del addrs["fw-edge-b"]["eth1"]
+    return _bad("peer", ha_firewall_pair_addresses=addrs)
+
+
+def _mixed_transport() -> list[str]:
+    addrs = json.loads(json.dumps(EDGE_ADDRS))
+    for node in addrs.values():
+        node["eth3"] = ["10.255.11.1" if node is addrs["fw-edge-a"] else "10.255.11.2"]
+    return _bad("mixed", ha_firewall_pair_addresses=addrs,
+                conntrackd_channels=[{"interface": "eth2", "transport": "udp"},
+                                     {"interface": "eth3", "transport": "tcp"}])
+
+
+def _no_sync_iface() -> list[str]:
+    addrs = {"fw-edge-a": {"lo": ["127.0.0.1"], "nosuch9": ["10.9.9.1"]},
+             "fw-edge-b": {"lo": ["127.0.0.2"], "nosuch9": ["10.9.9.2"]}}
+    inst = [{"name": "VI_LO", "interface": "lo", "virtual_router_id": 9,
+             "virtual_ipaddress": [{"address": "10.0.0.9/24"}]}]
+    return _bad("iface", ha_firewall_pair_addresses=addrs, keepalived_instances=inst,
+                keepalived_vrrp_scripts=[], conntrackd_channels=[{"interface": "nosuch9"}],
+                gather=True, target="fw-edge-a", ha_firewall_check_play_membership=False)
+
+
+def _argspec_cases() -> list[str]:
+    cases = []
+    for host in ("fw-edge-a", "fw-dc-b"):
+        ctx = context(host)
+        for role in ("keepalived", "conntrackd", "conntrack_tools", "ha_firewall"):
+            spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+            options = spec["argument_specs"]["main"]["options"]
+            cases.append({"role": role, "provided": {k: ctx[k] for k in options if k in ctx}})
+    return _bad("argspec", cases=cases, roles_dir=str(ROOT / "roles"))
+
+
+def _commands() -> dict[str, list[str]]:
+    inv = ["-i", str(INVENTORY)]
+    cmds = {f"syntax-{p.stem}": [str(PLAYBOOK), *inv, "--syntax-check", str(p)]
+            for p in sorted((ROOT / "playbooks").glob("*.yml"))}
+    verify = [str(PLAYBOOK), *inv, str(HERE / "playbooks" / "verify.yml")]
+    cmds.update({
+        "verify-ok": verify,
+        "verify-dup-vrid": verify + _dup_vrid(),
+        "verify-family": verify + _wrong_family(),
+        "verify-missing-peer": verify + _missing_peer(),
+        "verify-mixed-transport": verify + _mixed_transport(),
+        "verify-half-pair": verify + ["--limit", "fw-edge-a"],
+        "verify-no-sync-iface": verify + _no_sync_iface(),
+        "render": [str(PLAYBOOK), *inv, str(HERE / "playbooks" / "render.yml"),
+                   "-e", "target=fw-edge-a:fw-dc-b", "-e", f"outdir={TMP}"],
+        "argspec-ok": [str(PLAYBOOK), str(HERE / "playbooks" / "argspec.yml"), *_argspec_cases()],
+        "argspec-bad-type": [str(PLAYBOOK), "--check", str(HERE / "playbooks" / "role_entry.yml"),
+                             "-e", "role=keepalived", "-e", "keepalived_vrrp_version=three",
+                             "-e", "keepalived_pair_group=x", "-e", "keepalived_instances=[]"],
+        "argspec-bad-choice": [str(PLAYBOOK), "--check", str(HERE / "playbooks" / "role_entry.yml"),
+                               "-e", "role=conntrackd", "-e", "conntrackd_mode=FAST",
+                               "-e", "conntrackd_pair_group=x", "-e", "conntrackd_channels=[]"],
+    })
+    return cmds
+
+
+@functools.cache
+def results() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Start every ansible-playbook run at once (they are independent), then collect them."""
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=ENV, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for name, cmd in _commands().items()}
+    out = {}
+    for name, proc in procs.items():
+        stdout, _ = proc.communicate(timeout=120)
+        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, "")
+    return out
+
+
+@pytest.mark.parametrize("playbook", sorted(p.stem for p in (ROOT / "playbooks").glob("*.yml")))
+def test_syntax_check(playbook: str) -> None:
+    res = results()[f"syntax-{playbook}"]
+    assert res.returncode == 0, res.stdout
+
+
+def test_verify_passes_for_example_inventory() -> None:
+    res = results()["verify-ok"]
+    assert res.returncode == 0, res.stdout
+    assert "failed=0" in res.stdout and "fw-dc-b" in res.stdout
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("verify-dup-vrid", "duplicate virtual_router_id 51 on interface eth0 (inet)"),
+    ("verify-family", "VRRP instance VI_EDGE_OUT is inet but has VIPs of the other family"),
+    ("verify-missing-peer", "missing peer address: node fw-edge-b of pair pair_edge has no inet address on eth1"),
+    ("verify-mixed-transport", "channels mix transports (udp, tcp)"),
+    ("verify-half-pair", "missing from the run: fw-edge-b"),
+    ("verify-no-sync-iface", "sync interface nosuch9 does not exist"),
+])
+def test_verify_rejects_bad_variables(case: str, message: str) -> None:
+    res = results()[case]
+    assert res.returncode != 0, res.stdout
+    assert message in " ".join(res.stdout.split()), res.stdout
+
+
+def test_argument_specs_accept_example_inventory() -> None:
+    res = results()["argspec-ok"]
+    assert res.returncode == 0, res.stdout
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("argspec-bad-type", "keepalived_vrrp_version"),
+    ("argspec-bad-choice", "conntrackd_mode"),
+])
+def test_argument_specs_fail_early(case: str, message: str) -> None:
+    res = results()[case]
+    assert res.returncode != 0, res.stdout
+    assert "Validating arguments against arg spec" in res.stdout, res.stdout
+    assert message in res.stdout, res.stdout
+    # Nothing after the validation ran.
+    assert "Install keepalived" not in res.stdout and "Render conntrackd.conf" not in res.stdout
+
+
+@pytest.mark.parametrize("name", ["fw-edge-a.keepalived.conf", "fw-edge-a.conntrackd.conf",
+                                  "fw-dc-b.keepalived.conf", "fw-dc-b.conntrackd.conf"])
+def test_ansible_renders_the_same_bytes_as_render_py(name: str) -> None:
+    res = results()["render"]
+    assert res.returncode == 0, res.stdout
+    assert (TMP / name).read_text() == (HERE / "golden" / name).read_text()
+
+
+def teardown_module() -> None:
+    shutil.rmtree(TMP, ignore_errors=True)
