@@ -1,0 +1,66 @@
+"""Shared fixtures: where ../shared is, root detection, throwaway network namespaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CT_SHARED", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference"
+C_CONNTRACK = "/usr/sbin/conntrack"
+PY_CONNTRACK = str(Path(sys.executable).with_name("conntrack"))
+IS_ROOT = os.geteuid() == 0
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_root() -> None:
+    """Root tests always run in CI (as root); elsewhere they skip with the reason."""
+    if not IS_ROOT:
+        if IN_CI:
+            pytest.fail("CI must run as root: netns tests cannot be skipped there")
+        pytest.skip("needs root for network namespaces and ctnetlink")
+
+
+def require_c_tools() -> None:
+    if not shutil.which(C_CONNTRACK):
+        if IN_CI:
+            pytest.fail(f"{C_CONNTRACK} missing: .ci/run must install the conntrack package")
+        pytest.skip(f"{C_CONNTRACK} not installed (apt-get install conntrack)")
+
+
+class Netns:
+    """A throwaway network namespace named ctpy-<purpose>-<id>, deleted on close."""
+
+    def __init__(self, purpose: str):
+        self.name = f"ctpy-{purpose}-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(self.prefix() + argv, **kw)
+
+    def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(["bash", "-c", script], **kw)
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], check=False)
+
+
+@pytest.fixture
+def netns(request):
+    require_root()
+    ns = Netns(request.node.name[:8].strip("_[").lower().replace("_", "") or "t")
+    yield ns
+    ns.close()
