@@ -11,6 +11,7 @@ deps:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,ansible]'
+	$(BIN)/python -m compileall -q conntrack_tools
 	touch $@
 
 venv: $(BIN)/.installed

@@ -18,6 +18,7 @@ from ..flow import AF_INET, Flow
 from ..formats import OutputOptions, render_expect, render_flow
 from ..formats import stats as stats_fmt
 from ..formats.expect import EXPECT_FOOTER, EXPECT_HEADER
+from ..formats.fastline import make_line_factory
 from ..formats.xml import CONNTRACK_FOOTER, CONNTRACK_HEADER
 from ..netlink.attrs import (
     NLM_F_ACK,
@@ -38,6 +39,7 @@ from ..netlink.codec import (
     encode_dump_filter,
     encode_expect,
     encode_flow,
+    key_request_from_dump,
     nlmsg,
 )
 from ..netlink.shapes import ShapeDecoder
@@ -45,7 +47,7 @@ from ..netlink.socket import CtnlSocket, NetlinkError
 from . import options as O
 from .errors import OTHER_PROBLEM, PREFIX, CliError
 from .request import Command, Request, Table
-from .template import build_create, build_expect, build_expect_key, build_get, make_filter
+from .template import accept_all, build_create, build_expect, build_expect_key, build_get, kernel_dumps, make_filter
 
 # err2str(): (errno, command) -> message; command None = any command.
 _ERR_MESSAGES: dict[tuple[int, Command | None], str] = {
@@ -155,48 +157,83 @@ class Runner:
         opts = output_options(req)
         msg_type = {Table.CONNTRACK: CtMsg.GET_CTRZERO if req.zero else CtMsg.GET,
                     Table.DYING: CtMsg.GET_DYING, Table.UNCONFIRMED: CtMsg.GET_UNCONFIRMED}[req.table]
-        body = b""
-        kernel_filtered = req.table is Table.CONNTRACK
-        if kernel_filtered:
-            mark = req.mark_filter
-            status = req.status_filter
-            body = encode_dump_filter(mark=mark[0] if mark else None, mark_mask=mark[1] if mark else None,
-                                      status=status[0] if status else None,
-                                      status_mask=status[1] if status else None)
-        keep = make_filter(req, kernel_filtered=kernel_filtered)
-        sock = self.sock
-        seq = sock.next_seq()
+        if req.table is Table.CONNTRACK:
+            dumps = kernel_dumps(req, mark=True, status=True)
+            keep = make_filter(req, kernel_filtered=True, kernel_tuples=True)
+        else:
+            dumps = [(req.family, b"")]
+            keep = make_filter(req)
         now_ns = time.time_ns()
-        decode = ShapeDecoder().decode
+
+        def reference(flow: Flow) -> str:
+            return render_flow(flow, opts, now_ns=now_ns)
+
+        factory = make_line_factory(opts) if keep is accept_all else None
+        decoder = ShapeDecoder(line_factory=factory, reference=reference)
         lines: list[str] = []
         count = 0
-        xml = opts.xml
-        write = self.out.write
         try:
-            for buf, _mtype, start, end in sock.dump(nlmsg(ct_type(msg_type), NLM_F_DUMP, seq, req.family, body), seq):
-                flow = decode(buf, start, end)
-                if not keep(flow):
+            for family, body in dumps:
+                request = nlmsg(ct_type(msg_type), NLM_F_DUMP, 0, family, body)
+                if factory is not None:
+                    # Fast path: nothing left to filter, plain text: lines straight from the unpacked values.
+                    count += self._stream_lines(request, decoder, lines)
                     continue
-                if xml and count == 0:
-                    lines.append(CONNTRACK_HEADER)
-                lines.append(render_flow(flow, opts, now_ns=now_ns))
-                count += 1
-                if len(lines) >= 2048:
-                    write("\n".join(lines) + "\n")
-                    lines.clear()
+                for flow in self._dump_flows(request, decoder):
+                    if not keep(flow):
+                        continue
+                    if opts.xml and count == 0:
+                        lines.append(CONNTRACK_HEADER)
+                    lines.append(reference(flow))
+                    count += 1
+                    if len(lines) >= 4096:
+                        self.write_lines(lines)
+                        lines.clear()
         except NetlinkError as exc:
             self.write_lines(lines)
             raise self.fail(exc.errno, req) from None
-        if xml and count and req.table is Table.CONNTRACK:
+        if opts.xml and count and req.table is Table.CONNTRACK:
             lines.append(CONNTRACK_FOOTER)
         self.write_lines(lines)
         self.out.flush()
         self.summary("list", count)
         return None
 
+    def _stream_lines(self, request: bytes, decoder: ShapeDecoder, lines: list[str],
+                      on_message: Callable | None = None, flush: bool = True) -> int:
+        """Send a dump request and render every reply buffer in one loop; returns the number of lines."""
+        sock = self.sock
+        seq = sock.next_seq()
+        request = request[:8] + seq.to_bytes(4, sys.byteorder) + request[12:]
+        sock.send(request)
+        lines_into = decoder.lines_into
+        append = lines.append
+        count = 0
+        while True:
+            before = len(lines)
+            done, err = lines_into(sock.view, sock.recv(), seq, append, on_message)
+            count += len(lines) - before
+            if err:
+                raise NetlinkError(err, seq)
+            if flush and len(lines) >= 4096:
+                self.write_lines(lines)
+                lines.clear()
+            if done:
+                return count
+
+    def _dump_flows(self, request: bytes, decoder: ShapeDecoder):
+        sock = self.sock
+        seq = sock.next_seq()
+        request = request[:8] + seq.to_bytes(4, sys.byteorder) + request[12:]
+        decode = decoder.decode
+        for buf, _t, start, end in sock.dump(request, seq):
+            yield decode(buf, start, end)
+
     def ct_get(self, req: Request) -> int:
         opts = output_options(req)
         key = build_get(req)
+        if key is None:
+            raise self.fail(errno.EINVAL, req)
         sock = self.sock
         seq = sock.next_seq()
         msg = nlmsg(ct_type(CtMsg.GET), NLM_F_ACK, seq, key.family, encode_flow(key))
@@ -235,28 +272,57 @@ class Runner:
         return flows
 
     def ct_delete(self, req: Request) -> int:
+        """-D: kernel-filtered dump, then one batch of deletes built from the dumped bytes."""
         opts = output_options(req, for_delete=True)
-        flows = self._dump_matching(req, use_mark=True, kernel_mark=True)
-        sock = self.sock
-        msgs = []
-        for flow in flows:
-            key = Flow(flow.family, flow.orig, zone=flow.zone, id=flow.id)
-            seq = sock.next_seq()
-            msgs.append((seq, nlmsg(ct_type(CtMsg.DELETE), 0, seq, flow.family, encode_flow(key))))
-        errors = sock.batch(msgs) if msgs else {}
+        keep = make_filter(req, kernel_filtered=False, kernel_tuples=True)
         now_ns = time.time_ns()
-        lines = []
+
+        def reference(flow: Flow) -> str:
+            return render_flow(flow, opts, now_ns=now_ns, save_event="destroy")
+
+        factory = make_line_factory(opts) if keep is accept_all else None
+        decoder = ShapeDecoder(line_factory=factory, reference=reference)
+        sock = self.sock
+        del_type = ct_type(CtMsg.DELETE)
+        lines: list[str] = []
+        msgs: list[tuple[int, bytes]] = []
+
+        def on_message(buf, start: int, end: int, shape=None) -> None:
+            sock.seq += 1
+            dseq = sock.seq
+            if shape is not None:
+                msgs.append((dseq, shape.key_request(buf, start, del_type, 0, dseq)))
+            else:
+                msgs.append((dseq, key_request_from_dump(buf, start, end, del_type, 0, dseq)))
+
+        try:
+            for family, body in kernel_dumps(req, mark=True):
+                request = nlmsg(ct_type(CtMsg.GET), NLM_F_DUMP, 0, family, body)
+                if factory is not None:
+                    self._stream_lines(request, decoder, lines, on_message, flush=False)
+                    continue
+                seq = sock.next_seq()
+                request = request[:8] + seq.to_bytes(4, sys.byteorder) + request[12:]
+                for buf, _t, start, end in sock.dump(request, seq):
+                    flow = decoder.decode(buf, start, end)
+                    if keep(flow):
+                        lines.append(reference(flow))
+                        on_message(buf, start, end)
+            errors = sock.batch(msgs) if msgs else {}
+        except NetlinkError as exc:
+            raise self.fail(exc.errno, req) from None
+        out = []
         count = 0
-        for (seq, _msg), flow in zip(msgs, flows, strict=True):
+        for (seq, _msg), line in zip(msgs, lines, strict=True):
             err = errors.get(seq)
             if err == errno.ENOENT:
                 continue  # vanished meanwhile: C ignores it
             if err:
-                self.write_lines(lines)
+                self.write_lines(out)
                 raise self.fail(err, req)
-            lines.append(render_flow(flow, opts, now_ns=now_ns, save_event="destroy"))
+            out.append(line)
             count += 1
-        self.write_lines(lines)
+        self.write_lines(out)
         self.out.flush()
         self.summary("delete", count)
         return count
@@ -551,6 +617,10 @@ def run(argv: list[str], prog: str = "conntrack") -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except OSError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"{PREFIX}Operation failed: {exc.strerror or exc}\n")
+        return OTHER_PROBLEM
     except KeyboardInterrupt:
         return 130
     finally:

@@ -28,6 +28,7 @@ from .request import Request
 from .request import Tuple as ReqTuple
 
 GRE = 47
+_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))  # tcp udp dccp sctp udplite: ports always sent (as 0 if unset)
 
 
 def _family(req: Request) -> int:
@@ -113,16 +114,27 @@ def build_create(req: Request) -> Flow:
     return flow
 
 
-def build_get(req: Request) -> Flow:
-    """The lookup key of `-G` (and of a single-tuple `-D`/`-U`): one tuple plus zone."""
+def build_get(req: Request) -> Flow | None:
+    """The lookup key of `-G`: the original tuple plus zone.
+
+    Like libnetfilter_conntrack's query builder: without an original address (-s/-d) there is
+    no key at all (C fails with EINVAL before sending anything), and an address that was not
+    given is sent as zeros, so `-G -s A -r B ...` is looked up with dst 0.0.0.0.
+    """
+    if not _has_orig(req):
+        return None
     family = _family(req)
     flow = Flow(family)
-    if _has_orig(req):
-        flow.orig = _tuple_from(req, req.orig, family, True)
-        flow.orig.zone = req.orig_zone
-    else:
-        flow.reply = _tuple_from(req, req.reply, family, True)
-        flow.reply.zone = req.reply_zone
+    flow.orig = _tuple_from(req, req.orig, family, True)
+    zero = bytes(16 if family == AF_INET6 else 4)
+    if flow.orig.src is None:
+        flow.orig.src = zero
+    if flow.orig.dst is None:
+        flow.orig.dst = zero
+    if flow.orig.proto in _PORT_PROTOS:
+        flow.orig.sport = flow.orig.sport or 0
+        flow.orig.dport = flow.orig.dport or 0
+    flow.orig.zone = req.orig_zone
     flow.zone = req.zone
     return flow
 
@@ -181,23 +193,48 @@ def _tuple_match(t: Tuple | None, rt: ReqTuple, req: Request, orig: bool, masked
 
 
 def _is_snat(f: Flow) -> bool:
-    if f.status is not None and not f.status & IPS_SRC_NAT_DONE:
+    """NFCT_GOPT_IS_SNAT: SRC_NAT_DONE and the reply dst differs; libnetfilter_conntrack compares the
+    `v4` member of the address union, i.e. the first 4 bytes (also for IPv6)."""
+    if f.status is None or not f.status & IPS_SRC_NAT_DONE:
         return False
-    return f.orig is not None and f.reply is not None and f.reply.dst != f.orig.src
+    return f.orig is not None and f.reply is not None and (f.reply.dst or b"")[:4] != (f.orig.src or b"")[:4]
 
 
 def _is_dnat(f: Flow) -> bool:
-    if f.status is not None and not f.status & IPS_DST_NAT_DONE:
+    if f.status is None or not f.status & IPS_DST_NAT_DONE:
         return False
-    return f.orig is not None and f.reply is not None and f.reply.src != f.orig.dst
+    return f.orig is not None and f.reply is not None and (f.reply.src or b"")[:4] != (f.orig.dst or b"")[:4]
+
+
+def _l4src_all(t: Tuple) -> int:
+    """libnetfilter_conntrack's `l4src.all` union: the ICMP id for ICMP, else the source port/key."""
+    return (t.icmp_id or 0) if t.proto in ICMP_PROTOS else (t.sport or 0)
+
+
+def _l4dst_all(t: Tuple) -> int:
+    """`l4dst.all`: ICMP type and code share it (non-zero if either is), else the destination port/key."""
+    if t.proto in ICMP_PROTOS:
+        return (t.icmp_type or 0) | (t.icmp_code or 0) << 8
+    return t.dport or 0
 
 
 def _is_snat_port(f: Flow) -> bool:
-    return f.orig is not None and f.reply is not None and f.reply.dport != f.orig.sport
+    """NFCT_GOPT_IS_SPAT: SRC_NAT_DONE and reply dport (0 when the tuple has no ports) != orig l4src.
+
+    An ICMP entry has no reply ports, so any ICMP entry with SRC_NAT_DONE and a non-zero id counts as
+    port-NATed: that is C's "--src-nat lists ICMP entries" quirk (every entry that went through a NAT
+    hook gets SRC_NAT_DONE/DST_NAT_DONE from the null binding)."""
+    if f.status is None or not f.status & IPS_SRC_NAT_DONE or f.orig is None or f.reply is None:
+        return False
+    rport = 0 if f.reply.proto in ICMP_PROTOS else (f.reply.dport or 0)
+    return rport != _l4src_all(f.orig)
 
 
 def _is_dnat_port(f: Flow) -> bool:
-    return f.orig is not None and f.reply is not None and f.reply.sport != f.orig.dport
+    if f.status is None or not f.status & IPS_DST_NAT_DONE or f.orig is None or f.reply is None:
+        return False
+    rport = 0 if f.reply.proto in ICMP_PROTOS else (f.reply.sport or 0)
+    return rport != _l4dst_all(f.orig)
 
 
 def _nat_match(f: Flow, nat, snat: bool) -> bool:
@@ -209,7 +246,7 @@ def _nat_match(f: Flow, nat, snat: bool) -> bool:
     else:
         is_nat, addr, port, is_port = _is_dnat(f), f.reply.src, f.reply.sport, _is_dnat_port(f)
     if nat.addr is None and nat.port is None:
-        return is_nat
+        return is_nat or is_port
     if nat.addr is not None:
         if len(nat.addr) == 4 and not (is_nat and addr == nat.addr):
             return False
@@ -220,17 +257,89 @@ def _nat_match(f: Flow, nat, snat: bool) -> bool:
     return True
 
 
-def _c_icmp_nat_quirk(f: Flow) -> bool:
-    """1.4.7 quirk: `--src-nat`/`--dst-nat` without an IP also list every IPv4 ICMP entry."""
-    return f.family == AF_INET and f.orig is not None and f.orig.proto == 1
+def accept_all(_flow: Flow) -> bool:
+    """The filter of a request without filter options (callers may skip decoding for it)."""
+    return True
+
+
+def kernel_dumps(req: Request, *, mark: bool = True, status: bool = False) -> list[tuple[int, bytes]]:
+    """The dump requests (family, filter attributes) that let the kernel do most of the filtering.
+
+    CTA_FILTER compares exact tuple fields (addresses without CIDR mask, protocol,
+    ports, ICMP fields); the kernel refuses it for AF_UNSPEC, so a request without
+    a family becomes one dump per family. Mark and status filters ride along.
+    What the kernel cannot do stays in `make_filter(..., kernel_tuples=True)`.
+    """
+    from ..netlink.codec import encode_dump_filter
+
+    mark_f = req.mark_filter if mark else None
+    status_f = req.status_filter if status else None
+    families = [req.family] if req.family else [AF_INET, AF_INET6]
+    out = []
+    for fam in families:
+        orig, oflags, reply, rflags = _tuple_filter(req, fam)
+        if not (oflags or rflags) and not req.family:
+            fam = 0
+        body = encode_dump_filter(mark=mark_f[0] if mark_f else None, mark_mask=mark_f[1] if mark_f else None,
+                                  status=status_f[0] if status_f else None,
+                                  status_mask=status_f[1] if status_f else None,
+                                  orig=orig, orig_flags=oflags, reply=reply, reply_flags=rflags)
+        out.append((fam, body))
+        if fam == 0:
+            break
+    return out
+
+
+def _tuple_filter(req: Request, family: int) -> tuple[Tuple, int, Tuple, int]:
+    from ..netlink import attrs as A
+
+    proto = req.l4proto
+    orig = Tuple(family, proto=proto)
+    reply = Tuple(family, proto=proto)
+    oflags = rflags = 0
+    # Linux (seen on 6.18) inverts the IPv6 address comparison of CTA_FILTER: IPv6 addresses stay in userspace.
+    v4 = family == AF_INET
+    if proto is not None:
+        if req.orig.src is not None and req.mask.src is None and v4:
+            orig.src, oflags = req.orig.src, oflags | A.FILTER_IP_SRC
+        if req.orig.dst is not None and req.mask.dst is None and v4:
+            orig.dst, oflags = req.orig.dst, oflags | A.FILTER_IP_DST
+        if proto in ICMP_PROTOS:
+            v6 = proto == 58
+            for value, attr_name, flag4, flag6 in (
+                (req.icmp_type, "icmp_type", A.FILTER_ICMP_TYPE, A.FILTER_ICMPV6_TYPE),
+                (req.icmp_code, "icmp_code", A.FILTER_ICMP_CODE, A.FILTER_ICMPV6_CODE),
+                (req.icmp_id, "icmp_id", A.FILTER_ICMP_ID, A.FILTER_ICMPV6_ID),
+            ):
+                if value is not None:
+                    setattr(orig, attr_name, value)
+                    oflags |= flag6 if v6 else flag4
+        else:
+            if req.orig.sport is not None:
+                orig.sport, oflags = req.orig.sport, oflags | A.FILTER_PROTO_SRC_PORT
+            if req.orig.dport is not None:
+                orig.dport, oflags = req.orig.dport, oflags | A.FILTER_PROTO_DST_PORT
+            if req.reply.sport is not None:
+                reply.sport, rflags = req.reply.sport, rflags | A.FILTER_PROTO_SRC_PORT
+            if req.reply.dport is not None:
+                reply.dport, rflags = req.reply.dport, rflags | A.FILTER_PROTO_DST_PORT
+        if req.reply.src is not None and v4:
+            reply.src, rflags = req.reply.src, rflags | A.FILTER_IP_SRC
+        if req.reply.dst is not None and v4:
+            reply.dst, rflags = req.reply.dst, rflags | A.FILTER_IP_DST
+        oflags |= A.FILTER_PROTO_NUM
+        if rflags:
+            rflags |= A.FILTER_PROTO_NUM
+    return orig, oflags, reply, rflags
 
 
 def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
-                kernel_filtered: bool = False) -> Callable[[Flow], bool]:
+                kernel_filtered: bool = False, kernel_tuples: bool = False) -> Callable[[Flow], bool]:
     """The userspace filter of nfct_filter() for this request.
 
     ``use_mark``/``use_status`` are False for `-U` (there -m and -u are new values, not filters).
-    ``kernel_filtered`` skips what the dump request already asked the kernel to filter.
+    ``kernel_filtered`` skips the mark/status filters the dump request already carries;
+    ``kernel_tuples`` skips family, protocol and exact tuple fields (see `kernel_dumps`).
     """
     family = req.family
     mask_src = req.mask.src
@@ -238,21 +347,18 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
     masked = (mask_src is not None, mask_dst is not None)
     checks: list[Callable[[Flow], bool]] = []
 
-    if family:
+    if family and not kernel_tuples:
         checks.append(lambda f: f.family == family)
 
     # filter_nat
     snat, dnat, anat = req.src_nat, req.dst_nat, req.any_nat
     if anat is not None:
-        checks.append(lambda f: _nat_match(f, anat, True) or _nat_match(f, anat, False)
-                      or (anat.addr is None and anat.port is None and _c_icmp_nat_quirk(f)))
+        checks.append(lambda f: _nat_match(f, anat, True) or _nat_match(f, anat, False))
     else:
         if snat is not None:
-            quirk = snat.addr is None and snat.port is None
-            checks.append(lambda f: _nat_match(f, snat, True) or (quirk and _c_icmp_nat_quirk(f)))
+            checks.append(lambda f: _nat_match(f, snat, True))
         if dnat is not None:
-            quirk = dnat.addr is None and dnat.port is None
-            checks.append(lambda f: _nat_match(f, dnat, False) or (quirk and _c_icmp_nat_quirk(f)))
+            checks.append(lambda f: _nat_match(f, dnat, False))
 
     if use_mark and req.mark_filter is not None and not kernel_filtered:
         value, mmask = req.mark_filter
@@ -279,14 +385,19 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
 
     # nfct_cmp on the template
     proto = req.l4proto
-    if proto is not None:
+    if proto is not None and not kernel_tuples:
         checks.append(lambda f: f.orig is not None and f.orig.proto == proto)
     orig_rt, reply_rt = req.orig, req.reply
-    if (orig_rt.src is not None or orig_rt.dst is not None or orig_rt.sport is not None
+    v6_addrs = family == AF_INET6 and any(
+        a is not None for a in (orig_rt.src, orig_rt.dst, reply_rt.src, reply_rt.dst))
+    if kernel_tuples and proto is not None and not v6_addrs:
+        pass  # the kernel compared every exact tuple field (CIDR parts are checked above)
+    elif (orig_rt.src is not None or orig_rt.dst is not None or orig_rt.sport is not None
             or orig_rt.dport is not None or req.icmp_type is not None or req.icmp_code is not None
             or req.icmp_id is not None):
         checks.append(lambda f: _tuple_match(f.orig, orig_rt, req, True, masked))
-    if (reply_rt.src is not None or reply_rt.dst is not None or reply_rt.sport is not None
+    if (not (kernel_tuples and proto is not None and not v6_addrs)) and (
+            reply_rt.src is not None or reply_rt.dst is not None or reply_rt.sport is not None
             or reply_rt.dport is not None):
         checks.append(lambda f: _tuple_match(f.reply, reply_rt, req, False, (False, False)))
     if use_status and req.status_filter is not None and not kernel_filtered:
@@ -319,7 +430,7 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
             checks.append(lambda f: f.sctp is not None and f.sctp.vtag_reply == vr)
 
     if not checks:
-        return lambda f: True
+        return accept_all
     if len(checks) == 1:
         return checks[0]
     return lambda f: all(c(f) for c in checks)

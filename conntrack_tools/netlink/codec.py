@@ -620,6 +620,29 @@ def encode_dump_filter(
     return b"".join(parts)
 
 
+_KEY_ATTRS = frozenset((CTA.TUPLE_ORIG, CTA.ZONE, CTA.ID))
+
+
+def key_request_from_dump(buf: Buffer, start: int, end: int, msg_type: int, flags: int, seq: int) -> bytes:
+    """A request for the entry of a dumped message, reusing its raw tuple, zone and id attributes.
+
+    Deleting what a dump returned needs no decode/encode round trip: the kernel
+    accepts its own CTA_TUPLE_ORIG bytes back, and CTA_ID makes the delete miss
+    (ENOENT) rather than hit a new entry that reused the tuple meanwhile.
+    """
+    parts = [bytes(buf[start:start + NFGEN_HDRLEN])]
+    off = start + NFGEN_HDRLEN
+    while off + 4 <= end:
+        length, atype = _unpack_nla(buf, off)
+        if length < 4 or off + length > end:
+            raise DecodeError(f"bad attribute length {length}")
+        if atype & NLA_TYPE_MASK in _KEY_ATTRS:
+            parts.append(bytes(buf[off:off + ((length + 3) & ~3)]))
+        off += (length + 3) & ~3
+    body = b"".join(parts)
+    return NLMSG_HDR.pack(NLMSG_HDRLEN + len(body), msg_type, flags | NLM_F_REQUEST, seq, 0) + body
+
+
 __all__ = [
     "DecodeError", "NLMSG_DONE", "NLMSG_ERROR", "nlmsg", "iter_messages", "iter_attrs", "decode_error",
     "decode_flow", "decode_expect", "decode_tuple", "decode_u32_attrs", "encode_flow", "encode_expect",

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from .attrs import (
     NETLINK_ADD_MEMBERSHIP,
+    NETLINK_CAP_ACK,
     NETLINK_NETFILTER,
     NLM_F_ACK,
     NLM_F_DUMP_INTR,
@@ -50,6 +51,7 @@ class CtnlSocket:
             self.set_rcvbuf(rcvbuf)
         self.portid = self.sock.getsockname()[0]
         self.seq = 0
+        self._batch_ready = False
         self.buf = bytearray(RECV_BUFSIZE)
         self.view = memoryview(self.buf)
 
@@ -138,6 +140,14 @@ class CtnlSocket:
         Chunks stay well under the receive buffer so error replies cannot overrun it.
         """
         errors: dict[int, int] = {}
+        if not self._batch_ready:
+            # Error replies queue up while a chunk is processed: give them room, and no echoed requests.
+            self.set_rcvbuf(8 << 20)
+            try:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            except OSError:
+                pass
+            self._batch_ready = True
         pending: list[bytes] = []
         size = 0
         last_seq = None
@@ -159,7 +169,12 @@ class CtnlSocket:
         pending[-1] = bytes(last)
         self.send(b"".join(pending))
         while True:
-            n = self.recv()
+            try:
+                n = self.recv()
+            except OSError as exc:
+                if exc.errno == _errno.ENOBUFS:
+                    continue  # some error replies were dropped; the chunk's final ACK still arrives
+                raise
             done = False
             try:
                 for mtype, _flags, mseq, _pid, start, end in iter_messages(self.view, n):

@@ -15,7 +15,6 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from pcap import read_udp
 
 from conntrack_tools.daemon.sync.wire import (
     AckHeader,
@@ -29,6 +28,7 @@ from conntrack_tools.daemon.sync.wire import (
     pack_datagrams,
 )
 from conntrack_tools.daemon.sync.wire_attrs import CT_ATTRS, CtAttr
+from tests.unit.pcap import read_udp
 
 SHARED = Path(os.environ.get("CT_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 REF = SHARED / "reference"
