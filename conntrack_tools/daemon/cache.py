@@ -1,0 +1,255 @@
+"""Memory-lean flow cache keyed by the original tuple + zone (C src/cache.c, cache-ct.c).
+
+One :class:`Entry` per flow, with ``__slots__`` and only what ``-i`` prints and what the sync
+layer sends: the original tuple lives *packed in the dict key* (bytes), the reply tuple is
+stored only when it is not the mirror of the original (NAT), rare attributes go to an
+``extra`` dict that is ``None`` for almost every entry.  Repeated small values (status bits,
+marks, timestamps of a batch) are interned so entries share them.  Measured ≈ 0.3 KB per
+entry (tests/unit/test_daemon_cache.py); C needs ≈ 0.5 KB.
+
+Counters follow C's ``struct cache_stats`` one by one, because ``-s`` and ``-s cache`` print
+them: ``objects`` (allocated), ``active`` (alive, not marked dead), add/upd/del ok and failed
+with their ENOMEM/ENOSPC/ENOENT sub-counters.  Like C's ``cache_update`` (``NFCT_CP_META``),
+an update overwrites the attributes the event carries and keeps the others.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+from ..flow import AF_INET, AF_INET6, ICMP_PROTOS, PORT_PROTOS, DccpInfo, Flow, SctpInfo, TcpInfo, Tuple
+
+__all__ = ["Cache", "CacheStats", "Entry", "entry_flow", "flow_key", "pack_tuple", "unpack_tuple"]
+
+_HDR = struct.Struct("!BBB")  # family, proto, zone-present flags
+_L4 = struct.Struct("!HHH")
+_ICMP = struct.Struct("!BBHH")
+_ZONES = struct.Struct("!HH")
+_Z_TUPLE, _Z_FLOW = 1, 2
+_ZERO = {AF_INET: b"\0" * 4, AF_INET6: b"\0" * 16}
+
+# attributes kept in Entry.extra when present (rare): Flow field names
+EXTRA_FIELDS = ("secmark", "secctx", "helper", "labels", "ts_stop", "tcp", "sctp", "dccp", "master",
+                "nat_src", "nat_dst", "seqadj_orig", "seqadj_reply", "synproxy")
+
+_interned: dict[int, int] = {}
+
+
+def _intern(v: int | None) -> int | None:
+    """Share equal ints between entries (status words, marks); bounded to stay small."""
+    if v is None or -5 <= v <= 256:
+        return v
+    got = _interned.get(v)
+    if got is None:
+        if len(_interned) < 4096:
+            _interned[v] = v
+        return v
+    return got
+
+
+def pack_tuple(t: Tuple, flow_zone: int | None = None) -> bytes:
+    """Compact, hashable form of a tuple (+ the flow's CTA_ZONE): the cache key."""
+    fam = t.family
+    proto = t.proto or 0
+    zflags = (_Z_TUPLE if t.zone is not None else 0) | (_Z_FLOW if flow_zone is not None else 0)
+    zero = _ZERO.get(fam, b"")
+    if proto in ICMP_PROTOS:
+        l4 = _ICMP.pack(t.icmp_type or 0, t.icmp_code or 0, t.icmp_id or 0, 0)
+    else:
+        l4 = _L4.pack(t.sport or 0, t.dport or 0, 0)
+    return (_HDR.pack(fam, proto, zflags) + (t.src or zero) + (t.dst or zero) + l4
+            + _ZONES.pack(t.zone or 0, flow_zone or 0))
+
+
+def unpack_tuple(b: bytes) -> tuple[Tuple, int | None]:
+    """Inverse of :func:`pack_tuple`: (tuple, flow zone)."""
+    fam, proto, zflags = _HDR.unpack_from(b)
+    alen = 4 if fam == AF_INET else 16 if fam == AF_INET6 else 0
+    off = 3
+    t = Tuple(fam, b[off:off + alen] if alen else None, b[off + alen:off + 2 * alen] if alen else None, proto)
+    off += 2 * alen
+    if proto in ICMP_PROTOS:
+        t.icmp_type, t.icmp_code, t.icmp_id, _ = _ICMP.unpack_from(b, off)
+    elif proto in PORT_PROTOS or proto == 47:
+        t.sport, t.dport, _ = _L4.unpack_from(b, off)
+    tz, fz = _ZONES.unpack_from(b, off + 6)
+    if zflags & _Z_TUPLE:
+        t.zone = tz
+    return t, (fz if zflags & _Z_FLOW else None)
+
+
+def flow_key(flow: Flow) -> bytes | None:
+    """Cache key of a flow (orig tuple + zone), None without an original tuple."""
+    if flow.orig is None:
+        return None
+    return pack_tuple(flow.orig, flow.zone)
+
+
+class Entry:
+    """A cached flow.  ``lifetime`` = when it entered the cache (``[active since]``)."""
+
+    __slots__ = ("key", "reply", "status", "state", "mark", "id", "ts_start", "extra",
+                 "lifetime", "lastupdate", "dead")
+
+    def __init__(self, key: bytes, now: int) -> None:
+        self.key = key
+        self.reply: bytes | None = None
+        self.status: int | None = None
+        self.state: int | None = None
+        self.mark: int | None = None
+        self.id: int | None = None
+        self.ts_start: int | None = None
+        self.extra: dict | None = None
+        self.lifetime = now
+        self.lastupdate = now
+        self.dead = False
+
+    def merge(self, flow: Flow) -> None:
+        """Copy the attributes the flow carries (C: nfct_copy NFCT_CP_META)."""
+        if flow.reply is not None:
+            packed = pack_tuple(flow.reply)
+            orig = flow.orig
+            self.reply = None if orig is not None and packed == pack_tuple(orig.reversed()) else packed
+        if flow.status is not None:
+            self.status = _intern(flow.status)
+        st = flow.proto_state()
+        if st is not None:
+            self.state = st
+        if flow.mark is not None:
+            self.mark = _intern(flow.mark)
+        if flow.id is not None:
+            self.id = flow.id
+        if flow.ts_start is not None:
+            self.ts_start = flow.ts_start
+        for name in EXTRA_FIELDS:
+            v = getattr(flow, name)
+            if v is not None:
+                if name == "tcp" and v.wscale_orig is None and v.flags_orig is None:
+                    continue  # state only: already in .state
+                if self.extra is None:
+                    self.extra = {}
+                self.extra[name] = v
+
+
+def entry_flow(e: Entry) -> Flow:
+    """Rebuild the Flow to print or send (no timeout/counters/use: the cache strips them)."""
+    orig, zone = unpack_tuple(e.key)
+    if e.reply is not None:
+        reply, _ = unpack_tuple(e.reply)
+    else:
+        reply = orig.reversed()
+        reply.zone = orig.zone
+    f = Flow(orig.family, orig, reply, status=e.status, mark=e.mark, zone=zone, id=e.id, ts_start=e.ts_start)
+    ex = e.extra
+    if ex:
+        for name, v in ex.items():
+            setattr(f, name, v)
+    if e.state is not None:
+        proto = orig.proto
+        if proto == 6 and f.tcp is None:
+            f.tcp = TcpInfo(state=e.state)
+        elif proto == 132 and f.sctp is None:
+            f.sctp = SctpInfo(state=e.state)
+        elif proto == 33 and f.dccp is None:
+            f.dccp = DccpInfo(state=e.state)
+    return f
+
+
+@dataclass(slots=True)
+class CacheStats:
+    objects: int = 0
+    active: int = 0
+    add_ok: int = 0
+    add_fail: int = 0
+    add_fail_enomem: int = 0
+    add_fail_enospc: int = 0
+    upd_ok: int = 0
+    upd_fail: int = 0
+    upd_fail_enoent: int = 0
+    del_ok: int = 0
+    del_fail: int = 0
+    del_fail_enoent: int = 0
+    flush: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Cache:
+    """A named cache ("internal", "external", "stats") bounded by HashLimit."""
+
+    def __init__(self, name: str, limit: int = 262144) -> None:
+        self.name = name
+        self.limit = limit
+        self.entries: dict[bytes, Entry] = {}
+        self.stats = CacheStats()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries.values())
+
+    def find(self, flow: Flow) -> Entry | None:
+        key = flow_key(flow)
+        return None if key is None else self.entries.get(key)
+
+    def add(self, flow: Flow, now: int) -> Entry | None:
+        """cache_object_new + cache_add; None (add_fail, ENOSPC) when the cache is full."""
+        key = flow_key(flow)
+        if key is None:
+            return None
+        if len(self.entries) >= self.limit:
+            self.stats.add_fail += 1
+            self.stats.add_fail_enospc += 1
+            return None
+        e = Entry(key, now)
+        e.merge(flow)
+        self.entries[key] = e
+        s = self.stats
+        s.objects += 1
+        s.active += 1
+        s.add_ok += 1
+        return e
+
+    def update(self, e: Entry, flow: Flow, now: int) -> None:
+        e.merge(flow)
+        e.lastupdate = now
+        self.stats.upd_ok += 1
+
+    def update_force(self, flow: Flow, now: int) -> tuple[Entry | None, bool]:
+        """C's cache_update_force: update a live entry, else (re)create it. Returns (entry, created)."""
+        e = self.find(flow)
+        if e is not None:
+            if not e.dead:
+                self.update(e, flow, now)
+                return e, False
+            self.delete(e)
+        return self.add(flow, now), True
+
+    def mark_dead(self, e: Entry) -> None:
+        """cache_object_set_status(C_OBJ_DEAD): counted as deleted, kept until released."""
+        if not e.dead:
+            e.dead = True
+            self.stats.del_ok += 1
+            self.stats.active -= 1
+
+    def delete(self, e: Entry) -> None:
+        """cache_del + cache_object_free."""
+        if self.entries.pop(e.key, None) is None:
+            return
+        if not e.dead:
+            self.stats.del_ok += 1
+            self.stats.active -= 1
+        self.stats.objects -= 1
+
+    def flush(self) -> None:
+        for e in list(self.entries.values()):
+            self.delete(e)
+        self.stats.flush += 1
+
+    def live(self) -> list[Entry]:
+        """Snapshot of the entries a dump shows (dead ones are hidden, as C does in FTFW)."""
+        return [e for e in self.entries.values() if not e.dead]

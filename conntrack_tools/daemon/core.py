@@ -1,0 +1,283 @@
+"""The running daemon: lifecycle (C src/main.c, src/run.c) wired on one :class:`~.loop.Loop`.
+
+Start order as C: logs, LockFile, UNIX server, mode init, initial dump into the cache, the
+event socket last (events arriving during the dump are not lost, only possibly duplicated),
+signals, fork when ``-d``, READY=1.  SIGINT/SIGTERM and ``-k`` run the same clean shutdown
+(STOPPING=1, socket and lock file removed, ``---- shutdown received ----``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+
+from ..flow import Flow
+from . import lockfile, sdnotify
+from .config.model import Config
+from .control import Action, split_json
+from .control_server import ControlServer, request
+from .ctnl import EV_DESTROY, EV_NEW, EV_UPDATE, Ctnl
+from .filter import compile_filter
+from .log import Logger
+from .loop import Loop, Timer
+from .mode import StatsMode, SyncCacheMode, SyncEngine
+from .stats import RuntimeStats, runtime_text, to_json
+
+__all__ = ["Daemon", "StartError"]
+
+JSON_VIEWS = {
+    Action.STATS: "ct", Action.STATS_NETWORK: "network", Action.STATS_CACHE: "cache",
+    Action.STATS_RUNTIME: "runtime", Action.STATS_LINK: "link", Action.STATS_RSQUEUE: "rsqueue",
+    Action.STATS_PROCESS: "process", Action.STATS_QUEUE: "queue", Action.EXP_STATS: "expect",
+}
+
+
+class StartError(Exception):
+    """Initialisation failed; the message was already logged."""
+
+
+class Daemon:
+    def __init__(self, cfg: Config, log: Logger, daemonize: bool = False,
+                 engine: SyncEngine | None = None) -> None:
+        self.cfg = cfg
+        self.g = cfg.general
+        self.log = log
+        self.daemonize = daemonize
+        self.engine = engine
+        self.loop = Loop()
+        self.runtime = RuntimeStats()
+        self.lock_fd: int | None = None
+        self.server: ControlServer | None = None
+        self.ctnl: Ctnl | None = None
+        self.resync_timer: Timer | None = None
+        self.metrics = None
+        self.exit_code = 0
+        self.stopped = False
+
+    # ================================================================= start
+    def start(self) -> None:
+        g, cfg, log = self.g, self.cfg, self.log
+        stats = cfg.stats
+        log.setup(g.logfile, g.syslog_facility,
+                  stats.logfile if stats and cfg.mode == "stats" else None,
+                  stats.syslog_facility if stats and cfg.mode == "stats" else None,
+                  console=not self.daemonize)
+        try:
+            self.lock_fd = lockfile.acquire(g.lockfile, self._socket_alive, log)
+        except lockfile.LockBusy:
+            log("ERROR", f"lockfile `{g.lockfile}' exists, perhaps conntrackd already running?")
+            raise StartError from None
+        except OSError as exc:
+            log("ERROR", f"lockfile `{g.lockfile}' can't be created: {exc.strerror}")
+            raise StartError from None
+        try:
+            self._init()
+        except StartError:
+            log("ERROR", "conntrackd cannot start, please review your configuration")
+            self.close()
+            raise
+        os.chdir("/")
+        self._watchdog()
+        if self.daemonize:
+            pid = os.fork()
+            if pid:
+                if g.systemd:
+                    sdnotify.notify(f"MAINPID={pid}")
+                os._exit(0)
+            os.setsid()
+            lockfile.rewrite_pid(self.lock_fd)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
+            log("notice", "-- starting in daemon mode --")
+        else:
+            log("notice", "-- starting in console mode --")
+        if g.systemd:
+            sdnotify.notify("READY=1")
+
+    def _socket_alive(self) -> bool:
+        return request(self.g.unix_path, -1, lambda _b: None, timeout=1.0) if self.g.unix_path else False
+
+    def _init(self) -> None:
+        g, log = self.g, self.log
+        self._scheduler()
+        if not g.unix_path:
+            log("ERROR", "can't open unix socket!")
+            raise StartError
+        try:
+            self.server = ControlServer(g.unix_path, self.loop, self.dispatch, self._read_failed)
+        except OSError:
+            log("ERROR", "can't open unix socket!")
+            raise StartError from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal(sig, self._on_signal)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            self.ctnl = Ctnl(self.cfg, compile_filter(g.filter), log, self.runtime)
+        except OSError as exc:
+            log("ERROR", f"can't open netlink handler: {exc.strerror}")
+            log("ERROR", "no ctnetlink kernel support?")
+            raise StartError from None
+        ctnl = self.ctnl
+        if self.cfg.mode == "stats":
+            if self.cfg.stats is None:
+                log("warning", "No running mode specified. Defaulting to statistics mode.")
+            self.mode = StatsMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow)
+        else:
+            self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine)
+        try:
+            ctnl.dump(self.mode.populate)
+        except OSError as exc:
+            log("ERROR", f"can't get kernel conntrack table: {exc.strerror}")
+            raise StartError from None
+        if g.poll_secs:
+            self.loop.add_timer(g.poll_secs, self._poll)
+            log("notice", "running in polling mode")
+        else:
+            ev = ctnl.open_events()
+            self.loop.add_reader(ev.fileno(), self._on_events)
+        self.runtime.daemon_start_time = int(time.time())
+        log("notice", "initialization completed")
+
+    def _scheduler(self) -> None:
+        """Only an explicit ``Scheduler { Type }`` is applied (C defaults to SCHED_RR 99; see docs)."""
+        sch = self.g.scheduler
+        if sch.type is None:
+            return
+        policy = os.SCHED_RR if sch.type == "RR" else os.SCHED_FIFO
+        try:
+            os.sched_setscheduler(0, policy, os.sched_param(sch.priority))
+        except OSError as exc:
+            self.log("warning", f"scheduler configuration failed: {exc.strerror}. Likely a bug in conntrackd, "
+                     "please report it. Continuing with system default scheduler.")
+
+    def _watchdog(self) -> None:
+        if not self.g.systemd:
+            return
+        interval = sdnotify.watchdog_interval(os.environ, os.getpid())
+        if interval:
+            self.loop.every(interval, lambda: sdnotify.notify("WATCHDOG=1"))
+
+    # ================================================================= kernel side
+    def _on_events(self) -> None:
+        assert self.ctnl is not None
+        mode = self.mode
+
+        def handle(kind: str, flow: Flow, origin: str | None) -> None:
+            if kind == EV_NEW:
+                mode.new(flow, origin)
+            elif kind == EV_UPDATE:
+                mode.upd(flow, origin)
+            elif kind == EV_DESTROY:
+                mode.destroy(flow, origin)
+
+        if self.ctnl.read_events(handle, self.g.event_iteration_limit):
+            self._schedule_resync()
+
+    def _schedule_resync(self) -> None:
+        if self.resync_timer is not None:
+            self.resync_timer.cancel()
+        self.resync_timer = self.loop.add_timer(self.g.netlink_overrun_resync, self._overrun_resync)
+
+    def _overrun_resync(self) -> None:
+        """do_overrun_resync_alarm + resync_cb: dump through the resync handler, then purge."""
+        self.resync_timer = None
+        self.runtime.nl_kernel_table_resync += 1
+        self._resync_and_purge(purge_first=False)
+
+    def _poll(self) -> None:
+        """do_polling_alarm: purge, then resync from a dump."""
+        self._resync_and_purge(purge_first=True)
+        self.loop.add_timer(self.g.poll_secs or 1, self._poll)
+
+    def _resync_and_purge(self, purge_first: bool) -> None:
+        assert self.ctnl is not None
+        try:
+            if purge_first:
+                self.mode.purge()
+            self.ctnl.dump(self.mode.resync)
+            if not purge_first:
+                self.mode.purge()
+        except OSError as exc:
+            self.log("ERROR", f"resync with kernel conntrack table failed: {exc.strerror}")
+        if isinstance(self.mode, SyncCacheMode):
+            self.mode.engine.on_resync_done()
+
+    # ================================================================= requests
+    def _read_failed(self) -> None:
+        self.runtime.local_read_failed += 1
+
+    def dispatch(self, code: int) -> Iterable[str] | None:
+        """local_handler + ctnl_local + mode.local of C, in that order."""
+        action, as_json = split_json(code)
+        log, ctnl = self.log, self.ctnl
+        assert ctnl is not None
+        out: list[str] = []
+        if action == Action.KILL:
+            self.shutdown()
+            return None
+        if action == Action.STATS_RUNTIME:
+            if as_json:
+                out.append(to_json("runtime", {**self.runtime.as_dict(), "buffer_size": ctnl.buffer_size,
+                                               "uptime": int(time.time()) - self.runtime.daemon_start_time}))
+            else:
+                out.append(runtime_text(self.runtime, int(time.time()), ctnl.buffer_size))
+        if action in (Action.CT_FLUSH_MASTER, Action.ALL_FLUSH_MASTER):
+            self.runtime.nl_kernel_table_flush += 1
+            log("notice", "flushing kernel conntrack table")
+            try:
+                ctnl.flush_selective()
+            except OSError as exc:
+                log("ERROR", f"flushing kernel conntrack table failed: {exc.strerror}")
+        if action in (Action.CT_RESYNC_MASTER, Action.ALL_RESYNC_MASTER):
+            self.runtime.nl_kernel_table_resync += 1
+            log("notice", "resync with master conntrack table")
+            try:
+                ctnl.dump(self.mode.populate)
+            except OSError as exc:
+                log("ERROR", f"resync with master conntrack table failed: {exc.strerror}")
+        handled = self.mode.local(action, as_json)
+        if handled is not None:
+            out = [*out, *handled]
+        if as_json and not out and action in JSON_VIEWS:
+            return [to_json(JSON_VIEWS[action], {})]  # a view this mode has no data for
+        return out
+
+    # ================================================================= run / stop
+    def _on_signal(self, signum: int) -> None:
+        self.shutdown()
+
+    def run(self) -> int:
+        self.loop.run()
+        return self.exit_code
+
+    def shutdown(self) -> None:
+        """killer(): close everything, remove socket and lock, log, STOPPING=1."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.close()
+        self.log("notice", "---- shutdown received ----")
+        self.log.close()
+        if self.g.systemd:
+            sdnotify.notify("STOPPING=1")
+        self.loop.stop()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.ctnl is not None:
+            self.ctnl.close()
+            self.ctnl = None
+        if isinstance(getattr(self, "mode", None), SyncCacheMode):
+            self.mode.engine.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        lockfile.release(self.lock_fd, self.g.lockfile)
+        self.lock_fd = None
+        sys.stdout.flush()

@@ -1,0 +1,220 @@
+"""ctnetlink I/O of the daemon (C src/ctnl.c, src/netlink.c) on top of netlink/socket.py.
+
+Owns the event socket (groups NEW|UPDATE|DESTROY), the dump/resync socket and a request
+socket for GET/DELETE batches.  Decoded flows go to the mode's :class:`~.mode.InternalHandler`
+after the user-space filter.  Overrun (ENOBUFS): double the receive buffer up to
+NetlinkBufferSizeMaxGrowth (one warning when capped), count it, and schedule a resync from
+a dump after NetlinkOverrunResync seconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections.abc import Callable, Iterable
+
+from ..flow import Flow
+from ..netlink.attrs import (
+    CTA,
+    NETLINK_BROADCAST_ERROR,
+    NETLINK_NO_ENOBUFS,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLMSG_ERROR,
+    NLMSG_NOOP,
+    NLMSG_OVERRUN,
+    SOL_NETLINK,
+    CtMsg,
+    ct_type,
+)
+from ..netlink.codec import DecodeError, attr, encode_tuple, iter_messages, nlmsg
+from ..netlink.shapes import ShapeDecoder
+from ..netlink.socket import CtnlSocket, NetlinkError
+from .config.model import Config
+from .filter import CompiledFilter, sane
+
+__all__ = ["Ctnl", "EV_DESTROY", "EV_NEW", "EV_UPDATE", "event_kind"]
+
+GROUPS_CT = 0b111  # NFNLGRP_CONNTRACK_NEW | _UPDATE | _DESTROY
+EV_NEW, EV_UPDATE, EV_DESTROY = "new", "update", "destroy"
+_NEW = ct_type(CtMsg.NEW)
+_DELETE = ct_type(CtMsg.DELETE)
+_BE16 = struct.Struct("!H")
+AF_UNSPEC = 0
+
+
+def event_kind(mtype: int, flags: int) -> str | None:
+    """libnetfilter_conntrack's message -> event type mapping."""
+    if mtype == _NEW:
+        return EV_NEW if flags & (NLM_F_CREATE | NLM_F_EXCL) else EV_UPDATE
+    if mtype == _DELETE:
+        return EV_DESTROY
+    return None
+
+
+def encode_lookup(msg: int, flow: Flow, seq: int) -> bytes:
+    """A GET/DELETE request naming a flow by its original tuple (+ zone)."""
+    body = encode_tuple(CTA.TUPLE_ORIG, flow.orig)
+    if flow.zone is not None:
+        body += attr(CTA.ZONE, _BE16.pack(flow.zone))
+    return nlmsg(ct_type(msg), 0, seq, flow.orig.family, body)
+
+
+class Ctnl:
+    def __init__(self, cfg: Config, filt: CompiledFilter, log: Callable[[str, str], None], stats) -> None:
+        self.cfg = cfg
+        self.g = cfg.general
+        self.filter = filt
+        self.log = log
+        self.stats = stats
+        self.decode = ShapeDecoder().decode
+        self.events: CtnlSocket | None = None
+        self.dumper = CtnlSocket(rcvbuf=4 << 20)
+        self.requests = CtnlSocket(rcvbuf=4 << 20)
+        self.buffer_size = 0
+        self.max_growth = self.g.netlink_buffer_size_max_growth or 0
+        self._warned_max = False
+        self.origins: dict[int, str] = {self.requests.portid: "flush"}
+
+    # ------------------------------------------------------------------ setup
+    def open_events(self) -> CtnlSocket:
+        """nl_init_event_handler(): subscribe, reliable delivery, buffer size (C's messages)."""
+        s = CtnlSocket(groups=GROUPS_CT)
+        if self.g.netlink_events_reliable:
+            s.sock.setsockopt(SOL_NETLINK, NETLINK_BROADCAST_ERROR, 1)
+            s.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+            self.log("notice", "reliable ctnetlink event delivery is ENABLED.")
+        if self.g.filter is not None:
+            self.log("notice", "using user-space event filtering")
+        s.sock.setblocking(False)
+        size = self.g.netlink_buffer_size or 0
+        if size and size <= self.max_growth:
+            self.buffer_size = s.set_rcvbuf(size // 2)  # the kernel doubles it, as C expects
+        else:
+            self.log("notice", "NetlinkBufferSize is either not set or is greater than "
+                     "NetlinkBufferSizeMaxGrowth. Using current system buffer size")
+            self.buffer_size = s.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        self.log("notice", f"netlink event socket buffer size has been set to {self.buffer_size} bytes")
+        self.events = s
+        return s
+
+    def register_origin(self, portid: int, name: str) -> None:
+        """Mark events caused by one of our sockets (commit/inject) so sync does not echo them."""
+        self.origins[portid] = name
+
+    def close(self) -> None:
+        for s in (self.events, self.dumper, self.requests):
+            if s is not None:
+                s.close()
+
+    # ------------------------------------------------------------------ events
+    def read_events(self, handler: Callable[[str, Flow, str | None], None], limit: int) -> bool:
+        """Drain the event socket (at most ``limit`` events per call, as EventIterationLimit).
+
+        Returns True when an overrun asks for a resync from a dump.
+        """
+        s = self.events
+        assert s is not None
+        st = self.stats
+        done = 0
+        while done < limit:
+            try:
+                n = s.recv()
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    return self.overrun()
+                if exc.errno not in (errno.ENOENT, errno.EAGAIN):
+                    st.nl_catch_event_failed += 1
+                return False
+            view = s.view
+            try:
+                for mtype, flags, _seq, pid, start, end in iter_messages(view, n):
+                    kind = event_kind(mtype, flags)
+                    st.nl_events_received += 1
+                    done += 1
+                    if kind is None:
+                        if mtype not in (NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN):
+                            st.nl_events_unknown_type += 1
+                        continue
+                    flow = self.decode(view, start, end)
+                    if not sane(flow) or not self.filter.accepts(flow):
+                        st.nl_events_filtered += 1
+                        continue
+                    handler(kind, flow, self.origins.get(pid))
+            except DecodeError:
+                st.nl_catch_event_failed += 1
+        return False
+
+    def overrun(self) -> bool:
+        """ENOBUFS: grow the buffer (nl_resize_socket_buffer) and count; True if a resync is due."""
+        st = self.stats
+        st.nl_catch_event_failed += 1
+        st.nl_overrun += 1
+        if not self._warned_max and self.events is not None:
+            size = self.buffer_size
+            if size * 2 > self.max_growth:
+                self.log("warning", "netlink event socket buffer size cannot be doubled further since it "
+                         "will exceed NetlinkBufferSizeMaxGrowth. We are likely to be losing events, this may "
+                         "lead to unsynchronized replicas. Please, consider increasing netlink socket buffer "
+                         "size via NetlinkBufferSize and NetlinkBufferSizeMaxGrowth clauses in conntrackd.conf")
+                self._warned_max = True
+            else:
+                self.buffer_size = self.events.set_rcvbuf(size)
+                self.log("notice", f"netlink event socket buffer size has been doubled to {self.buffer_size} bytes")
+        return self.g.netlink_overrun_resync > 0
+
+    # ------------------------------------------------------------------ dumps
+    def dump(self, callback: Callable[[Flow], None]) -> int:
+        """Dump the kernel table; filtered flows go to ``callback``. Returns flows seen."""
+        seq = self.dumper.next_seq()
+        msg = nlmsg(ct_type(CtMsg.GET), NLM_F_DUMP, seq, AF_UNSPEC)
+        n = 0
+        decode = self.decode
+        filt = self.filter
+        for view, _mtype, start, end in self.dumper.dump(msg, seq):
+            n += 1
+            flow = decode(view, start, end)
+            if sane(flow) and filt.accepts(flow):
+                callback(flow)
+        return n
+
+    def existing(self, flows: list[Flow]) -> list[bool]:
+        """For each flow, whether the kernel still has it (batched GETs; C's purge does one by one)."""
+        if not flows:
+            return []
+        seqs = []
+        msgs = []
+        for f in flows:
+            seq = self.requests.next_seq()
+            seqs.append(seq)
+            msgs.append((seq, encode_lookup(CtMsg.GET, f, seq)))
+        errors = self._batch(msgs, chunk=1 << 14)
+        return [errors.get(s) != errno.ENOENT for s in seqs]
+
+    def delete_flows(self, flows: Iterable[Flow]) -> int:
+        """Batched DELETEs; returns how many failed for another reason than ENOENT."""
+        msgs = []
+        for f in flows:
+            seq = self.requests.next_seq()
+            msgs.append((seq, encode_lookup(CtMsg.DELETE, f, seq)))
+        errors = self._batch(msgs)
+        return sum(1 for e in errors.values() if e != errno.ENOENT)
+
+    def _batch(self, msgs: list[tuple[int, bytes]], chunk: int = 1 << 16) -> dict[int, int]:
+        if not msgs:
+            return {}
+        try:
+            return self.requests.batch(msgs, chunk=chunk)
+        except NetlinkError as exc:
+            return {s: exc.errno for s, _ in msgs}
+
+    def flush_selective(self) -> int:
+        """-F: delete every kernel entry the filter does not ignore (nl_flush_conntrack_table_selective)."""
+        victims: list[Flow] = []
+        self.dump(victims.append)
+        self.delete_flows(victims)
+        return len(victims)

@@ -1,0 +1,314 @@
+"""Daemon modes: what happens to kernel flows and to UNIX-socket requests.
+
+C splits this into ``struct internal_handler`` (populate/resync/purge/new/upd/del on kernel
+flows) and ``struct ct_mode`` (init/local/kill).  We keep the same seams:
+
+* :class:`StatsMode` is C's src/stats-mode.c: a "stats" cache, the flow log on destroy.
+* :class:`SyncCacheMode` is the internal-cache half of src/sync-mode.c.  What crosses the
+  network is delegated to a :class:`SyncEngine` (the sync engineer's plug-in point); the
+  default :class:`NullSync` keeps an empty external cache and answers sync-only requests
+  with a log notice, so a Sync config runs (and can be inspected) before sync exists.
+
+Request handlers return an iterable of text chunks to stream to the client (possibly
+empty), or None when the request is not theirs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from ..flow import Flow
+from ..formats.json import render_flow_json
+from ..formats.text import render_default
+from ..formats.xml import render_flow_xml
+from .cache import Cache, Entry, entry_flow
+from .control import Action
+from .stats import RuntimeStats, cache_stats_extended_text, cache_stats_text, to_json, traffic_text
+
+__all__ = ["InternalHandler", "NullSync", "StatsMode", "SyncCacheMode", "SyncEngine", "dump_cache"]
+
+Chunks = Iterable[str]
+_U32 = 0xFFFFFFFF
+
+
+class InternalHandler(Protocol):
+    """Kernel-side hooks (C: struct internal_handler)."""
+
+    def populate(self, flow: Flow) -> None: ...  # initial dump and -R
+    def resync(self, flow: Flow) -> None: ...  # overrun resync and polling
+    def purge(self) -> None: ...  # drop what the kernel no longer has
+    def new(self, flow: Flow, origin: str | None) -> None: ...
+    def upd(self, flow: Flow, origin: str | None) -> None: ...
+    def destroy(self, flow: Flow, origin: str | None) -> bool: ...
+
+
+def dump_cache(cache: Cache, xml: bool, as_json: bool = False, chunk: int = 256) -> Iterator[str]:
+    """cache_dump(): one line per live entry, ``[active since Ns]`` in text mode (C cache-ct.c)."""
+    entries = cache.live()
+    for i in range(0, len(entries), chunk):
+        now = int(time.time())
+        lines = []
+        for e in entries[i:i + chunk]:
+            flow = entry_flow(e)
+            if as_json:
+                lines.append(render_flow_json(flow) + "\n")
+            elif xml:
+                lines.append(render_flow_xml(flow, now=now) + "\n")
+            else:
+                lines.append(f"{render_default(flow, now=now)} [active since {now - e.lifetime}s]\n")
+        yield "".join(lines)
+
+
+def _add_traffic(st: RuntimeStats, flow: Flow) -> None:
+    """update_traffic_stats(): C sums the counters through 32-bit getters."""
+    if flow.counters_orig is not None:
+        st.bytes_orig += flow.counters_orig.bytes & _U32
+        st.packets_orig += flow.counters_orig.packets & _U32
+    if flow.counters_reply is not None:
+        st.bytes_repl += flow.counters_reply.bytes & _U32
+        st.packets_repl += flow.counters_reply.packets & _U32
+
+
+def _traffic(st: RuntimeStats) -> str:
+    return traffic_text(st.bytes_orig + st.bytes_repl, st.packets_orig + st.packets_repl)
+
+
+def _traffic_dict(st: RuntimeStats) -> dict:
+    return {"bytes": st.bytes_orig + st.bytes_repl, "packets": st.packets_orig + st.packets_repl}
+
+
+class _Base:
+    """What both modes share: one local cache fed by the kernel."""
+
+    cache: Cache
+    flows_logged = 0
+
+    def __init__(self, name: str, limit: int, runtime: RuntimeStats, exists: Callable[[list[Flow]], list[bool]],
+                 log: Callable[[str, str], None], flow_log: Callable[[str], None]) -> None:
+        self.cache = Cache(name, limit)
+        self.runtime = runtime
+        self.exists = exists  # batched kernel GETs (Ctnl.existing)
+        self.log = log
+        self.flow_log = flow_log
+
+    @staticmethod
+    def now() -> int:
+        return int(time.time())
+
+    def populate(self, flow: Flow) -> None:
+        self.cache.update_force(flow, self.now())
+
+    def purge(self) -> None:
+        entries = self.cache.live()
+        alive = self.exists([entry_flow(e) for e in entries])
+        for e, ok in zip(entries, alive, strict=True):
+            if not ok:
+                self.gone(e)
+
+    def gone(self, e: Entry) -> None:
+        self.cache.delete(e)
+
+    def stats_json(self) -> dict:
+        return {"cache": {self.cache.name: {**self.cache.stats.as_dict(), "entries": len(self.cache)}},
+                "traffic": _traffic_dict(self.runtime)}
+
+
+class StatsMode(_Base):
+    """C src/stats-mode.c."""
+
+    def __init__(self, limit: int, runtime: RuntimeStats, exists, log, flow_log) -> None:
+        super().__init__("stats", limit, runtime, exists, log, flow_log)
+
+    def resync(self, flow: Flow) -> None:
+        self.cache.update_force(flow, self.now())
+
+    def new(self, flow: Flow, origin: str | None) -> None:
+        if self.cache.find(flow) is None:
+            self.cache.add(flow, self.now())
+
+    def upd(self, flow: Flow, origin: str | None) -> None:
+        self.cache.update_force(flow, self.now())
+
+    def destroy(self, flow: Flow, origin: str | None) -> bool:
+        e = self.cache.find(flow)
+        if e is None:
+            return False
+        self.cache.delete(e)
+        self._log_flow(flow)
+        _add_traffic(self.runtime, flow)
+        return True
+
+    def gone(self, e: Entry) -> None:
+        self.cache.delete(e)
+        self._log_flow(entry_flow(e))
+
+    def _log_flow(self, flow: Flow) -> None:
+        f = flow
+        f.timeout = None  # C unsets ATTR_TIMEOUT before logging
+        self.flow_log(render_default(f, now=self.now()))
+
+    def local(self, action: int, as_json: bool) -> Chunks | None:
+        c = self.cache
+        if action == Action.CT_DUMP_INTERNAL:
+            return dump_cache(c, False, as_json)
+        if action == Action.CT_DUMP_INT_XML:
+            return dump_cache(c, True)
+        if action in (Action.CT_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE):
+            self.log("notice", "flushing caches")
+            c.flush()
+            return ()
+        if action == Action.STATS:
+            if as_json:
+                return [to_json("ct", self.stats_json())]
+            return [cache_stats_text(c.name, c.stats), _traffic(self.runtime)]
+        if action == Action.STATS_CACHE:
+            if as_json:
+                return [to_json("cache", {"cache": {c.name: {**c.stats.as_dict(), "entries": len(c)}}})]
+            return [cache_stats_extended_text(c.name, c.stats, len(c))]
+        return None
+
+
+class SyncEngine(Protocol):
+    """The sync engineer's plug-in (channels, FTFW/NOTRACK/ALARM, external cache, commit).
+
+    Called from the single event loop; must not block.  ``origin`` is None for kernel
+    events caused by others, or the name given to :meth:`Ctnl.register_origin` (e.g.
+    "commit", "inject", "flush") so replicated changes are not echoed back.
+    """
+
+    external: Cache | None
+
+    def on_local_new(self, entry: Entry, flow: Flow, origin: str | None) -> None: ...
+    def on_local_update(self, entry: Entry, flow: Flow, origin: str | None) -> None: ...
+    def on_local_destroy(self, entry: Entry, flow: Flow, origin: str | None) -> None: ...
+    def on_resync_done(self) -> None: ...
+    def local(self, action: int, as_json: bool) -> Chunks | None: ...
+    def stats_text(self) -> str: ...  # blocks after "traffic processed:" in -s (channels, message tracking)
+    def stats_json(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+class NullSync:
+    """No replication yet: an empty external cache, sync-only requests logged and ignored."""
+
+    NAMES = {
+        Action.CT_COMMIT: "commit (-c)", Action.EXP_COMMIT: "commit (-c)", Action.ALL_COMMIT: "commit (-c)",
+        Action.SEND_BULK: "bulk send (-B)", Action.REQUEST_DUMP: "resync request (-n)",
+        Action.RESET_TIMERS: "timer reset (-t)",
+    }
+
+    def __init__(self, limit: int, log: Callable[[str, str], None]) -> None:
+        self.external = Cache("external", limit)
+        self.log = log
+
+    def on_local_new(self, entry, flow, origin) -> None:
+        pass
+
+    on_local_update = on_local_destroy = on_local_new
+
+    def on_resync_done(self) -> None:
+        pass
+
+    def local(self, action: int, as_json: bool) -> Chunks | None:
+        if action == Action.CT_DUMP_EXTERNAL:
+            return dump_cache(self.external, False, as_json)
+        if action == Action.CT_DUMP_EXT_XML:
+            return dump_cache(self.external, True)
+        if action == Action.CT_FLUSH_EXT_CACHE:
+            self.log("notice", "flushing external cache")
+            self.external.flush()
+            return ()
+        name = self.NAMES.get(action)
+        if name is not None:
+            self.log("notice", f"{name} ignored: no synchronization engine is running")
+            return ()
+        return None
+
+    def stats_text(self) -> str:
+        return ""
+
+    def stats_json(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class SyncCacheMode(_Base):
+    """Internal cache of sync mode (C src/internal_cache.c) with the engine hooks."""
+
+    def __init__(self, limit: int, runtime: RuntimeStats, exists, log, flow_log,
+                 engine: SyncEngine | None = None) -> None:
+        super().__init__("internal", limit, runtime, exists, log, flow_log)
+        self.engine: SyncEngine = engine or NullSync(limit, log)
+
+    def populate(self, flow: Flow) -> None:
+        flow.timeout = None
+        self.cache.update_force(flow, self.now())
+
+    def resync(self, flow: Flow) -> None:
+        e, created = self.cache.update_force(flow, self.now())
+        if e is not None:
+            (self.engine.on_local_new if created else self.engine.on_local_update)(e, flow, None)
+
+    def new(self, flow: Flow, origin: str | None) -> None:
+        e, _ = self.cache.update_force(flow, self.now())
+        if e is not None:
+            self.engine.on_local_new(e, flow, origin)
+
+    def upd(self, flow: Flow, origin: str | None) -> None:
+        e, _ = self.cache.update_force(flow, self.now())
+        if e is not None:
+            self.engine.on_local_update(e, flow, origin)
+
+    def destroy(self, flow: Flow, origin: str | None) -> bool:
+        e = self.cache.find(flow)
+        if e is None:
+            return False
+        self.cache.mark_dead(e)
+        self.engine.on_local_destroy(e, flow, origin)
+        self.cache.delete(e)
+        _add_traffic(self.runtime, flow)
+        return True
+
+    def gone(self, e: Entry) -> None:
+        self.cache.mark_dead(e)
+        self.engine.on_local_destroy(e, entry_flow(e), None)
+        self.cache.delete(e)
+
+    def local(self, action: int, as_json: bool) -> Chunks | None:
+        c = self.cache
+        ext = self.engine.external
+        if action == Action.CT_DUMP_INTERNAL:
+            return dump_cache(c, False, as_json)
+        if action == Action.CT_DUMP_INT_XML:
+            return dump_cache(c, True)
+        if action in (Action.CT_FLUSH_CACHE, Action.ALL_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE):
+            if action != Action.CT_FLUSH_INT_CACHE and ext is not None:
+                self.log("notice", "flushing caches")
+                ext.flush()
+            else:
+                self.log("notice", "flushing internal cache")
+            c.flush()
+            return ()
+        if action == Action.STATS:
+            if as_json:
+                data = self.stats_json()
+                if ext is not None:
+                    data["cache"]["external"] = {**ext.stats.as_dict(), "entries": len(ext)}
+                data.update(self.engine.stats_json())
+                return [to_json("ct", data)]
+            out = [cache_stats_text("internal", c.stats)]
+            if ext is not None:
+                out.append(cache_stats_text("external", ext.stats))
+            out.append(_traffic(self.runtime))
+            out.append(self.engine.stats_text())
+            return out
+        if action == Action.STATS_CACHE:
+            caches = [c] + ([ext] if ext is not None else [])
+            if as_json:
+                return [to_json("cache", {"cache": {x.name: {**x.stats.as_dict(), "entries": len(x)} for x in caches}})]
+            return [cache_stats_extended_text(x.name, x.stats, len(x)) for x in caches]
+        return self.engine.local(action, as_json)
