@@ -10,7 +10,7 @@ deps:
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,ansible]'
+	$(BIN)/pip install -q -e '.[test,ansible]' --config-settings editable_mode=compat
 	$(BIN)/python -m compileall -q conntrack_tools
 	touch $@
 

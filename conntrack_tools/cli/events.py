@@ -124,7 +124,7 @@ class ProgramNames:
 
 
 def run_events(runner, req, expect: bool) -> None:
-    from .main import output_options
+    from .execute import output_options
 
     opts = output_options(req)
     keep = make_filter(req) if not expect else (lambda f: True)
@@ -219,10 +219,10 @@ def run_events(runner, req, expect: bool) -> None:
     if opts.xml and header_done:
         out.write((EXPECT_FOOTER if expect else CONNTRACK_FOOTER) + "\n")
     out.flush()
-    lost = netlink_drops(sock.portid) if overruns else 0
+    lost = netlink_drops(sock.portid) or 0  # also catches an overrun we had no recv() left to see
     if lost:
-        err.write(f"{PREFIX}{lost} events lost: netlink socket buffer overrun {overruns} times "
-                  f"(buffer grown to {size} bytes).\n")
+        err.write(f"{PREFIX}{lost} events lost: netlink socket buffer overrun "
+                  f"(seen {overruns} times, buffer {size} bytes).\n")
     err.write(runner_summary(expect, count))
     sock.close()
 
