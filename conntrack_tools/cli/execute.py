@@ -45,6 +45,7 @@ from ..netlink.shapes import ShapeDecoder
 from ..netlink.socket import CtnlSocket, NetlinkError
 from .errors import OTHER_PROBLEM, PREFIX, CliError
 from .request import Command, Request, Table
+from .shapefilter import make_predicate_factory
 from .template import accept_all, build_create, build_expect, build_expect_key, build_get, kernel_dumps, make_filter
 
 # err2str(): (errno, command) -> message; command None = any command.
@@ -169,15 +170,17 @@ class Runner:
         def reference(flow: Flow) -> str:
             return render_flow(flow, opts, now_ns=now_ns)
 
-        factory = make_line_factory(opts) if keep is accept_all else None
-        decoder = ShapeDecoder(line_factory=factory, reference=reference)
+        filter_kw = ({"kernel_filtered": True, "kernel_tuples": True} if req.table is Table.CONNTRACK else {})
+        decoder = ShapeDecoder(line_factory=make_line_factory(opts), reference=reference,
+                               keep=None if keep is accept_all else keep,
+                               predicate_factory=make_predicate_factory(req, **filter_kw))
         lines: list[str] = []
         count = 0
         try:
             for family, body in dumps:
                 request = nlmsg(ct_type(msg_type), NLM_F_DUMP, 0, family, body)
-                if factory is not None:
-                    # Fast path: nothing left to filter, plain text: lines straight from the unpacked values.
+                if not opts.xml:
+                    # Fast path: filter and render from the unpacked values, whole receive buffers at a time.
                     count += self._stream_lines(request, decoder, lines)
                     continue
                 for flow in self._dump_flows(request, decoder):
@@ -281,8 +284,9 @@ class Runner:
         def reference(flow: Flow) -> str:
             return render_flow(flow, opts, now_ns=now_ns, save_event="destroy")
 
-        factory = make_line_factory(opts) if keep is accept_all else None
-        decoder = ShapeDecoder(line_factory=factory, reference=reference)
+        decoder = ShapeDecoder(line_factory=make_line_factory(opts), reference=reference,
+                               keep=None if keep is accept_all else keep,
+                               predicate_factory=make_predicate_factory(req, kernel_tuples=True))
         sock = self.sock
         del_type = ct_type(CtMsg.DELETE)
         lines: list[str] = []
@@ -299,16 +303,7 @@ class Runner:
         try:
             for family, body in kernel_dumps(req, mark=True):
                 request = nlmsg(ct_type(CtMsg.GET), NLM_F_DUMP, 0, family, body)
-                if factory is not None:
-                    self._stream_lines(request, decoder, lines, on_message, flush=False)
-                    continue
-                seq = sock.next_seq()
-                request = request[:8] + seq.to_bytes(4, sys.byteorder) + request[12:]
-                for buf, _t, start, end in sock.dump(request, seq):
-                    flow = decoder.decode(buf, start, end)
-                    if keep(flow):
-                        lines.append(reference(flow))
-                        on_message(buf, start, end)
+                self._stream_lines(request, decoder, lines, on_message, flush=False)
             errors = sock.batch(msgs) if msgs else {}
         except NetlinkError as exc:
             raise self.fail(exc.errno, req) from None

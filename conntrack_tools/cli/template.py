@@ -266,28 +266,25 @@ def kernel_dumps(req: Request, *, mark: bool = True, status: bool = False) -> li
     """The dump requests (family, filter attributes) that let the kernel do most of the filtering.
 
     CTA_FILTER compares exact tuple fields (addresses without CIDR mask, protocol,
-    ports, ICMP fields); the kernel refuses it for AF_UNSPEC, so a request without
-    a family becomes one dump per family. Mark and status filters ride along.
+    ports, ICMP fields) but the kernel refuses it for AF_UNSPEC. Mark and status
+    filters ride along.
     What the kernel cannot do stays in `make_filter(..., kernel_tuples=True)`.
     """
     from ..netlink.codec import encode_dump_filter
 
     mark_f = req.mark_filter if mark else None
     status_f = req.status_filter if status else None
-    families = [req.family] if req.family else [AF_INET, AF_INET6]
-    out = []
-    for fam in families:
-        orig, oflags, reply, rflags = _tuple_filter(req, fam)
-        if not (oflags or rflags) and not req.family:
-            fam = 0
-        body = encode_dump_filter(mark=mark_f[0] if mark_f else None, mark_mask=mark_f[1] if mark_f else None,
-                                  status=status_f[0] if status_f else None,
-                                  status_mask=status_f[1] if status_f else None,
-                                  orig=orig, orig_flags=oflags, reply=reply, reply_flags=rflags)
-        out.append((fam, body))
-        if fam == 0:
-            break
-    return out
+    # CTA_FILTER needs a family; for AF_UNSPEC one dump per family would list IPv4 before IPv6,
+    # unlike C's single dump in hash order, so without -f/an address the tuple filter stays in userspace.
+    if req.family:
+        orig, oflags, reply, rflags = _tuple_filter(req, req.family)
+    else:
+        orig, oflags, reply, rflags = None, 0, None, 0
+    body = encode_dump_filter(mark=mark_f[0] if mark_f else None, mark_mask=mark_f[1] if mark_f else None,
+                              status=status_f[0] if status_f else None,
+                              status_mask=status_f[1] if status_f else None,
+                              orig=orig, orig_flags=oflags, reply=reply, reply_flags=rflags)
+    return [(req.family, body)]
 
 
 def _tuple_filter(req: Request, family: int) -> tuple[Tuple, int, Tuple, int]:
@@ -342,6 +339,8 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
     ``kernel_tuples`` skips family, protocol and exact tuple fields (see `kernel_dumps`).
     """
     family = req.family
+    if not family:
+        kernel_tuples = False  # kernel_dumps() sent no tuple filter
     mask_src = req.mask.src
     mask_dst = req.mask.dst
     masked = (mask_src is not None, mask_dst is not None)

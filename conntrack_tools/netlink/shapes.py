@@ -221,19 +221,38 @@ def _compile(buf, start: int, end: int):
 
 
 class _Shape:
-    __slots__ = ("struct", "getter", "headers", "build", "slots", "line", "key_spans", "key_len")
+    __slots__ = ("struct", "getter", "headers", "build", "slots", "line", "pred", "key_spans", "key_len",
+                 "_key_makers")
 
     def __init__(self, st, getter, headers, build, slots) -> None:
         self.key_spans: list[tuple[int, int]] = slots.pop("_key_spans")
         self.key_len = sum(e - s for s, e in self.key_spans)
         self.struct, self.getter, self.headers, self.build, self.slots = st, getter, headers, build, slots
         self.line: Callable | None = None
+        self.pred: Callable | None = None
+        self._key_makers: dict[tuple[int, int], Callable] = {}
 
     def key_request(self, buf, start: int, msg_type: int, flags: int, seq: int) -> bytes:
         """A request carrying this message's raw tuple/zone/id attributes (see codec.key_request_from_dump)."""
-        parts = [_NLMSG.pack(16 + self.key_len, msg_type, flags | 1, seq, 0)]
-        parts += [buf[start + s:start + e] for s, e in self.key_spans]
-        return b"".join(parts)
+        maker = self._key_makers.get((msg_type, flags))
+        if maker is None:
+            maker = self._key_makers[(msg_type, flags)] = self._key_maker(msg_type, flags)
+        return maker(buf, start, seq)
+
+    def _key_maker(self, msg_type: int, flags: int) -> Callable:
+        """One generated expression: fixed header prefix + seq + the merged raw spans."""
+        spans: list[list[int]] = []
+        for s, e in self.key_spans:
+            if spans and spans[-1][1] == s:
+                spans[-1][1] = e
+            else:
+                spans.append([s, e])
+        prefix = struct.pack("=IHH", 16 + self.key_len, msg_type, flags | 1)
+        pieces = " + ".join(f"buf[start + {s}:start + {e}]" for s, e in spans)
+        src = f"def make(buf, start, seq):\n    return PREFIX + SEQ(seq, 0) + {pieces}\n"
+        namespace = {"PREFIX": prefix, "SEQ": struct.Struct("=II").pack}
+        exec(src, namespace)  # noqa: S102 - generated from recorded integer offsets
+        return namespace["make"]
 
 
 class ShapeDecoder:
@@ -246,12 +265,15 @@ class ShapeDecoder:
     """
 
     def __init__(self, max_shapes: int = 256, line_factory: Callable | None = None,
-                 reference: Callable[[Flow], str] | None = None) -> None:
+                 reference: Callable[[Flow], str] | None = None, keep: Callable[[Flow], bool] | None = None,
+                 predicate_factory: Callable | None = None) -> None:
         self.cache: dict[tuple[int, int], list[_Shape]] = {}
         self.generic: set[tuple[int, int]] = set()
         self.max_shapes = max_shapes
         self.line_factory = line_factory
         self.reference = reference
+        self.keep = keep  # None: every message is wanted
+        self.predicate_factory = predicate_factory
         self.hits = 0
         self.misses = 0
 
@@ -293,6 +315,7 @@ class ShapeDecoder:
         cache = self.cache
         unpack_hdr = _NLMSG.unpack_from
         reference = self.reference
+        keep = self.keep
         while off + 16 <= n:
             length, mtype, _flags, mseq, _pid = unpack_hdr(buf, off)
             if length < 16 or off + length > n:
@@ -307,15 +330,23 @@ class ShapeDecoder:
                     for shape in cache.get((length - 16, buf[start]), ()):
                         vals = shape.struct.unpack_from(buf, start)
                         if shape.getter(vals) == shape.headers:
+                            pred = shape.pred
+                            if pred is not None:
+                                if not pred(vals):
+                                    break
+                            elif keep is not None and not keep(shape.build(vals)):
+                                break
                             line = shape.line
                             append(line(vals) if line is not None else reference(shape.build(vals)))
                             if on_message is not None:
                                 on_message(buf, start, end, shape)
                             break
                     else:
-                        append(reference(self._miss(buf, start, end)))
-                        if on_message is not None:
-                            on_message(buf, start, end, None)
+                        flow = self._miss(buf, start, end)
+                        if keep is None or keep(flow):
+                            append(reference(flow))
+                            if on_message is not None:
+                                on_message(buf, start, end, None)
             off += (length + 3) & ~3
         return False, 0
 
@@ -344,6 +375,15 @@ class ShapeDecoder:
             except Exception:  # noqa: BLE001 - a generated renderer that fails is simply not used
                 line = None
             shape.line = line
+        if self.predicate_factory is not None and self.keep is not None:
+            vals = shape.struct.unpack_from(buf, start)
+            try:
+                pred = self.predicate_factory(shape.slots, buf[start])
+                if pred is not None and pred(vals) != self.keep(flow):
+                    pred = None
+            except Exception:  # noqa: BLE001 - a predicate that fails is simply not used
+                pred = None
+            shape.pred = pred
         return flow
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,3 +89,95 @@ def test_shape_key_request_equals_generic():
     assert shape.key_request(msg, s, ct_type(CtMsg.DELETE), 0, 9) == generic
     key = decode_flow(generic, 16, len(generic))
     assert (key.orig, key.zone, key.id, key.reply, key.timeout) == (f.orig, 4, 77, None, None)
+
+
+# ---------------------------------------------------------------- compiled filters
+
+ADDRS4 = ["1.1.1.1", "2.2.2.2"]
+ADDRS6 = ["2001:db8::1", "2001:db8::2"]
+
+
+@st.composite
+def filter_argvs(draw):
+    argv = [draw(st.sampled_from(["-L", "-D"]))]
+    v6 = draw(st.booleans())
+    addrs = ADDRS6 if v6 else ADDRS4
+    proto = draw(st.sampled_from([None, "tcp", "udp", "icmp", "icmpv6", "99"]))
+    for opt in ("-s", "-d", "-r", "-q"):
+        if draw(st.booleans()):
+            argv += [opt, draw(st.sampled_from(addrs))]
+    if draw(st.booleans()):
+        argv += ["-f", "ipv6" if v6 else "ipv4"]
+    if proto:
+        argv += ["-p", proto]
+        if proto in ("tcp", "udp"):
+            for opt in ("--sport", "--dport", "--reply-port-src", "--reply-port-dst"):
+                if draw(st.booleans()):
+                    argv += [opt, str(draw(st.integers(0, 3)))]
+            if proto == "tcp" and draw(st.booleans()):
+                argv += ["--state", draw(st.sampled_from(["ESTABLISHED", "SYN_SENT"]))]
+        if proto in ("icmp", "icmpv6"):
+            pre = "--icmp" if proto == "icmp" else "--icmpv6"
+            for opt in ("-type", "-code", "-id"):
+                if draw(st.booleans()):
+                    argv += [pre + opt, str(draw(st.integers(0, 2)))]
+    if draw(st.booleans()):
+        argv += ["-m", draw(st.sampled_from(["0", "1", "3/1", "0x10/0xf0"]))]
+    if draw(st.booleans()):
+        argv += ["-u", draw(st.sampled_from(["ASSURED", "SEEN_REPLY", "UNREPLIED"]))]
+    for opt in ("-w", "--orig-zone", "--reply-zone"):
+        if draw(st.booleans()):
+            argv += [opt, str(draw(st.integers(0, 2)))]
+    return argv
+
+
+@st.composite
+def small_flows(draw):
+    """Flows whose values often hit the filters above (few distinct addresses, ports and zones)."""
+    family = draw(st.sampled_from([AF_INET, AF_INET6]))
+    addrs = [socket.inet_pton(family, a) for a in (ADDRS4 if family == AF_INET else ADDRS6)]
+    proto = draw(st.sampled_from([6, 17, 1, 58, 99]))
+    small = st.integers(0, 3)
+
+    def tup():
+        t = Tuple(family, draw(st.sampled_from(addrs)), draw(st.sampled_from(addrs)), proto)
+        if proto in (1, 58):
+            t.icmp_type, t.icmp_code, t.icmp_id = draw(small), draw(small), draw(small)
+        elif proto != 99:
+            t.sport, t.dport = draw(small), draw(small)
+        t.zone = draw(st.none() | st.integers(0, 2))
+        return t
+
+    f = Flow(family, tup(), tup(), status=draw(st.none() | st.sampled_from([0, 2, 4, 6, 14])),
+             mark=draw(st.none() | st.integers(0, 0x20)), zone=draw(st.none() | st.integers(0, 2)), id=5)
+    if proto == 6 and draw(st.booleans()):
+        f.tcp = TcpInfo(draw(st.sampled_from([1, 3])))
+    return f
+
+
+@settings(max_examples=600, deadline=None)
+@given(filter_argvs(), st.lists(small_flows(), min_size=1, max_size=4), st.sampled_from([
+    {}, {"kernel_filtered": True, "kernel_tuples": True}, {"kernel_tuples": True},
+    {"use_mark": False, "use_status": False}]))
+def test_compiled_predicates_match_make_filter(argv, batch, kw):
+    from conntrack_tools.cli.errors import CliError
+    from conntrack_tools.cli.parse import parse_args
+    from conntrack_tools.cli.shapefilter import make_predicate_factory
+    from conntrack_tools.cli.template import make_filter
+    from conntrack_tools.netlink.shapes import _compile
+
+    try:
+        req = parse_args(argv)
+    except CliError:
+        return
+    keep = make_filter(req, **kw)
+    factory = make_predicate_factory(req, **kw)
+    if factory is None:
+        return
+    for f in batch:
+        payload = bytes((f.family, 0, 0, 0)) + encode_flow(f)
+        st_, _getter, _headers, build, slots = _compile(payload, 0, len(payload))
+        vals = st_.unpack_from(payload, 0)
+        slots.pop("_key_spans", None)
+        pred = factory(slots, f.family)
+        assert pred(vals) == keep(build(vals)), (argv, kw, f)
