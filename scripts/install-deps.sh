@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs the system packages the tests and the demo need (idempotent; root required).
 set -euo pipefail
-pkgs=(conntrack conntrackd keepalived nftables iproute2 python3-venv)
+pkgs=(conntrack conntrackd keepalived nftables iproute2 iputils-ping python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
