@@ -76,6 +76,60 @@ _unpack_be32 = _BE32.unpack_from
 _unpack_be64 = _BE64.unpack_from
 
 
+# Leaf attributes of the small nests, as data: attribute -> (field names, struct). One decoder and
+# one encoder walk these tables instead of an if-chain per nest.
+Leaves = dict[int, tuple[tuple[str, ...], struct.Struct]]
+PROTO_LEAVES: Leaves = {
+    ProtoAttr.NUM: (("proto",), _U8),
+    ProtoAttr.SRC_PORT: (("sport",), _BE16),
+    ProtoAttr.DST_PORT: (("dport",), _BE16),
+    ProtoAttr.ICMP_ID: (("icmp_id",), _BE16),
+    ProtoAttr.ICMP_TYPE: (("icmp_type",), _U8),
+    ProtoAttr.ICMP_CODE: (("icmp_code",), _U8),
+    ProtoAttr.ICMPV6_ID: (("icmp_id",), _BE16),
+    ProtoAttr.ICMPV6_TYPE: (("icmp_type",), _U8),
+    ProtoAttr.ICMPV6_CODE: (("icmp_code",), _U8),
+}
+COUNTER_LEAVES: Leaves = {
+    CountersAttr.PACKETS: (("packets",), _BE64),
+    CountersAttr.BYTES: (("bytes",), _BE64),
+    CountersAttr.PACKETS32: (("packets",), _BE32),
+    CountersAttr.BYTES32: (("bytes",), _BE32),
+}
+TCP_LEAVES: Leaves = {
+    TcpAttr.STATE: (("state",), _U8),
+    TcpAttr.WSCALE_ORIGINAL: (("wscale_orig",), _U8),
+    TcpAttr.WSCALE_REPLY: (("wscale_reply",), _U8),
+    TcpAttr.FLAGS_ORIGINAL: (("flags_orig", "mask_orig"), _TCP_FLAGS),
+    TcpAttr.FLAGS_REPLY: (("flags_reply", "mask_reply"), _TCP_FLAGS),
+}
+SCTP_LEAVES: Leaves = {
+    SctpAttr.STATE: (("state",), _U8),
+    SctpAttr.VTAG_ORIGINAL: (("vtag_orig",), _BE32),
+    SctpAttr.VTAG_REPLY: (("vtag_reply",), _BE32),
+}
+DCCP_LEAVES: Leaves = {
+    DccpAttr.STATE: (("state",), _U8),
+    DccpAttr.ROLE: (("role",), _U8),
+    DccpAttr.HANDSHAKE_SEQ: (("handshake_seq",), _BE64),
+}
+SEQADJ_LEAVES: Leaves = {
+    SeqAdjAttr.CORRECTION_POS: (("correction_pos",), _BE32),
+    SeqAdjAttr.OFFSET_BEFORE: (("offset_before",), _BE32),
+    SeqAdjAttr.OFFSET_AFTER: (("offset_after",), _BE32),
+}
+TIMESTAMP_LEAVES: Leaves = {
+    TimestampAttr.START: (("ts_start",), _BE64),
+    TimestampAttr.STOP: (("ts_stop",), _BE64),
+}
+# protoinfo nest -> (flow field, value class, leaves), in the order encode_protoinfo tries them
+PROTOINFO_KINDS = (
+    (ProtoinfoAttr.TCP, "tcp", TcpInfo, TCP_LEAVES),
+    (ProtoinfoAttr.SCTP, "sctp", SctpInfo, SCTP_LEAVES),
+    (ProtoinfoAttr.DCCP, "dccp", DccpInfo, DCCP_LEAVES),
+)
+
+
 def align4(n: int) -> int:
     return (n + 3) & ~3
 
@@ -136,6 +190,34 @@ def _need(start: int, end: int, n: int, what: str) -> None:
         raise DecodeError(f"attribute {what} too short: {end - start} < {n}")
 
 
+def decode_leaves(obj, leaves: Leaves, buf, start: int, end: int) -> None:
+    """Set obj's fields from the leaf attributes of one nest (unknown attributes are skipped)."""
+    for atype, s, e in iter_attrs(buf, start, end):
+        spec = leaves.get(atype)
+        if spec is None:
+            continue
+        fields, st = spec
+        if e - s < st.size:
+            raise DecodeError(f"attribute {fields[0]} too short: {e - s} < {st.size}")
+        values = st.unpack_from(buf, s)
+        for name, value in zip(fields, values, strict=True):
+            setattr(obj, name, value)
+
+
+def encode_leaves(obj, leaves: Leaves, skip: frozenset[int] = frozenset()) -> bytes:
+    """The leaf attributes of obj's fields that are set, in attribute order."""
+    parts = []
+    for atype, (fields, st) in leaves.items():
+        if atype in skip:
+            continue
+        first = getattr(obj, fields[0])
+        if first is None:
+            continue
+        values = [first] + [getattr(obj, f) or 0 for f in fields[1:]]
+        parts.append(attr(atype, st.pack(*values)))
+    return b"".join(parts)
+
+
 # ---------------------------------------------------------------- decode: tuples
 
 
@@ -159,25 +241,7 @@ def decode_tuple(buf: bytes | memoryview, start: int, end: int, family: int) -> 
                     else:
                         t.dst = bytes(buf[s2:s2 + 16])
         elif atype == TupleAttr.PROTO:
-            for pa, s2, e2 in iter_attrs(buf, s, e):
-                if pa == ProtoAttr.NUM:
-                    _need(s2, e2, 1, "proto num")
-                    t.proto = buf[s2]
-                elif pa == ProtoAttr.SRC_PORT:
-                    _need(s2, e2, 2, "port")
-                    t.sport = _unpack_be16(buf, s2)[0]
-                elif pa == ProtoAttr.DST_PORT:
-                    _need(s2, e2, 2, "port")
-                    t.dport = _unpack_be16(buf, s2)[0]
-                elif pa in (ProtoAttr.ICMP_ID, ProtoAttr.ICMPV6_ID):
-                    _need(s2, e2, 2, "icmp id")
-                    t.icmp_id = _unpack_be16(buf, s2)[0]
-                elif pa in (ProtoAttr.ICMP_TYPE, ProtoAttr.ICMPV6_TYPE):
-                    _need(s2, e2, 1, "icmp type")
-                    t.icmp_type = buf[s2]
-                elif pa in (ProtoAttr.ICMP_CODE, ProtoAttr.ICMPV6_CODE):
-                    _need(s2, e2, 1, "icmp code")
-                    t.icmp_code = buf[s2]
+            decode_leaves(t, PROTO_LEAVES, buf, s, e)
         elif atype == TupleAttr.ZONE:
             _need(s, e, 2, "tuple zone")
             t.zone = _unpack_be16(buf, s)[0]
@@ -199,85 +263,27 @@ def _string(buf, s, e) -> str:
 
 def _counters(buf, s, e) -> Counters:
     c = Counters()
-    for a, s2, e2 in iter_attrs(buf, s, e):
-        if a == CountersAttr.PACKETS:
-            _need(s2, e2, 8, "packets")
-            c.packets = _unpack_be64(buf, s2)[0]
-        elif a == CountersAttr.BYTES:
-            _need(s2, e2, 8, "bytes")
-            c.bytes = _unpack_be64(buf, s2)[0]
-        elif a == CountersAttr.PACKETS32:
-            c.packets = _be32(buf, s2, e2, "packets")
-        elif a == CountersAttr.BYTES32:
-            c.bytes = _be32(buf, s2, e2, "bytes")
+    decode_leaves(c, COUNTER_LEAVES, buf, s, e)
     return c
 
 
 def _protoinfo(flow: Flow, buf, s, e) -> None:
     for a, s2, e2 in iter_attrs(buf, s, e):
-        if a == ProtoinfoAttr.TCP:
-            info = TcpInfo()
-            for ta, s3, e3 in iter_attrs(buf, s2, e2):
-                if e3 <= s3:
-                    raise DecodeError("empty TCP protoinfo attribute")
-                if ta == TcpAttr.STATE:
-                    info.state = buf[s3]
-                elif ta == TcpAttr.WSCALE_ORIGINAL:
-                    info.wscale_orig = buf[s3]
-                elif ta == TcpAttr.WSCALE_REPLY:
-                    info.wscale_reply = buf[s3]
-                elif ta == TcpAttr.FLAGS_ORIGINAL:
-                    _need(s3, e3, 2, "tcp flags")
-                    info.flags_orig, info.mask_orig = _TCP_FLAGS.unpack_from(buf, s3)
-                elif ta == TcpAttr.FLAGS_REPLY:
-                    _need(s3, e3, 2, "tcp flags")
-                    info.flags_reply, info.mask_reply = _TCP_FLAGS.unpack_from(buf, s3)
-            flow.tcp = info
-        elif a == ProtoinfoAttr.SCTP:
-            sinfo = SctpInfo()
-            for sa, s3, e3 in iter_attrs(buf, s2, e2):
-                if sa == SctpAttr.STATE:
-                    _need(s3, e3, 1, "sctp state")
-                    sinfo.state = buf[s3]
-                elif sa == SctpAttr.VTAG_ORIGINAL:
-                    sinfo.vtag_orig = _be32(buf, s3, e3, "vtag")
-                elif sa == SctpAttr.VTAG_REPLY:
-                    sinfo.vtag_reply = _be32(buf, s3, e3, "vtag")
-            flow.sctp = sinfo
-        elif a == ProtoinfoAttr.DCCP:
-            dinfo = DccpInfo()
-            for da, s3, e3 in iter_attrs(buf, s2, e2):
-                if da == DccpAttr.STATE:
-                    _need(s3, e3, 1, "dccp state")
-                    dinfo.state = buf[s3]
-                elif da == DccpAttr.ROLE:
-                    _need(s3, e3, 1, "dccp role")
-                    dinfo.role = buf[s3]
-                elif da == DccpAttr.HANDSHAKE_SEQ:
-                    _need(s3, e3, 8, "dccp seq")
-                    dinfo.handshake_seq = _unpack_be64(buf, s3)[0]
-            flow.dccp = dinfo
+        for kind, field, cls, leaves in PROTOINFO_KINDS:
+            if a == kind:
+                info = cls()
+                decode_leaves(info, leaves, buf, s2, e2)
+                setattr(flow, field, info)
 
 
 def _seqadj(buf, s, e) -> SeqAdj:
     adj = SeqAdj()
-    for a, s2, e2 in iter_attrs(buf, s, e):
-        if a == SeqAdjAttr.CORRECTION_POS:
-            adj.correction_pos = _be32(buf, s2, e2, "seqadj")
-        elif a == SeqAdjAttr.OFFSET_BEFORE:
-            adj.offset_before = _be32(buf, s2, e2, "seqadj")
-        elif a == SeqAdjAttr.OFFSET_AFTER:
-            adj.offset_after = _be32(buf, s2, e2, "seqadj")
+    decode_leaves(adj, SEQADJ_LEAVES, buf, s, e)
     return adj
 
 
 def _timestamps(flow: Flow, buf, s, e) -> None:
-    for a, s2, e2 in iter_attrs(buf, s, e):
-        _need(s2, e2, 8, "timestamp")
-        if a == TimestampAttr.START:
-            flow.ts_start = _unpack_be64(buf, s2)[0]
-        elif a == TimestampAttr.STOP:
-            flow.ts_stop = _unpack_be64(buf, s2)[0]
+    decode_leaves(flow, TIMESTAMP_LEAVES, buf, s, e)
 
 
 def _nat(buf, s, e, family: int) -> Nat:
@@ -439,22 +445,31 @@ def encode_tuple(atype: int, t: Tuple) -> bytes:
             ip += attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, t.dst)
         parts.append(nested(TupleAttr.IP, ip))
     if t.proto is not None:
-        p = attr(ProtoAttr.NUM, bytes((t.proto,)))
-        if t.sport is not None:
-            p += attr(ProtoAttr.SRC_PORT, _BE16.pack(t.sport & 0xFFFF))
-        if t.dport is not None:
-            p += attr(ProtoAttr.DST_PORT, _BE16.pack(t.dport & 0xFFFF))
-        v6icmp = t.proto == 58
-        if t.icmp_id is not None:
-            p += attr(ProtoAttr.ICMPV6_ID if v6icmp else ProtoAttr.ICMP_ID, _BE16.pack(t.icmp_id & 0xFFFF))
-        if t.icmp_type is not None:
-            p += attr(ProtoAttr.ICMPV6_TYPE if v6icmp else ProtoAttr.ICMP_TYPE, bytes((t.icmp_type & 0xFF,)))
-        if t.icmp_code is not None:
-            p += attr(ProtoAttr.ICMPV6_CODE if v6icmp else ProtoAttr.ICMP_CODE, bytes((t.icmp_code & 0xFF,)))
-        parts.append(nested(TupleAttr.PROTO, p))
+        # ICMP fields go in the attributes of the tuple's ICMP flavour; ports are plain 16-bit values.
+        skip = _ICMP4_ATTRS if t.proto == 58 else _ICMP6_ATTRS
+        masked = _Masked(t)
+        parts.append(nested(TupleAttr.PROTO, encode_leaves(masked, PROTO_LEAVES, skip)))
     if t.zone is not None:
         parts.append(attr(TupleAttr.ZONE, _BE16.pack(t.zone & 0xFFFF)))
     return nested(atype, *parts)
+
+
+_ICMP4_ATTRS = frozenset((ProtoAttr.ICMP_ID, ProtoAttr.ICMP_TYPE, ProtoAttr.ICMP_CODE))
+_ICMP6_ATTRS = frozenset((ProtoAttr.ICMPV6_ID, ProtoAttr.ICMPV6_TYPE, ProtoAttr.ICMPV6_CODE))
+
+
+class _Masked:
+    """A tuple's L4 fields truncated to their wire widths (C stores them in u8/u16 fields)."""
+
+    __slots__ = ("proto", "sport", "dport", "icmp_id", "icmp_type", "icmp_code")
+
+    def __init__(self, t: Tuple) -> None:
+        self.proto = t.proto & 0xFF if t.proto is not None else None
+        self.sport = t.sport & 0xFFFF if t.sport is not None else None
+        self.dport = t.dport & 0xFFFF if t.dport is not None else None
+        self.icmp_id = t.icmp_id & 0xFFFF if t.icmp_id is not None else None
+        self.icmp_type = t.icmp_type & 0xFF if t.icmp_type is not None else None
+        self.icmp_code = t.icmp_code & 0xFF if t.icmp_code is not None else None
 
 
 def _be32attr(atype: int, value: int) -> bytes:
@@ -475,40 +490,10 @@ def encode_nat(atype: int, nat: Nat) -> bytes:
 
 
 def encode_protoinfo(flow: Flow) -> bytes:
-    if flow.tcp is not None:
-        t = flow.tcp
-        parts = []
-        if t.state is not None:
-            parts.append(attr(TcpAttr.STATE, bytes((t.state,))))
-        if t.wscale_orig is not None:
-            parts.append(attr(TcpAttr.WSCALE_ORIGINAL, bytes((t.wscale_orig,))))
-        if t.wscale_reply is not None:
-            parts.append(attr(TcpAttr.WSCALE_REPLY, bytes((t.wscale_reply,))))
-        if t.flags_orig is not None:
-            parts.append(attr(TcpAttr.FLAGS_ORIGINAL, _TCP_FLAGS.pack(t.flags_orig, t.mask_orig or 0)))
-        if t.flags_reply is not None:
-            parts.append(attr(TcpAttr.FLAGS_REPLY, _TCP_FLAGS.pack(t.flags_reply, t.mask_reply or 0)))
-        return nested(CTA.PROTOINFO, nested(ProtoinfoAttr.TCP, *parts))
-    if flow.sctp is not None:
-        s = flow.sctp
-        parts = []
-        if s.state is not None:
-            parts.append(attr(SctpAttr.STATE, bytes((s.state,))))
-        if s.vtag_orig is not None:
-            parts.append(_be32attr(SctpAttr.VTAG_ORIGINAL, s.vtag_orig))
-        if s.vtag_reply is not None:
-            parts.append(_be32attr(SctpAttr.VTAG_REPLY, s.vtag_reply))
-        return nested(CTA.PROTOINFO, nested(ProtoinfoAttr.SCTP, *parts))
-    if flow.dccp is not None:
-        d = flow.dccp
-        parts = []
-        if d.state is not None:
-            parts.append(attr(DccpAttr.STATE, bytes((d.state,))))
-        if d.role is not None:
-            parts.append(attr(DccpAttr.ROLE, bytes((d.role,))))
-        if d.handshake_seq is not None:
-            parts.append(attr(DccpAttr.HANDSHAKE_SEQ, _BE64.pack(d.handshake_seq)))
-        return nested(CTA.PROTOINFO, nested(ProtoinfoAttr.DCCP, *parts))
+    for kind, field, _cls, leaves in PROTOINFO_KINDS:
+        info = getattr(flow, field)
+        if info is not None:
+            return nested(CTA.PROTOINFO, nested(kind, encode_leaves(info, leaves)))
     return b""
 
 
@@ -558,9 +543,7 @@ def encode_flow(flow: Flow) -> bytes:
 
 
 def _encode_seqadj(atype: int, adj: SeqAdj) -> bytes:
-    return nested(atype, _be32attr(SeqAdjAttr.CORRECTION_POS, adj.correction_pos),
-                  _be32attr(SeqAdjAttr.OFFSET_BEFORE, adj.offset_before),
-                  _be32attr(SeqAdjAttr.OFFSET_AFTER, adj.offset_after))
+    return nested(atype, encode_leaves(adj, SEQADJ_LEAVES))
 
 
 def encode_expect(exp: Expect) -> bytes:
