@@ -128,6 +128,13 @@ class Daemon:
                 log("warning", "No running mode specified. Defaulting to statistics mode.")
             self.mode = StatsMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow)
         else:
+            if self.engine is None and self.cfg.sync is not None:
+                from .sync.engine import build_engine  # the sync engine (channels, FTFW/NOTRACK/ALARM)
+
+                try:
+                    self.engine = build_engine(self)
+                except OSError:
+                    raise StartError from None
             self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine)
         try:
             ctnl.dump(self.mode.populate)

@@ -1,0 +1,414 @@
+"""Sync channels: UDP unicast, Multicast (IPv4/IPv6) and TCP, up to 4 with failover
+(C src/channel*.c, src/multichannel.c, src/mcast.c, src/udp.c, src/tcp.c).
+
+Each channel has a receive socket (always read) and a send socket; only the
+*current* channel sends.  Messages are batched per datagram up to ``MTU - 28``
+(``MTU - 40`` for TCP) like C.  Beyond C, a multicast receiver binds the group
+address and the interface (SO_BINDTODEVICE) and sets IP_MULTICAST_ALL=0, so it
+accepts only its configured group on its configured interface.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config.model import Channel as ChannelCfg
+from ..config.model import Transport
+from .wire import Batcher
+
+__all__ = ["ChannelStats", "MultiChannel", "SyncChannel", "channel_block", "link_block"]
+
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+SO_NO_CHECK = 11
+IP_MULTICAST_ALL = 49
+IFF_UP, IFF_RUNNING = 0x1, 0x40
+MAX_DGRAM = 65536
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    pkts_sent: int = 0
+    pkts_recv: int = 0
+    err_send: int = 0
+    err_recv: int = 0
+
+
+def _ifindex(name: str | None) -> int:
+    if not name:
+        return 0
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+def if_flags(name: str | None) -> int | None:
+    if not name:
+        return None
+    try:
+        with open(f"/sys/class/net/{name}/flags") as f:
+            return int(f.read().strip(), 16)
+    except (OSError, ValueError):
+        return None
+
+
+def if_mtu(name: str | None, default: int = 1500) -> int:
+    if not name:
+        return default
+    try:
+        with open(f"/sys/class/net/{name}/mtu") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def _bufs(s: socket.socket, snd: int | None, rcv: int | None, checksum: bool) -> None:
+    if snd:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, snd)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, snd)
+    if rcv:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcv)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcv)
+    if not checksum and s.family == socket.AF_INET and s.type == socket.SOCK_DGRAM:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        except OSError:
+            pass
+
+
+class SyncChannel:
+    """One dedicated link: ``recv_socks`` are read by the loop, ``send`` goes to the peer(s)."""
+
+    kind = ""
+
+    def __init__(self, cfg: ChannelCfg) -> None:
+        self.cfg = cfg
+        self.ifname = cfg.interface or ""
+        self.ifindex = _ifindex(cfg.interface)
+        self.stats = ChannelStats()
+        self.recv_socks: list[socket.socket] = []
+        mtu = if_mtu(cfg.interface)
+        self.batcher = Batcher(mtu - (40 if cfg.transport == Transport.TCP else 28))
+
+    # -------------------------------------------------------------- helpers
+    def family(self) -> int:
+        c = self.cfg
+        return socket.AF_INET6 if (c.ipv6_address or c.ipv6_destination) and not c.ipv4_address else socket.AF_INET
+
+    def status(self) -> str:
+        """RUNNING / NO-CARRIER / DOWN as C's -s link (IFF_UP from flags, carrier from operstate)."""
+        fl = if_flags(self.ifname)
+        if fl is None:
+            return "DOWN" if self.ifname else "RUNNING"
+        if not fl & IFF_UP:
+            return "DOWN"
+        try:
+            with open(f"/sys/class/net/{self.ifname}/operstate") as f:
+                oper = f.read().strip()
+        except OSError:
+            oper = "unknown"
+        return "RUNNING" if oper in ("up", "unknown") else "NO-CARRIER"
+
+    def is_up(self) -> bool:
+        return self.status() == "RUNNING"
+
+    # -------------------------------------------------------------- I/O
+    def queue(self, msg: bytes) -> None:
+        for dgram in self.batcher.add(msg):
+            self._send(dgram)
+
+    def flush(self) -> None:
+        d = self.batcher.flush()
+        if d is not None:
+            self._send(d)
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def recv(self, sock: socket.socket) -> list[tuple[bytes, object]]:
+        """Drain one socket: [(datagram, peer address)]."""
+        out = []
+        while True:
+            try:
+                data, addr = sock.recvfrom(MAX_DGRAM)
+            except BlockingIOError:
+                return out
+            except OSError:
+                self.stats.err_recv += 1
+                return out
+            self.stats.bytes_recv += len(data)
+            self.stats.pkts_recv += 1
+            out.append((data, addr[0]))
+            if len(out) >= 64:
+                return out
+
+    def close(self) -> None:
+        for s in self.recv_socks:
+            s.close()
+        self.recv_socks = []
+
+
+class UdpChannel(SyncChannel):
+    kind = "UDP"
+
+    def __init__(self, cfg: ChannelCfg) -> None:
+        super().__init__(cfg)
+        fam = self.family()
+        port = cfg.port or 3780
+        r = socket.socket(fam, socket.SOCK_DGRAM)
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bufs(r, None, cfg.rcvbuf, cfg.checksum)
+        if fam == socket.AF_INET6:
+            r.bind((cfg.ipv6_address or "::", port, 0, self.ifindex))
+            self.dest = (cfg.ipv6_destination, port, 0, self.ifindex)
+        else:
+            r.bind((cfg.ipv4_address or "0.0.0.0", port))
+            self.dest = (cfg.ipv4_destination, port)
+        r.setblocking(False)
+        self.recv_socks.append(r)
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        _bufs(s, cfg.sndbuf, None, cfg.checksum)
+        s.setblocking(False)
+        self.sock = s
+
+    def _send(self, data: bytes) -> None:
+        try:
+            n = self.sock.sendto(data, self.dest)
+        except OSError:
+            self.stats.err_send += 1
+            return
+        self.stats.bytes_sent += n
+        self.stats.pkts_sent += 1
+
+    def close(self) -> None:
+        super().close()
+        self.sock.close()
+
+
+class McastChannel(SyncChannel):
+    kind = "multicast"
+
+    def __init__(self, cfg: ChannelCfg) -> None:
+        super().__init__(cfg)
+        fam = self.family()
+        port = cfg.port or 3780
+        r = socket.socket(fam, socket.SOCK_DGRAM)
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bufs(r, None, cfg.rcvbuf, cfg.checksum)
+        if self.ifname:
+            r.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        _bufs(s, cfg.sndbuf, None, cfg.checksum)
+        if fam == socket.AF_INET6:
+            group = cfg.ipv6_address
+            r.bind((group, port, 0, self.ifindex))
+            mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", self.ifindex)
+            r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+            self.dest = (group, port, 0, self.ifindex)
+        else:
+            group = cfg.ipv4_address
+            ifaddr = cfg.ipv4_interface or "0.0.0.0"
+            r.bind((group, port))
+            mreq = socket.inet_aton(group) + socket.inet_aton(ifaddr)
+            r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            try:
+                r.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            except OSError:
+                pass
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+            if self.ifname:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
+            self.dest = (group, port)
+        r.setblocking(False)
+        s.setblocking(False)
+        self.recv_socks.append(r)
+        self.sock = s
+
+    _send = UdpChannel._send
+
+    def close(self) -> None:
+        super().close()
+        self.sock.close()
+
+
+class TcpChannel(SyncChannel):
+    """Listen + connect to the peer; a new inbound connection replaces the previous one."""
+
+    kind = "TCP"
+
+    def __init__(self, cfg: ChannelCfg, on_change: Callable[[], None] | None = None) -> None:
+        super().__init__(cfg)
+        from .wire import StreamDecoder
+
+        self.decoder_cls = StreamDecoder
+        fam = self.family()
+        port = cfg.port or 3780
+        self.fam = fam
+        if fam == socket.AF_INET6:
+            self.local = (cfg.ipv6_address or "::", port, 0, self.ifindex)
+            self.dest = (cfg.ipv6_destination, port, 0, self.ifindex)
+        else:
+            self.local = (cfg.ipv4_address or "0.0.0.0", port)
+            self.dest = (cfg.ipv4_destination, port)
+        lsn = socket.socket(fam, socket.SOCK_STREAM)
+        lsn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bufs(lsn, None, cfg.rcvbuf, True)
+        lsn.bind(self.local)
+        lsn.listen(1)
+        lsn.setblocking(False)
+        self.listener = lsn
+        self.server: socket.socket | None = None  # accepted
+        self.client: socket.socket | None = None  # outgoing
+        self.client_ok = False
+        self.errorq: list[bytes] = []
+        self.errorq_max = cfg.error_queue_length or 128
+        self.on_change = on_change
+        self.decoders: dict[int, object] = {}
+
+    def connect(self) -> None:
+        if self.client is not None:
+            return
+        c = socket.socket(self.fam, socket.SOCK_STREAM)
+        _bufs(c, self.cfg.sndbuf, None, True)
+        c.setblocking(False)
+        try:
+            c.connect(self.dest)
+            self.client_ok = True
+        except BlockingIOError:
+            self.client_ok = False
+        except OSError:
+            c.close()
+            return
+        self.client = c
+
+    def check_client(self) -> None:
+        c = self.client
+        if c is None:
+            self.connect()
+            return
+        if not self.client_ok:
+            err = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                try:
+                    c.getpeername()
+                    self.client_ok = True
+                except OSError:
+                    return
+            else:
+                c.close()
+                self.client = None
+                self.connect()
+        if self.client_ok and self.errorq:
+            q, self.errorq = self.errorq, []
+            for d in q:
+                self._send(d)
+
+    def _send(self, data: bytes) -> None:
+        c = self.client
+        if c is None or not self.client_ok:
+            self._errq(data)
+            return
+        try:
+            c.sendall(data)
+        except OSError:
+            self.stats.err_send += 1
+            c.close()
+            self.client = None
+            self.client_ok = False
+            self._errq(data)
+            return
+        self.stats.bytes_sent += len(data)
+        self.stats.pkts_sent += 1
+
+    def _errq(self, data: bytes) -> None:
+        self.errorq.append(data)
+        if len(self.errorq) > self.errorq_max:
+            del self.errorq[0]
+
+    def state_text(self) -> str:
+        return (f"server={'connected' if self.server is not None else 'disconnected'} "
+                f"client={'connected' if self.client_ok else 'disconnected'}")
+
+    def close(self) -> None:
+        for s in (self.listener, self.server, self.client):
+            if s is not None:
+                s.close()
+        self.server = self.client = None
+
+
+def open_channel(cfg: ChannelCfg) -> SyncChannel:
+    if cfg.transport == Transport.MULTICAST:
+        return McastChannel(cfg)
+    if cfg.transport == Transport.UDP:
+        return UdpChannel(cfg)
+    return TcpChannel(cfg)
+
+
+def _counters(st: ChannelStats) -> str:
+    return (f"{st.bytes_sent:20} Bytes sent {st.bytes_recv:20} Bytes recv\n"
+            f"{st.pkts_sent:20} Pckts sent {st.pkts_recv:20} Pckts recv\n"
+            f"{st.err_send:20} Error send {st.err_recv:20} Error recv\n\n")
+
+
+def channel_block(ch: SyncChannel) -> str:
+    """The ``-s`` / ``-s network`` block of the current channel."""
+    extra = f" {ch.state_text()}" if isinstance(ch, TcpChannel) else ""
+    return f"{ch.kind} traffic (active device={ch.ifname}){extra}:\n" + _counters(ch.stats)
+
+
+def link_block(ch: SyncChannel, active: bool) -> str:
+    """One ``-s link`` block."""
+    return (f"{ch.kind} traffic device={ch.ifname} status={ch.status()} role={'ACTIVE' if active else 'BACKUP'}:\n"
+            + _counters(ch.stats))
+
+
+class MultiChannel:
+    """Up to 4 channels; only the current one sends (C src/multichannel.c)."""
+
+    def __init__(self, channels: list[SyncChannel], current: int, log: Callable[[str, str], None]) -> None:
+        self.channels = channels
+        self.current = current if 0 <= current < len(channels) else 0
+        self.log = log
+
+    @property
+    def cur(self) -> SyncChannel:
+        return self.channels[self.current]
+
+    def queue(self, msg: bytes) -> None:
+        self.cur.queue(msg)
+
+    def flush(self) -> None:
+        self.cur.flush()
+
+    def set_current(self, idx: int) -> None:
+        if idx != self.current:
+            self.cur.flush()
+            self.current = idx
+
+    def check_links(self) -> None:
+        """interface_handler: the current link went down -> first other channel whose link is up."""
+        if len(self.channels) < 2 or self.cur.is_up():
+            return
+        for i, ch in enumerate(self.channels):
+            if i != self.current and ch.is_up():
+                self.set_current(i)
+                self.log("notice", f"device `{ch.ifname}' becomes dedicated link")
+                return
+        self.log("ERROR", "no dedicated links available!")
+
+    def close(self) -> None:
+        for ch in self.channels:
+            ch.close()

@@ -1,0 +1,518 @@
+"""The sync engine plugged into the daemon core (C src/sync-mode.c): channels + mode + caches.
+
+Built by :func:`build_engine` from ``Daemon._init`` once the netlink handles exist.  All
+I/O happens here; the protocol decisions are in :mod:`.modes` (pure) and the kernel side
+of received flows in :mod:`.external`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ...netlink.socket import CtnlSocket
+from ..cache import Entry, entry_flow
+from ..config.model import SyncMode
+from ..control import Action
+from ..stats import to_json
+from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
+from .convert import flow_to_sync
+from .external import ExternalCache, Injector, commit
+from .modes import Alarm, Ftfw, MsgResult, Notrack
+from .seq import SeqCounter
+from .wire import (
+    CT_ATTRS,
+    AckHeader,
+    MsgType,
+    NetHeader,
+    WireError,
+    WireErrorKind,
+    _frame,
+    decode_attrs,
+    encode_attrs,
+    is_ack_shaped,
+)
+from .wire import SyncFlow as _SyncFlow
+
+__all__ = ["SyncDaemonEngine", "build_engine"]
+
+_HDR = struct.Struct("!BBHI")
+_RANGE = struct.Struct("!II")
+TXQ_MAX = 2147483647
+ERROR_NAMES = ("malformed", "bad_version", "bad_header", "bad_payload", "bad_type", "truncated", "bad_size",
+               "snd_malformed")
+
+
+class SyncDaemonEngine:
+    """Implements ``mode.SyncEngine``."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.d = daemon
+        self.cfg = daemon.cfg.sync
+        self.log = daemon.log
+        self.loop = daemon.loop
+        sc = self.cfg
+        self.mode_name = sc.mode
+        self.seq = SeqCounter(time.time)
+        if sc.mode == SyncMode.FTFW:
+            self.mode: Notrack | Ftfw = Ftfw(self.seq, sc.ack_window_size, sc.resend_queue_size)
+        elif sc.mode == SyncMode.ALARM:
+            self.mode = Alarm(self.seq)
+        else:
+            self.mode = Notrack(self.seq)
+        self.mode.on_resync = self._on_resync_request
+        self.errors = dict.fromkeys(ERROR_NAMES, 0)
+        self.send_timeout = sc.effective_commit_timeout is None
+        self.window_tracking = sc.tcp_window_tracking
+        self.nl = CtnlSocket(rcvbuf=8 << 20)
+        ctnl = daemon.ctnl
+        self.injector: Injector | None = None
+        self.external: ExternalCache | None = None
+        if sc.disable_external_cache:
+            self.injector = Injector(self.nl, self.window_tracking)
+            ctnl.register_origin(self.nl.portid, "inject")
+        else:
+            self.external = ExternalCache(daemon.g.hashlimit, self.window_tracking)
+            ctnl.register_origin(self.nl.portid, "commit")
+        chans: list[SyncChannel] = []
+        try:
+            for c in sc.channels:
+                chans.append(open_channel(c))
+        except OSError as exc:
+            for ch in chans:
+                ch.close()
+            self.log("ERROR", f"can't open channel socket: {exc.strerror or exc}")
+            raise
+        self.channels = MultiChannel(chans, sc.default_channel, self.log)
+        for idx, ch in enumerate(chans):
+            for s in ch.recv_socks:
+                self.loop.add_reader(s.fileno(), lambda i=idx, s=s: self._on_readable(i, s))
+            if isinstance(ch, TcpChannel):
+                self.loop.add_reader(ch.listener.fileno(), lambda i=idx: self._on_accept(i))
+                ch.connect()
+        self._tx_scheduled = False
+        self._last_xmit = time.monotonic()
+        self._reset_timer = None
+        self._refresh_pos = 0
+        self._refresh_list: list[Entry] = []
+        self.loop.add_timer(0, self._startup)
+        self._tick_timer = self.loop.add_timer(0.25, self._tick)
+        self.closed = False
+
+    # ============================================================ helpers
+    @property
+    def internal(self):
+        return self.d.mode.cache
+
+    def _startup(self) -> None:
+        if self.cfg.startup_resync and self.mode_name != SyncMode.ALARM:
+            self.mode.request_resync()
+        self._schedule_tx()
+
+    def _schedule_tx(self) -> None:
+        if not self._tx_scheduled:
+            self._tx_scheduled = True
+            self.loop.add_timer(0, self._run_tx)
+
+    def _render(self, obj: tuple[Entry, int, int | None]) -> tuple[int, bytes] | None:
+        e, mtype, timeout = obj
+        flow = entry_flow(e)
+        if timeout is not None:
+            flow.timeout = timeout
+        sf = flow_to_sync(flow, timeout=self.send_timeout, window_tracking=self.window_tracking)
+        if sf is None:
+            return None
+        try:
+            body = encode_attrs(sf.to_attrs(), CT_ATTRS)
+        except WireError:
+            self.errors["snd_malformed"] += 1
+            return None
+        return (MsgType.CT_DEL if e.dead else mtype), body
+
+    def _run_tx(self) -> None:
+        self._tx_scheduled = False
+        if self.closed:
+            return
+        msgs = self.mode.xmit(self._render)
+        if not msgs:
+            return
+        ch = self.channels
+        for m in msgs:
+            ch.queue(m)
+        ch.flush()
+        self._last_xmit = time.monotonic()
+
+    def _tick(self) -> None:
+        """Every 250 ms: the 1-s alive/ack alarm (re-armed by each TX run), ALARM refresh, links."""
+        if self.closed:
+            return
+        now = time.monotonic()
+        if now - self._last_xmit >= 1.0:
+            if isinstance(self.mode, Ftfw):
+                self.mode.tick(time.time())
+                self.mode.expire_peers(time.time())
+            else:
+                self.mode.tick()
+            self._last_xmit = now
+            self._run_tx()
+        if self.mode_name == SyncMode.ALARM:
+            self._alarm_refresh(now)
+            if self.external is not None:
+                self.external.expire(time.time(), self.cfg.cache_timeout)
+        self.channels.check_links()
+        for ch in self.channels.channels:
+            if isinstance(ch, TcpChannel):
+                ch.check_client()
+        self._tick_timer = self.loop.add_timer(0.25, self._tick)
+
+    def _alarm_refresh(self, now: float) -> None:
+        """ALARM: every internal entry is re-sent on average every RefreshTime/2 seconds."""
+        if not hasattr(self, "_refresh_next"):
+            self._refresh_next = now + 1.0
+        if now < self._refresh_next:
+            return
+        self._refresh_next = now + 1.0
+        if self._refresh_pos >= len(self._refresh_list):
+            self._refresh_list = self.internal.live()
+            self._refresh_pos = 0
+        n = len(self._refresh_list)
+        if not n:
+            return
+        per_sec = max(1, -(-2 * n // max(1, self.cfg.refresh_time)))
+        for e in self._refresh_list[self._refresh_pos:self._refresh_pos + per_sec]:
+            if not e.dead:
+                self.mode.enqueue(e.key, (e, MsgType.CT_UPD, None))
+        self._refresh_pos += per_sec
+        self._schedule_tx()
+
+    # ============================================================ kernel events
+    def on_local_new(self, entry: Entry, flow, origin: str | None) -> None:
+        if origin is None:
+            self.mode.enqueue(entry.key, (entry, MsgType.CT_NEW, flow.timeout))
+            self._schedule_tx()
+
+    def on_local_update(self, entry: Entry, flow, origin: str | None) -> None:
+        if origin is None:
+            self.mode.enqueue(entry.key, (entry, MsgType.CT_UPD, flow.timeout))
+            self._schedule_tx()
+
+    def on_local_destroy(self, entry: Entry, flow, origin: str | None) -> None:
+        if origin is None:
+            self.mode.enqueue(entry.key, (entry, MsgType.CT_DEL, None))
+            self._schedule_tx()
+
+    def on_resync_done(self) -> None:
+        self._schedule_tx()
+
+    def bulk(self) -> None:
+        """resync_send: every internal object goes to the TX queue."""
+        for e in self.internal.live():
+            self.mode.enqueue(e.key, (e, MsgType.CT_NEW if e.lastupdate == e.lifetime else MsgType.CT_UPD, None))
+        self._schedule_tx()
+
+    def _on_resync_request(self) -> None:
+        self.log("notice", "resync requested by other node")
+        self.bulk()
+
+    # ============================================================ network input
+    def _on_readable(self, idx: int, sock: socket.socket) -> None:
+        ch = self.channels.channels[idx]
+        for data, peer in ch.recv(sock):
+            self.handle_datagram(idx, data, peer)
+        self._schedule_tx()
+
+    def _on_accept(self, idx: int) -> None:
+        ch = self.channels.channels[idx]
+        assert isinstance(ch, TcpChannel)
+        try:
+            conn, addr = ch.listener.accept()
+        except OSError:
+            return
+        if ch.server is not None:
+            self.loop.remove(ch.server.fileno())
+            ch.server.close()
+        conn.setblocking(False)
+        ch.server = conn
+        dec = ch.decoder_cls()
+        peer = addr[0]
+
+        def readable() -> None:
+            try:
+                data = conn.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.loop.remove(conn.fileno())
+                conn.close()
+                if ch.server is conn:
+                    ch.server = None
+                return
+            ch.stats.bytes_recv += len(data)
+            ch.stats.pkts_recv += 1
+            self._stream(idx, dec, data, peer)
+            self._schedule_tx()
+
+        self.loop.add_reader(conn.fileno(), readable)
+
+    def _stream(self, idx: int, dec, data: bytes, peer) -> None:
+        # reuse the datagram path on whole messages: StreamDecoder keeps partial tails
+        buf = dec._pending + data
+        dec._pending = b""
+        off = 0
+        while off < len(buf):
+            remain = len(buf) - off
+            if remain < 8:
+                dec._pending = buf[off:]
+                return
+            vt, flags, mlen, _s = _HDR.unpack_from(buf, off)
+            need = 16 if is_ack_shaped(vt & 15, flags) else 8
+            if mlen == 0 or mlen < need:
+                self.errors["malformed"] += 1
+                self.errors["bad_size"] += 1
+                return
+            if mlen > remain:
+                dec._pending = buf[off:]
+                return
+            self.handle_datagram(idx, buf[off:off + mlen], peer)
+            off += mlen
+
+    def handle_datagram(self, idx: int, buf: bytes, peer) -> None:
+        """channel_handler_routine + do_channel_handler_step for one datagram."""
+        err = self.errors
+        off, end = 0, len(buf)
+        mode = self.mode
+        now = time.time()
+        while off < end:
+            try:
+                mlen = _frame(buf, off)
+            except WireError as exc:
+                err["malformed"] += 1
+                err["truncated" if exc.kind is WireErrorKind.TRUNCATED else "bad_size"] += 1
+                return
+            vt, flags, _len, seq = _HDR.unpack_from(buf, off)
+            if vt >> 4 != 1:
+                err["malformed"] += 1
+                err["bad_version"] += 1
+                off += mlen
+                continue
+            mtype = vt & 0x0F
+            if is_ack_shaped(mtype, flags):
+                fr, to = _RANGE.unpack_from(buf, off + 8)
+                h: NetHeader = AckHeader(type=mtype, flags=flags, len=mlen, seq=seq, from_=fr, to=to)
+            else:
+                h = NetHeader(type=mtype, flags=flags, len=mlen, seq=seq)
+            res = mode.recv(peer, h, now)
+            if res == MsgResult.BAD:
+                err["malformed"] += 1
+                err["bad_header"] += 1
+            elif res in (MsgResult.DATA, MsgResult.CTL):
+                self.channels.set_current(idx)
+                if res == MsgResult.DATA:
+                    self._apply(mtype, buf, off, mlen)
+            off += mlen
+
+    def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
+        err = self.errors
+        if mtype > MsgType.EXP_DEL:
+            err["malformed"] += 1
+            err["bad_type"] += 1
+            return
+        if mtype >= MsgType.EXP_NEW:
+            return  # expectation sync is not implemented (the messages are still acknowledged)
+        try:
+            attrs = decode_attrs(buf, off + 8, off + mlen, CT_ATTRS)
+            sf = _SyncFlow.from_attrs(attrs)
+        except WireError:
+            err["malformed"] += 1
+            err["bad_payload"] += 1
+            return
+        target = self.external if self.external is not None else self.injector
+        try:
+            if mtype == MsgType.CT_NEW:
+                target.new(sf)
+            elif mtype == MsgType.CT_UPD:
+                target.upd(sf)
+            else:
+                target.delete(sf)
+        except (ValueError, OSError) as exc:
+            self.log("ERROR", f"cannot apply sync message: {exc}")
+
+    # ============================================================ client requests
+    def local(self, action: int, as_json: bool) -> Iterable[str] | None:
+        ext = self.external
+        if action in (Action.CT_DUMP_EXTERNAL, Action.CT_DUMP_EXT_XML):
+            if ext is None:
+                return ()
+            return ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
+        if action in (Action.CT_COMMIT, Action.ALL_COMMIT):
+            return self._commit()
+        if action == Action.EXP_COMMIT:
+            return ()
+        if action == Action.CT_FLUSH_EXT_CACHE:
+            self.log("notice", "flushing external cache")
+            if ext is not None:
+                ext.flush()
+            return ()
+        if action == Action.SEND_BULK:
+            self.bulk()
+            return ()
+        if action == Action.REQUEST_DUMP:
+            self.mode.request_resync()
+            self._schedule_tx()
+            return ()
+        if action == Action.RESET_TIMERS:
+            if self._reset_timer is None:
+                pt = self.cfg.purge_timeout
+                self.log("notice", f"flushing conntrack table in {pt} secs")
+                self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
+            return ()
+        if action == Action.STATS_NETWORK:
+            if as_json:
+                return [to_json("network", self.stats_json())]
+            return [self.network_text()]
+        if action == Action.STATS_LINK:
+            if as_json:
+                return [to_json("link", {"links": self._links_json()})]
+            chs = self.channels
+            return [link_block(ch, i == chs.current) for i, ch in enumerate(chs.channels)]
+        if action == Action.STATS_RSQUEUE:
+            if isinstance(self.mode, Ftfw):
+                if as_json:
+                    return [to_json("rsqueue", {"len": len(self.mode.rsq)})]
+                return [self.mode.rsqueue_text()]
+            return ()
+        if action == Action.STATS_QUEUE:
+            if as_json:
+                return [to_json("queue", self._queues_json())]
+            return [self.queue_text()]
+        if action in (Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML, Action.EXP_DUMP_INTERNAL,
+                      Action.EXP_DUMP_INT_XML):
+            return ()
+        return None
+
+    def _reset_fire(self) -> None:
+        """do_reset_cache_alarm: flush the kernel table (selective) and the internal cache."""
+        self._reset_timer = None
+        self.d.runtime.nl_kernel_table_flush += 1
+        self.log("notice", "flushing kernel conntrack table (scheduled)")
+        try:
+            self.d.ctnl.flush_selective()
+        except OSError as exc:
+            self.log("ERROR", f"flushing kernel conntrack table failed: {exc.strerror}")
+        self.internal.flush()
+
+    def _commit(self) -> Iterable[str]:
+        if self._reset_timer is not None:
+            self._reset_timer.cancel()
+            self._reset_timer = None
+        if self.external is None:
+            return ()
+        self.log("notice", "committing conntrack cache")
+        t0 = time.monotonic()
+        ok, fail = commit(self.external, self.nl, self.cfg.effective_commit_timeout)
+        dt = time.monotonic() - t0
+        self.log("notice", f"Committed {ok} new entries")
+        if fail:
+            self.log("notice", f"{fail} entries can't be committed")
+        self.log("notice", f"commit has taken {int(dt)}.{int((dt % 1) * 1e6):06d} seconds")
+        self.last_commit = (ok, fail, dt)
+        return ()
+
+    # ============================================================ stats
+    def _msg_tracking(self) -> str:
+        return ("message tracking:\n"
+                f"{self.errors['malformed']:20} Malformed msgs {self.mode.lost:20} Lost msgs\n\n")
+
+    def stats_text(self) -> str:
+        out = []
+        if self.injector is not None:
+            s = self.injector.stats
+            out.append("external inject:\n"
+                       f"connections created:\t\t{s['add_ok']:12d}\tfailed:\t{s['add_fail']:12d}\n"
+                       f"connections updated:\t\t{s['upd_ok']:12d}\tfailed:\t{s['upd_fail']:12d}\n"
+                       f"connections destroyed:\t\t{s['del_ok']:12d}\tfailed:\t{s['del_fail']:12d}\n\n")
+        out.append(channel_block(self.channels.cur))
+        out.append(self._msg_tracking())
+        return "".join(out)
+
+    def network_text(self) -> str:
+        e = self.errors
+        return ("network statistics:\n\trecv:\n"
+                f"\t\tMalformed messages:\t{e['malformed']:20d}\n"
+                f"\t\tWrong protocol version:\t{e['bad_version']:20d}\n"
+                f"\t\tMalformed header:\t{e['bad_header']:20d}\n"
+                f"\t\tMalformed payload:\t{e['bad_payload']:20d}\n"
+                f"\t\tBad message type:\t{e['bad_type']:20d}\n"
+                f"\t\tTruncated message:\t{e['truncated']:20d}\n"
+                f"\t\tBad message size:\t{e['bad_size']:20d}\n"
+                "\tsend:\n"
+                f"\t\tMalformed messages:\t{e['snd_malformed']:20d}\n\n"
+                "sequence tracking statistics:\n\trecv:\n"
+                f"\t\tPackets lost:\t\t{self.mode.lost:20d}\n"
+                f"\t\tPackets before:\t\t{self.mode.before:20d}\n\n"
+                + channel_block(self.channels.cur))
+
+    def _queues(self) -> list[tuple[str, int, int, int]]:
+        rsq = len(self.mode.rsq) if isinstance(self.mode, Ftfw) else 0
+        errq = sum(len(ch.errorq) for ch in self.channels.channels if isinstance(ch, TcpChannel))
+        over = self.mode.rsq_overflow if isinstance(self.mode, Ftfw) else 0
+        out = [("txqueue", len(self.mode.tx), TXQ_MAX, 0), ("errorq", errq, self.cfg.error_queue_length, 0)]
+        if isinstance(self.mode, Ftfw):
+            out.append(("rsqueue", rsq, self.cfg.resend_queue_size, over))
+        return out
+
+    def queue_text(self) -> str:
+        qs = self._queues()
+        out = [f"allocated queue nodes:\t\t{sum(q[1] for q in qs):12d}\n\n"]
+        for name, cur, mx, err in qs:
+            out.append(f"queue {name}:\ncurrent elements:\t\t{cur:12d}\nmaximum elements:\t\t{mx:12d}\n"
+                       f"not enough space errors:\t{err:12d}\n\n")
+        return "".join(out)
+
+    def _queues_json(self) -> dict:
+        return {"queues": {n: {"current": c, "max": m, "enospc": e} for n, c, m, e in self._queues()}}
+
+    def _links_json(self) -> list[dict]:
+        chs = self.channels
+        return [{"transport": ch.kind, "device": ch.ifname, "status": ch.status(),
+                 "role": "ACTIVE" if i == chs.current else "BACKUP", **vars_of(ch.stats)}
+                for i, ch in enumerate(chs.channels)]
+
+    def stats_json(self) -> dict:
+        d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
+                   "sequence": {"lost": self.mode.lost, "before": self.mode.before},
+                   "links": self._links_json()}
+        if self.injector is not None:
+            d["external_inject"] = dict(self.injector.stats)
+        if isinstance(self.mode, Ftfw):
+            d["peers"] = {str(a): {"last_seq": p.tracker.last, "acked": p.acked}
+                          for a, p in self.mode.peers.items()}
+        return d
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for ch in self.channels.channels:
+            for s in ch.recv_socks:
+                self.loop.remove(s.fileno())
+            if isinstance(ch, TcpChannel):
+                for s in (ch.listener, ch.server):
+                    if s is not None:
+                        self.loop.remove(s.fileno())
+        self.channels.close()
+        self.nl.close()
+
+
+def vars_of(st) -> dict:
+    return {k: getattr(st, k) for k in st.__slots__}
+
+
+def build_engine(daemon: Any) -> SyncDaemonEngine:
+    return SyncDaemonEngine(daemon)
+

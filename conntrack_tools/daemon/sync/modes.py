@@ -1,0 +1,411 @@
+"""Sans-I/O sync modes: NOTRACK, ALARM and FTFW (catalog 3.6-3.8, C src/sync-*.c).
+
+No sockets, no clock reads: the engine feeds received headers (``recv``), queues
+local objects (``enqueue``) and control messages, runs the 1-second tick
+(``tick``) and asks for the bytes of a TX run (``xmit``).  Objects are opaque to
+this module; ``render(obj) -> (msgtype, body)`` is called at transmit time, so a
+message always carries the object's *current* state, like C's ``build_msg``.
+
+Differences from C, both deliberate:
+
+* **per-peer receive state** (FTFW and the statistics of NOTRACK): sequence
+  tracking, ACK window and ``ack_from`` are kept per sender address, so three or
+  more nodes on one multicast group do not see each other's sequence spaces as
+  gaps (C keeps one ``last_seq_recv`` for everybody, and drops "BEFORE" packets).
+* the resend queue forgets an entry once *every live peer* has acknowledged it
+  (with one peer this is C's behaviour); a peer that says HELLO (restarted) counts
+  as having acknowledged everything sent so far, which with one peer empties the
+  queue exactly as C does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from .seq import SeqCounter, SeqStatus, SeqTracker, before
+from .wire import MsgFlag, NetHeader, encode_ctl
+
+__all__ = ["Alarm", "Ftfw", "MsgResult", "Notrack", "Peer", "encode_data"]
+
+_HDR = struct.Struct("!BBHI")
+_ACKISH = MsgFlag.ACK | MsgFlag.NACK | MsgFlag.RESYNC
+Render = Callable[[Any], "tuple[int, bytes] | None"]
+
+
+def encode_data(msgtype: int, body: bytes, seq: int, flags: int = 0) -> bytes:
+    """A data message from pre-encoded attributes (the hot path of every TX run)."""
+    return _HDR.pack(0x10 | msgtype, flags, 8 + len(body), seq) + body
+
+
+class MsgResult(IntEnum):
+    """C's MSG_DATA / MSG_CTL / MSG_DROP / MSG_BAD."""
+
+    DATA = 0
+    CTL = 1
+    DROP = 2
+    BAD = 3
+
+
+@dataclass(slots=True)
+class Ctl:
+    """A queued control message (C: Q_ELEM_CTL)."""
+
+    flags: int
+    from_: int = 0
+    to: int = 0
+    seq: int = 0  # the seq it was last sent with
+
+
+@dataclass(slots=True)
+class Peer:
+    """What we know about one sender (keyed by its address)."""
+
+    tracker: SeqTracker = field(default_factory=SeqTracker)
+    window: int = 0
+    ack_from: int = 0
+    ack_from_set: bool = False
+    acked: int | None = None  # highest of our seqs this peer acknowledged
+    last_heard: float = 0.0
+    messages: int = 0
+
+
+class _Base:
+    """The TX queue shared by every mode (C: STATE_SYNC(tx_queue), one node per object)."""
+
+    name = ""
+
+    def __init__(self, seq: SeqCounter) -> None:
+        self.seq = seq
+        self.tx: OrderedDict[Hashable, Any] = OrderedDict()
+        self._ctl_ids = itertools.count()
+        self.peers: dict[Hashable, Peer] = {}
+        self.on_resync: Callable[[], None] | None = None  # RESYNC received: bulk send
+        self.tx_full = 0
+
+    # ------------------------------------------------------------- queueing
+    def enqueue(self, key: Hashable, obj: Any) -> None:
+        """Queue an object; repeated changes while queued coalesce into one message."""
+        if key not in self.tx:
+            self.tx[key] = obj
+        else:
+            self.tx[key] = obj  # keep the queue position, newest state
+
+    def enqueue_ctl(self, flags: int, from_: int = 0, to: int = 0) -> None:
+        self.tx[("ctl", next(self._ctl_ids))] = Ctl(flags, from_, to)
+
+    def request_resync(self) -> None:
+        """``-n`` / StartupResync: ask the peers for a bulk send."""
+        self.enqueue_ctl(MsgFlag.RESYNC)
+
+    def peer(self, addr: Hashable, now: float = 0.0) -> Peer:
+        p = self.peers.get(addr)
+        if p is None:
+            p = self.peers[addr] = Peer()
+        p.last_heard = now
+        return p
+
+    # ------------------------------------------------------------- stats
+    @property
+    def lost(self) -> int:
+        return sum(p.tracker.lost for p in self.peers.values())
+
+    @property
+    def before(self) -> int:
+        return sum(p.tracker.before_count for p in self.peers.values())
+
+    def _ctl_bytes(self, c: Ctl, extra_flags: int = 0) -> bytes:
+        c.seq = self.seq.next()
+        flags = c.flags | extra_flags
+        if flags & _ACKISH:
+            return encode_ctl(flags, c.seq, c.from_, c.to)
+        return encode_ctl(flags, c.seq)
+
+
+class Notrack(_Base):
+    """C src/sync-notrack.c: send once, ALIVE every idle second, RESYNC on request."""
+
+    name = "notrack"
+
+    def recv(self, addr: Hashable, h: NetHeader, now: float = 0.0) -> MsgResult:
+        p = self.peer(addr, now)
+        p.tracker.track(h.seq)
+        res = self._digest(h)
+        if res != MsgResult.BAD:
+            p.tracker.update(h.seq)
+        return res
+
+    def _digest(self, h: NetHeader) -> MsgResult:
+        if h.is_data:
+            return MsgResult.DATA
+        if h.is_resync:
+            if self.on_resync is not None:
+                self.on_resync()
+            return MsgResult.CTL
+        if h.is_alive:
+            return MsgResult.CTL
+        return MsgResult.BAD
+
+    def tick(self) -> None:
+        """The alive alarm: it only fires after a whole idle second (re-armed by each xmit)."""
+        self.enqueue_ctl(MsgFlag.ALIVE)
+
+    def xmit(self, render: Render) -> list[bytes]:
+        out: list[bytes] = []
+        tx, self.tx = self.tx, OrderedDict()
+        for item in tx.values():
+            if isinstance(item, Ctl):
+                out.append(self._ctl_bytes(item))
+            else:
+                m = render(item)
+                if m is not None:
+                    out.append(encode_data(m[0], m[1], self.seq.next()))
+        return out
+
+
+class Alarm(Notrack):
+    """C src/sync-alarm.c: no control messages at all; refresh timers live in the engine."""
+
+    name = "alarm"
+
+    def recv(self, addr: Hashable, h: NetHeader, now: float = 0.0) -> MsgResult:
+        if h.flags:
+            return MsgResult.CTL  # silently ignored, as C
+        self.peer(addr, now).tracker.track(h.seq)  # statistics only, never updated (C)
+        return MsgResult.DATA
+
+    def tick(self) -> None:
+        pass
+
+    def request_resync(self) -> None:
+        pass
+
+
+class Ftfw(_Base):
+    """C src/sync-ftfw.c with per-peer receive state (see the module docstring)."""
+
+    name = "ftfw"
+    HELLO_INIT, HELLO_SAY, HELLO_DONE = 0, 1, 2
+
+    def __init__(self, seq: SeqCounter, window: int = 300, rsq_size: int = 131072,
+                 peer_timeout: float = 5.0) -> None:
+        super().__init__(seq)
+        self.window_size = max(1, window)
+        self.rsq_size = rsq_size
+        # seq -> (key or None for control, object or Ctl), in transmission order
+        self.rsq: OrderedDict[int, tuple[Hashable | None, Any]] = OrderedDict()
+        self.rs_index: dict[Hashable, int] = {}  # object key -> its seq in rsq
+        self.hello_state = self.HELLO_INIT
+        self.say_hello_back = False
+        self.peer_timeout = peer_timeout
+        self.rsq_overflow = 0
+
+    def peer(self, addr: Hashable, now: float = 0.0) -> Peer:
+        p = self.peers.get(addr)
+        if p is None:
+            p = self.peers[addr] = Peer(window=self.window_size)
+        p.last_heard = now
+        return p
+
+    # ------------------------------------------------------------- TX
+    def enqueue(self, key: Hashable, obj: Any) -> None:
+        """ftfw_enqueue: an object waiting for its ACK goes back to the TX queue."""
+        old = self.rs_index.pop(key, None)
+        if old is not None:
+            self.rsq.pop(old, None)
+        self.tx[key] = obj
+
+    def _hello_flags(self) -> int:
+        flags = 0
+        if self.hello_state == self.HELLO_INIT:
+            self.hello_state = self.HELLO_SAY
+        if self.hello_state == self.HELLO_SAY:
+            flags |= MsgFlag.HELLO
+        if self.say_hello_back:
+            flags |= MsgFlag.HELLO_BACK
+            self.say_hello_back = False
+        return flags
+
+    def _rsq_add(self, seq: int, key: Hashable | None, item: Any) -> None:
+        if len(self.rsq) >= self.rsq_size:
+            _old_seq, (old_key, _) = self.rsq.popitem(last=False)  # rs_queue_purge_full
+            if old_key is not None:
+                self.rs_index.pop(old_key, None)
+            self.rsq_overflow += 1
+        self.rsq[seq] = (key, item)
+        if key is not None:
+            self.rs_index[key] = seq
+
+    def xmit(self, render: Render) -> list[bytes]:
+        out: list[bytes] = []
+        tx, self.tx = self.tx, OrderedDict()
+        for key, item in tx.items():
+            if isinstance(item, Ctl):
+                out.append(self._ctl_bytes(item, self._hello_flags()))
+                if item.flags & _ACKISH:
+                    self._rsq_add(item.seq, None, item)
+                continue
+            m = render(item)
+            if m is None:
+                continue
+            seq = self.seq.next()
+            out.append(encode_data(m[0], m[1], seq, self._hello_flags()))
+            self._rsq_add(seq, key, item)
+        return out
+
+    def tick(self, now: float = 0.0) -> None:
+        """do_alive_alarm: ACK what was received and not yet acknowledged, else ALIVE."""
+        acked = False
+        for p in self.peers.values():
+            if p.ack_from_set and p.tracker.last is not None:
+                self.enqueue_ctl(MsgFlag.ACK, p.ack_from, p.tracker.last)
+                p.ack_from_set = False
+                acked = True
+        if not acked:
+            self.enqueue_ctl(MsgFlag.ALIVE)
+
+    # ------------------------------------------------------------- RX
+    def recv(self, addr: Hashable, h: NetHeader, now: float = 0.0) -> MsgResult:
+        p = self.peer(addr, now)
+        p.messages += 1
+        hello = False
+        if h.flags & MsgFlag.HELLO:
+            self.say_hello_back = True
+            hello = True
+        if h.flags & MsgFlag.HELLO_BACK and self.hello_state == self.HELLO_SAY:
+            self.hello_state = self.HELLO_DONE
+        W = self.window_size
+        if hello:
+            if p.ack_from_set and before(h.seq, p.ack_from):
+                p.window = W - 1
+                p.ack_from = h.seq
+            self._peer_forgets(p)
+            res = self._in_sync(p, h)
+        else:
+            status, exp = p.tracker.track(h.seq)
+            if status == SeqStatus.AFTER:
+                res = self._digest(p, h)
+                if res != MsgResult.BAD:
+                    if p.ack_from_set:
+                        self.enqueue_ctl(MsgFlag.ACK, p.ack_from, (exp - 1) & 0xFFFFFFFF)
+                        p.ack_from_set = False
+                    self.enqueue_ctl(MsgFlag.NACK, exp, (h.seq - 1) & 0xFFFFFFFF)
+                    p.window = W - 1
+                    p.ack_from = h.seq
+                    p.ack_from_set = True
+            elif status == SeqStatus.BEFORE:
+                res = MsgResult.DROP
+            else:
+                res = self._in_sync(p, h)
+        if res in (MsgResult.DATA, MsgResult.CTL):
+            p.tracker.update(h.seq)
+        return res
+
+    def _in_sync(self, p: Peer, h: NetHeader) -> MsgResult:
+        res = self._digest(p, h)
+        if res == MsgResult.BAD:
+            return res
+        if not p.ack_from_set:
+            p.ack_from_set = True
+            p.ack_from = h.seq
+        p.window -= 1
+        if p.window <= 0:
+            self.enqueue_ctl(MsgFlag.ACK, p.ack_from, h.seq)
+            p.window = self.window_size
+            p.ack_from_set = False
+        return res
+
+    def _digest(self, p: Peer, h: NetHeader) -> MsgResult:
+        if h.is_data:
+            return MsgResult.DATA
+        if h.is_ack:
+            if before(h.to, h.from_):  # type: ignore[attr-defined]
+                return MsgResult.BAD
+            self._acked(p, h.to)  # type: ignore[attr-defined]
+            return MsgResult.CTL
+        if h.is_nack:
+            if before(h.to, h.from_):  # type: ignore[attr-defined]
+                return MsgResult.BAD
+            self._resend(h.from_, h.to)  # type: ignore[attr-defined]
+            return MsgResult.CTL
+        if h.is_resync:
+            if self.on_resync is not None:
+                self.on_resync()
+            return MsgResult.CTL
+        if h.is_alive:
+            return MsgResult.CTL
+        return MsgResult.BAD
+
+    # ------------------------------------------------------------- resend queue
+    def _live_peers(self, now: float | None) -> list[Peer]:
+        if now is None:
+            return list(self.peers.values())
+        return [p for p in self.peers.values() if now - p.last_heard <= self.peer_timeout] or \
+            list(self.peers.values())
+
+    def _acked(self, p: Peer, to: int) -> None:
+        if p.acked is None or before(p.acked, to):
+            p.acked = to
+        self._release(p.last_heard)
+
+    def _peer_forgets(self, p: Peer) -> None:
+        """A HELLO: the peer restarted and knows nothing of what we sent -- treat it as acked."""
+        if self.rsq:
+            last = next(reversed(self.rsq))
+            if p.acked is None or before(p.acked, last):
+                p.acked = last
+        self._release(p.last_heard)
+
+    def _release(self, now: float | None) -> None:
+        peers = self._live_peers(now)
+        if any(p.acked is None for p in peers):
+            return
+        floor = peers[0].acked
+        for p in peers[1:]:
+            if before(p.acked, floor):
+                floor = p.acked
+        while self.rsq:
+            seq = next(iter(self.rsq))
+            if before(floor, seq):
+                break
+            key, _item = self.rsq.popitem(last=False)[1]
+            if key is not None:
+                self.rs_index.pop(key, None)
+
+    def _resend(self, from_: int, to: int) -> None:
+        """rs_queue_to_tx: NACK'ed messages go back to the TX queue (they get new seqs)."""
+        for seq in list(self.rsq):
+            if before(seq, from_):
+                continue
+            if before(to, seq):
+                break
+            key, item = self.rsq.pop(seq)
+            if key is not None:
+                self.rs_index.pop(key, None)
+                self.tx[key] = item
+            else:
+                self.tx[("ctl", next(self._ctl_ids))] = item
+
+    def expire_peers(self, now: float) -> None:
+        """Forget peers silent for a long time (so they cannot pin the resend queue)."""
+        dead = [a for a, p in self.peers.items() if now - p.last_heard > 60 * self.peer_timeout]
+        for a in dead:
+            del self.peers[a]
+        if dead:
+            self._release(now)
+
+    def rsqueue_text(self) -> str:
+        """``-s rsqueue`` (ftfw_local_queue)."""
+        out = [f"resent queue (len={len(self.rsq)})\n"]
+        for seq, (key, item) in self.rsq.items():
+            if key is None:
+                out.append(f"control -> seq:{seq} flags:{int(item.flags)}\n")
+            else:
+                out.append(f"object -> seq:{seq}\n")
+        return "".join(out)
+
