@@ -10,6 +10,7 @@ no per-entry round trip.  ``-e`` decodes the body again (rare, slow path is fine
 from __future__ import annotations
 
 import errno
+import gc
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -208,7 +209,22 @@ def _timeout_for(e: ExtEntry, commit_timeout: int | None, now: float) -> int:
 
 def commit(cache: ExternalCache, sock: CtnlSocket, commit_timeout: int | None,
            now: float | None = None) -> tuple[int, int]:
-    """cache_ct_commit: masters first, then related, batched; EEXIST -> delete + create once."""
+    """cache_ct_commit: masters first, then related, batched; EEXIST -> delete + create once.
+
+    The cyclic GC is paused meanwhile: building 100k+ messages in a heap of cache entries
+    would otherwise trigger repeated full collections that find nothing to free.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _commit(cache, sock, commit_timeout, now)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _commit(cache: ExternalCache, sock: CtnlSocket, commit_timeout: int | None,
+            now: float | None) -> tuple[int, int]:
     now = time.time() if now is None else now
     ok = fail = 0
     for related in (False, True):
