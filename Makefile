@@ -16,8 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-test: deps venv
-	$(BIN)/ruff check conntrack_tools tests bench
+test: deps venv lint
 	$(BIN)/pytest
 
 test-unit: venv
@@ -25,6 +24,8 @@ test-unit: venv
 
 lint: venv
 	$(BIN)/ruff check conntrack_tools tests bench
+	$(BIN)/yamllint -s .
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q --profile production roles playbooks
 
 demo: deps venv
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
