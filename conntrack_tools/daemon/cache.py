@@ -18,10 +18,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from dataclasses import replace as _replace
 
-from ..flow import AF_INET, AF_INET6, ICMP_PROTOS, PORT_PROTOS, DccpInfo, Flow, SctpInfo, TcpInfo, Tuple
+from ..flow import AF_INET, AF_INET6, ICMP_PROTOS, PORT_PROTOS, DccpInfo, Expect, Flow, SctpInfo, TcpInfo, Tuple
 
-__all__ = ["Cache", "CacheStats", "Entry", "entry_flow", "flow_key", "pack_tuple", "unpack_tuple"]
+__all__ = ["Cache", "CacheStats", "Entry", "ExpCache", "ExpEntry", "entry_exp", "entry_flow", "exp_key", "flow_key",
+           "master_key", "pack_tuple", "unpack_tuple"]
 
 _HDR = struct.Struct("!BBB")  # family, proto, zone-present flags
 _L4 = struct.Struct("!HHH")
@@ -85,6 +87,19 @@ def flow_key(flow: Flow) -> bytes | None:
     if flow.orig is None:
         return None
     return pack_tuple(flow.orig, flow.zone)
+
+
+def exp_key(exp: Expect) -> bytes | None:
+    """Cache key of an expectation: master + expected + mask tuples + zone (C compares them with nfexp_cmp)."""
+    if exp.master is None or exp.tuple is None:
+        return None
+    mask = pack_tuple(exp.mask) if exp.mask is not None else b""
+    return pack_tuple(exp.master, exp.zone) + pack_tuple(exp.tuple) + mask
+
+
+def master_key(exp: Expect) -> bytes | None:
+    """Key of the expectation's master in the conntrack cache (orig tuple + the expectation's zone)."""
+    return None if exp.master is None else pack_tuple(exp.master, exp.zone)
 
 
 class Entry:
@@ -157,6 +172,31 @@ def entry_flow(e: Entry) -> Flow:
     return f
 
 
+class ExpEntry:
+    """A cached expectation.  Expectations are few (one per helper-tracked session): kept whole.
+
+    An update replaces the stored object, like C's cache_exp_copy (a memcpy of the nf_expect).
+    """
+
+    __slots__ = ("key", "exp", "lifetime", "lastupdate", "dead")
+
+    def __init__(self, key: bytes, now: int) -> None:
+        self.key = key
+        self.exp: Expect | None = None
+        self.lifetime = now
+        self.lastupdate = now
+        self.dead = False
+
+    def merge(self, exp: Expect) -> None:
+        self.exp = exp
+
+
+def entry_exp(e: ExpEntry) -> Expect:
+    """The expectation to print or send, without the cached timeout (C unsets it before dumping)."""
+    assert e.exp is not None
+    return _replace(e.exp, timeout=None)
+
+
 @dataclass(slots=True)
 class CacheStats:
     objects: int = 0
@@ -180,6 +220,9 @@ class CacheStats:
 class Cache:
     """A named cache ("internal", "external", "stats") bounded by HashLimit."""
 
+    key_of = staticmethod(flow_key)
+    entry_type: type = Entry
+
     def __init__(self, name: str, limit: int = 262144) -> None:
         self.name = name
         self.limit = limit
@@ -193,19 +236,19 @@ class Cache:
         return iter(self.entries.values())
 
     def find(self, flow: Flow) -> Entry | None:
-        key = flow_key(flow)
+        key = self.key_of(flow)
         return None if key is None else self.entries.get(key)
 
     def add(self, flow: Flow, now: int) -> Entry | None:
         """cache_object_new + cache_add; None (add_fail, ENOSPC) when the cache is full."""
-        key = flow_key(flow)
+        key = self.key_of(flow)
         if key is None:
             return None
         if len(self.entries) >= self.limit:
             self.stats.add_fail += 1
             self.stats.add_fail_enospc += 1
             return None
-        e = Entry(key, now)
+        e = self.entry_type(key, now)
         e.merge(flow)
         self.entries[key] = e
         s = self.stats
@@ -253,3 +296,10 @@ class Cache:
     def live(self) -> list[Entry]:
         """Snapshot of the entries a dump shows (dead ones are hidden, as C does in FTFW)."""
         return [e for e in self.entries.values() if not e.dead]
+
+
+class ExpCache(Cache):
+    """The expectation cache of a sync daemon (C: cache_create(..., CACHE_T_EXP)); same counters as :class:`Cache`."""
+
+    key_of = staticmethod(exp_key)
+    entry_type = ExpEntry

@@ -135,12 +135,19 @@ class Daemon:
                     self.engine = build_engine(self)
                 except OSError:
                     raise StartError from None
-            self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine)
+            self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine,
+                                      expect=ctnl.expect, exp_exists=ctnl.existing_expects)
         try:
             ctnl.dump(self.mode.populate)
         except OSError as exc:
             log("ERROR", f"can't get kernel conntrack table: {exc.strerror}")
             raise StartError from None
+        if ctnl.expect:  # after the conntracks: an expectation is kept only when its master is cached
+            try:
+                ctnl.dump_expect(self.mode.exp_populate)
+            except OSError:
+                log("ERROR", "can't get kernel expect table")
+                raise StartError from None
         if g.poll_secs:
             self.loop.add_timer(g.poll_secs, self._poll)
             log("notice", "running in polling mode")
@@ -182,7 +189,17 @@ class Daemon:
             elif kind == EV_DESTROY:
                 mode.destroy(flow, origin)
 
-        if self.ctnl.read_events(handle, self.g.event_iteration_limit):
+        exp_handle = None
+        if self.ctnl.expect:
+            def exp_handle(kind: str, exp, origin: str | None) -> None:
+                if kind == EV_NEW:
+                    mode.exp_new(exp, origin)
+                elif kind == EV_UPDATE:
+                    mode.exp_upd(exp, origin)
+                else:
+                    mode.exp_destroy(exp, origin)
+
+        if self.ctnl.read_events(handle, self.g.event_iteration_limit, exp_handle):
             self._schedule_resync()
 
     def _schedule_resync(self) -> None:
@@ -202,13 +219,23 @@ class Daemon:
         self.loop.add_timer(self.g.poll_secs or 1, self._poll)
 
     def _resync_and_purge(self, purge_first: bool) -> None:
-        assert self.ctnl is not None
+        """Conntracks, then expectations (C polls both; its overrun resync only redoes conntracks)."""
+        ctnl = self.ctnl
+        assert ctnl is not None
+        mode = self.mode
+        expect = ctnl.expect and isinstance(mode, SyncCacheMode)
         try:
             if purge_first:
-                self.mode.purge()
-            self.ctnl.dump(self.mode.resync)
+                mode.purge()
+                if expect:
+                    mode.exp_purge()
+            ctnl.dump(mode.resync)
+            if expect:
+                ctnl.dump_expect(mode.exp_resync)
             if not purge_first:
-                self.mode.purge()
+                mode.purge()
+                if expect:
+                    mode.exp_purge()
         except OSError as exc:
             self.log("ERROR", f"resync with kernel conntrack table failed: {exc.strerror}")
         if isinstance(self.mode, SyncCacheMode):
@@ -224,6 +251,8 @@ class Daemon:
         log, ctnl = self.log, self.ctnl
         assert ctnl is not None
         out: list[str] = []
+        mode = self.mode
+        expect = ctnl.expect and isinstance(mode, SyncCacheMode)  # C: CTD_EXPECT (sync mode only)
         if action == Action.KILL:
             self.shutdown()
             return None
@@ -240,6 +269,13 @@ class Daemon:
                 ctnl.flush_selective()
             except OSError as exc:
                 log("ERROR", f"flushing kernel conntrack table failed: {exc.strerror}")
+        if action in (Action.EXP_FLUSH_MASTER, Action.ALL_FLUSH_MASTER) and expect:
+            self.runtime.nl_kernel_table_flush += 1
+            log("notice", "flushing kernel expect table")
+            try:
+                ctnl.flush_expect()
+            except OSError as exc:
+                log("ERROR", f"flushing kernel expect table failed: {exc.strerror}")
         if action in (Action.CT_RESYNC_MASTER, Action.ALL_RESYNC_MASTER):
             self.runtime.nl_kernel_table_resync += 1
             log("notice", "resync with master conntrack table")
@@ -247,6 +283,13 @@ class Daemon:
                 ctnl.dump(self.mode.populate)
             except OSError as exc:
                 log("ERROR", f"resync with master conntrack table failed: {exc.strerror}")
+        if action in (Action.EXP_RESYNC_MASTER, Action.ALL_RESYNC_MASTER) and expect:
+            self.runtime.nl_kernel_table_resync += 1
+            log("notice", "resync with master expect table")
+            try:
+                ctnl.dump_expect(mode.exp_populate)  # type: ignore[union-attr]
+            except OSError as exc:
+                log("ERROR", f"resync with master expect table failed: {exc.strerror}")
         handled = self.mode.local(action, as_json)
         if handled is not None:
             out = [*out, *handled]

@@ -5,6 +5,11 @@ socket for GET/DELETE batches.  Decoded flows go to the mode's :class:`~.mode.In
 after the user-space filter.  Overrun (ENOBUFS): double the receive buffer up to
 NetlinkBufferSizeMaxGrowth (one warning when capped), count it, and schedule a resync from
 a dump after NetlinkOverrunResync seconds.
+
+With ``Options { ExpectationSync on | { helper ... } }`` the event socket also joins the three
+expectation groups (C: subsys NONE, groups CT + EXP), expectation events go to a second handler
+after the helper-name filter, and :meth:`Ctnl.dump_expect`, :meth:`Ctnl.existing_expects` and
+:meth:`Ctnl.flush_expect` do the EXP_GET dump, the purge check and ``-F expect``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 
-from ..flow import Flow
+from ..flow import Expect, Flow
 from ..netlink.attrs import (
     CTA,
     NETLINK_BROADCAST_ERROR,
     NETLINK_NO_ENOBUFS,
+    NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
@@ -27,20 +33,25 @@ from ..netlink.attrs import (
     NLMSG_OVERRUN,
     SOL_NETLINK,
     CtMsg,
+    ExpMsg,
     ct_type,
+    exp_type,
 )
-from ..netlink.codec import DecodeError, attr, encode_tuple, iter_messages, nlmsg
+from ..netlink.codec import DecodeError, attr, decode_expect, encode_expect, encode_tuple, iter_messages, nlmsg
 from ..netlink.shapes import ShapeDecoder
 from ..netlink.socket import CtnlSocket, NetlinkError
 from .config.model import Config
-from .filter import CompiledFilter, sane
+from .filter import CompiledFilter, exp_helper_accepts, sane
 
-__all__ = ["Ctnl", "EV_DESTROY", "EV_NEW", "EV_UPDATE", "event_kind"]
+__all__ = ["Ctnl", "EV_DESTROY", "EV_NEW", "EV_UPDATE", "encode_exp_lookup", "event_kind", "exp_event_kind"]
 
 GROUPS_CT = 0b111  # NFNLGRP_CONNTRACK_NEW | _UPDATE | _DESTROY
+GROUPS_EXP = 0b111000  # NFNLGRP_CONNTRACK_EXP_NEW | _UPDATE | _DESTROY
 EV_NEW, EV_UPDATE, EV_DESTROY = "new", "update", "destroy"
 _NEW = ct_type(CtMsg.NEW)
 _DELETE = ct_type(CtMsg.DELETE)
+_EXP_NEW = exp_type(ExpMsg.NEW)
+_EXP_DELETE = exp_type(ExpMsg.DELETE)
 _BE16 = struct.Struct("!H")
 AF_UNSPEC = 0
 
@@ -52,6 +63,21 @@ def event_kind(mtype: int, flags: int) -> str | None:
     if mtype == _DELETE:
         return EV_DESTROY
     return None
+
+
+def exp_event_kind(mtype: int, flags: int) -> str | None:
+    """The same mapping for expectation messages (EXP_NEW with CREATE|EXCL = new, else update)."""
+    if mtype == _EXP_NEW:
+        return EV_NEW if flags & (NLM_F_CREATE | NLM_F_EXCL) else EV_UPDATE
+    if mtype == _EXP_DELETE:
+        return EV_DESTROY
+    return None
+
+
+def encode_exp_lookup(exp: Expect, seq: int) -> bytes:
+    """An EXP_GET naming an expectation by its expected tuple (+ zone), as the kernel looks it up."""
+    key = Expect(exp.family, tuple=exp.tuple, zone=exp.zone)
+    return nlmsg(exp_type(ExpMsg.GET), 0, seq, exp.family, encode_expect(key))
 
 
 def encode_lookup(msg: int, flow: Flow, seq: int) -> bytes:
@@ -77,11 +103,14 @@ class Ctnl:
         self.max_growth = self.g.netlink_buffer_size_max_growth or 0
         self._warned_max = False
         self.origins: dict[int, str] = {self.requests.portid: "flush"}
+        sc = cfg.sync
+        self.expect = bool(sc is not None and sc.expectation_sync and cfg.mode != "stats")
+        self.exp_helpers: tuple[str, ...] = sc.expectation_helpers if sc is not None else ()
 
     # ------------------------------------------------------------------ setup
     def open_events(self) -> CtnlSocket:
         """nl_init_event_handler(): subscribe, reliable delivery, buffer size (C's messages)."""
-        s = CtnlSocket(groups=GROUPS_CT)
+        s = CtnlSocket(groups=GROUPS_CT | (GROUPS_EXP if self.expect else 0))
         if self.g.netlink_events_reliable:
             s.sock.setsockopt(SOL_NETLINK, NETLINK_BROADCAST_ERROR, 1)
             s.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
@@ -110,9 +139,11 @@ class Ctnl:
                 s.close()
 
     # ------------------------------------------------------------------ events
-    def read_events(self, handler: Callable[[str, Flow, str | None], None], limit: int) -> bool:
+    def read_events(self, handler: Callable[[str, Flow, str | None], None], limit: int,
+                    exp_handler: Callable[[str, Expect, str | None], None] | None = None) -> bool:
         """Drain the event socket (at most ``limit`` events per call, as EventIterationLimit).
 
+        Expectation events go to ``exp_handler`` (only subscribed with ExpectationSync).
         Returns True when an overrun asks for a resync from a dump.
         """
         s = self.events
@@ -137,7 +168,14 @@ class Ctnl:
                     st.nl_events_received += 1
                     done += 1
                     if kind is None:
-                        if mtype not in (NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN):
+                        ekind = exp_event_kind(mtype, flags) if exp_handler is not None else None
+                        if ekind is not None:
+                            exp = decode_expect(view, start, end)
+                            if not exp_helper_accepts(self.exp_helpers, exp):
+                                st.nl_events_filtered += 1
+                                continue
+                            exp_handler(ekind, exp, self.origins.get(pid))
+                        elif mtype not in (NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN):
                             st.nl_events_unknown_type += 1
                         continue
                     flow = self.decode(view, start, end)
@@ -181,6 +219,37 @@ class Ctnl:
             if sane(flow) and filt.accepts(flow):
                 callback(flow)
         return n
+
+    def dump_expect(self, callback: Callable[[Expect], None]) -> int:
+        """Dump the kernel expectation table (nl_dump_expect_table, AF_UNSPEC); returns how many."""
+        seq = self.dumper.next_seq()
+        msg = nlmsg(exp_type(ExpMsg.GET), NLM_F_DUMP, seq, AF_UNSPEC)
+        n = 0
+        helpers = self.exp_helpers
+        for view, _mtype, start, end in self.dumper.dump(msg, seq):
+            n += 1
+            exp = decode_expect(view, start, end)
+            if exp_helper_accepts(helpers, exp):
+                callback(exp)
+        return n
+
+    def existing_expects(self, exps: list[Expect]) -> list[bool]:
+        """For each expectation, whether the kernel still has it (batched EXP_GETs; C: nl_get_expect one by one)."""
+        if not exps:
+            return []
+        seqs = []
+        msgs = []
+        for e in exps:
+            seq = self.requests.next_seq()
+            seqs.append(seq)
+            msgs.append((seq, encode_exp_lookup(e, seq)))
+        errors = self._batch(msgs, chunk=1 << 14)
+        return [errors.get(s) != errno.ENOENT for s in seqs]
+
+    def flush_expect(self) -> None:
+        """-F expect: EXP_DELETE without a tuple, AF_UNSPEC (nl_flush_expect_table)."""
+        seq = self.requests.next_seq()
+        self.requests.request(nlmsg(exp_type(ExpMsg.DELETE), NLM_F_ACK, seq, AF_UNSPEC), seq)
 
     def existing(self, flows: list[Flow]) -> list[bool]:
         """For each flow, whether the kernel still has it (batched GETs; C's purge does one by one)."""

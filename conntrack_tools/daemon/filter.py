@@ -13,6 +13,10 @@ Semantics reproduced from 1.4.7 ``ct_filter_check``:
 
 ``Filter From Kernelspace`` only moves the work into a BPF program in C; the verdict is
 the same, so events are filtered here in both cases (documented deviation: no BPF).
+
+Expectations (``Options { ExpectationSync on | { helper ... } }``) pass :func:`exp_helper_accepts`
+(C ``exp_filter_find``) and :func:`master_sane` (C ``ct_filter_master_sanity_check``); the
+"master is in the internal cache" half of C's ``ct_filter_master`` is the mode's business.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..flow import AF_INET, AF_INET6, Flow
+from ..flow import AF_INET, AF_INET6, Expect, Flow
 from .config.model import Filter
 
-__all__ = ["CompiledFilter", "TCP_STATE_NUM", "compile_filter", "sane"]
+__all__ = ["CompiledFilter", "TCP_STATE_NUM", "compile_filter", "exp_helper_accepts", "master_sane", "sane"]
+
+NFCT_HELPER_NAME_MAX = 16
 
 # libnetfilter_conntrack's enum tcp_state (LISTEN shares 9 with SYN_SENT2)
 TCP_STATE_NUM: dict[str, int] = {
@@ -96,4 +102,26 @@ def sane(flow: Flow) -> bool:
         return False
     if orig.family in (AF_INET, AF_INET6):
         return orig.src is not None and reply is not None and reply.src is not None
+    return True
+
+
+def exp_helper_accepts(helpers: tuple[str, ...], exp: Expect) -> bool:
+    """exp_filter_find(): no list accepts all; else the helper name must start with a listed name
+    (case-insensitive, so ``sip`` matches ``sip-5060``); an expectation without helper name is dropped."""
+    if not helpers:
+        return True
+    name = exp.helper
+    if name is None:
+        return False
+    low = name.lower()
+    return any(low.startswith(h[:NFCT_HELPER_NAME_MAX].lower()) for h in helpers)
+
+
+def master_sane(exp: Expect) -> bool:
+    """ct_filter_master_sanity_check(): the master tuple has a family and, for IP, both addresses."""
+    m = exp.master
+    if m is None or not m.family:
+        return False
+    if m.family in (AF_INET, AF_INET6):
+        return m.src is not None and m.dst is not None
     return True

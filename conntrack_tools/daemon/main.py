@@ -116,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. the log file cannot be opened (C prints to stderr, exit 1)
         print(exc.strerror or exc, file=sys.stderr)
         return 1
-    if inv.metrics_listen or inv.metrics_textfile:
+    listen = inv.metrics_listen or cfg.general.metrics_listen  # the command line wins over conntrackd.conf
+    textfile = inv.metrics_textfile or cfg.general.metrics_textfile
+    if listen or textfile:
         from .metrics import Metrics
 
-        daemon.metrics = Metrics(daemon, inv.metrics_listen, inv.metrics_textfile)
+        try:
+            daemon.metrics = Metrics(daemon, listen, textfile)
+        except (OSError, ValueError) as exc:
+            log("ERROR", f"can't open metrics endpoint `{listen}': {getattr(exc, 'strerror', None) or exc}; "
+                "running without metrics")
     return daemon.run()
 
 

@@ -1,4 +1,5 @@
-"""Beyond C: Prometheus text-format metrics (``--metrics-listen ADDR:PORT`` / ``--metrics-textfile PATH``).
+"""Beyond C: Prometheus text-format metrics (``--metrics-listen ADDR:PORT`` / ``--metrics-textfile PATH``,
+or ``General { Metrics { Listen ADDR:PORT  Textfile PATH } }`` in conntrackd.conf).
 
 :func:`render` is pure (counters in, exposition text out); :class:`Metrics` serves it over a
 minimal HTTP/1.0 responder on the daemon loop, or rewrites a node-exporter textfile
@@ -98,6 +99,10 @@ class Metrics:
             if engine.external is not None:
                 caches["external"] = {**engine.external.stats.as_dict(), "entries": len(engine.external)}
             sync = engine.stats_json()
+        if getattr(mode, "expect", False):  # ExpectationSync: the expectation caches too
+            for name, c in (("expect-internal", mode.exp_cache), ("expect-external", mode.exp_external)):
+                if c is not None:
+                    caches[name] = {**c.stats.as_dict(), "entries": len(c)}
         buf = d.ctnl.buffer_size if d.ctnl is not None else 0
         return render(d.runtime.as_dict(), caches, buf, int(time.time()) - d.runtime.daemon_start_time, sync)
 

@@ -11,6 +11,12 @@ flows) and ``struct ct_mode`` (init/local/kill).  We keep the same seams:
 
 Request handlers return an iterable of text chunks to stream to the client (possibly
 empty), or None when the request is not theirs.
+
+Expectations (C: ``internal->exp``) are kept by :class:`SyncCacheMode` when
+``Options { ExpectationSync }`` is on: an :class:`~.cache.ExpCache` fed by the EXP event groups
+and dumps, accepted only when the master conntrack is in the internal cache (C
+``ct_filter_master``).  The engine may implement ``on_exp_new/on_exp_update/on_exp_destroy``
+(same signature as the ct hooks) and provide ``external_exp`` (its expectation cache).
 """
 
 from __future__ import annotations
@@ -19,15 +25,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from ..flow import Flow
-from ..formats.json import render_flow_json
+from ..flow import Expect, Flow
+from ..formats.expect import render_expect_default, render_expect_xml
+from ..formats.json import render_expect_json, render_flow_json
 from ..formats.text import render_default
 from ..formats.xml import render_flow_xml
-from .cache import Cache, Entry, entry_flow
+from .cache import Cache, Entry, ExpCache, ExpEntry, entry_exp, entry_flow, master_key
 from .control import Action
+from .filter import master_sane
 from .stats import RuntimeStats, cache_stats_extended_text, cache_stats_text, to_json, traffic_text
 
-__all__ = ["InternalHandler", "NullSync", "StatsMode", "SyncCacheMode", "SyncEngine", "dump_cache"]
+__all__ = ["InternalHandler", "NullSync", "StatsMode", "SyncCacheMode", "SyncEngine", "dump_cache", "dump_exp_cache"]
 
 Chunks = Iterable[str]
 _U32 = 0xFFFFFFFF
@@ -58,6 +66,23 @@ def dump_cache(cache: Cache, xml: bool, as_json: bool = False, chunk: int = 256)
                 lines.append(render_flow_xml(flow, now=now) + "\n")
             else:
                 lines.append(f"{render_default(flow, now=now)} [active since {now - e.lifetime}s]\n")
+        yield "".join(lines)
+
+
+def dump_exp_cache(cache: Cache, xml: bool, as_json: bool = False, chunk: int = 256) -> Iterator[str]:
+    """cache_exp_dump_step(): nfexp_snprintf without the cached timeout, ``[active since Ns]`` in text mode."""
+    entries = cache.live()
+    for i in range(0, len(entries), chunk):
+        now = int(time.time())
+        lines = []
+        for e in entries[i:i + chunk]:
+            exp = entry_exp(e)  # type: ignore[arg-type]
+            if as_json:
+                lines.append(render_expect_json(exp) + "\n")
+            elif xml:
+                lines.append(render_expect_xml(exp) + "\n")
+            else:
+                lines.append(f"{render_expect_default(exp)} [active since {now - e.lifetime}s]\n")
         yield "".join(lines)
 
 
@@ -240,9 +265,19 @@ class SyncCacheMode(_Base):
     """Internal cache of sync mode (C src/internal_cache.c) with the engine hooks."""
 
     def __init__(self, limit: int, runtime: RuntimeStats, exists, log, flow_log,
-                 engine: SyncEngine | None = None) -> None:
+                 engine: SyncEngine | None = None, expect: bool = False,
+                 exp_exists: Callable[[list[Expect]], list[bool]] | None = None) -> None:
         super().__init__("internal", limit, runtime, exists, log, flow_log)
         self.engine: SyncEngine = engine or NullSync(limit, log)
+        # expectations (C: internal->exp, always allocated; only fed and shown with ExpectationSync)
+        self.expect = expect
+        self.exp_cache = ExpCache("internal", limit)
+        self.exp_exists = exp_exists
+        ext_exp = getattr(self.engine, "external_exp", None)
+        if ext_exp is None and self.engine.external is not None:
+            ext_exp = ExpCache("external", limit)  # the engine keeps no expectations: an empty one, as C shows
+        self.exp_external: Cache | None = ext_exp
+        self._hooks = {name: getattr(self.engine, f"on_exp_{name}", None) for name in ("new", "update", "destroy")}
 
     def populate(self, flow: Flow) -> None:
         flow.timeout = None
@@ -278,9 +313,110 @@ class SyncCacheMode(_Base):
         self.engine.on_local_destroy(e, entry_flow(e), None)
         self.cache.delete(e)
 
+    # ------------------------------------------------------------ expectations (C internal_cache.c exp.*)
+    def _exp_hook(self, name: str, e: ExpEntry, exp: Expect, origin: str | None) -> None:
+        hook = self._hooks[name]
+        if hook is not None:
+            hook(e, exp, origin)
+
+    def master_known(self, exp: Expect) -> bool:
+        """ct_filter_master() inverted: the master is sane and in the internal cache."""
+        if not master_sane(exp):
+            return False
+        e = self.cache.entries.get(master_key(exp))  # type: ignore[arg-type]
+        return e is not None
+
+    def exp_populate(self, exp: Expect) -> None:
+        if self.master_known(exp):
+            self.exp_cache.update_force(exp, self.now())  # type: ignore[arg-type]
+
+    def exp_resync(self, exp: Expect) -> None:
+        if not self.master_known(exp):
+            return
+        e, created = self.exp_cache.update_force(exp, self.now())  # type: ignore[arg-type]
+        if e is not None:
+            self._exp_hook("new" if created else "update", e, exp, None)
+
+    def exp_new(self, exp: Expect, origin: str | None) -> None:
+        if origin == "inject" or not self.master_known(exp):
+            return
+        c = self.exp_cache
+        old = c.find(exp)  # type: ignore[arg-type]
+        if old is not None:
+            c.delete(old)
+        e = c.add(exp, self.now())  # type: ignore[arg-type]
+        if e is not None:
+            self._exp_hook("new", e, exp, origin)
+
+    def exp_upd(self, exp: Expect, origin: str | None) -> None:
+        if origin == "inject" or not self.master_known(exp):
+            return
+        e, _ = self.exp_cache.update_force(exp, self.now())  # type: ignore[arg-type]
+        if e is not None:
+            self._exp_hook("update", e, exp, origin)
+
+    def exp_destroy(self, exp: Expect, origin: str | None) -> bool:
+        if origin == "inject":
+            return False
+        c = self.exp_cache
+        e = c.find(exp)  # type: ignore[arg-type]
+        if e is None:
+            return False
+        if not e.dead:
+            c.mark_dead(e)
+            self._exp_hook("destroy", e, exp, origin)  # type: ignore[arg-type]
+        c.delete(e)
+        return True
+
+    def exp_purge(self) -> None:
+        """internal_cache_exp_purge: drop (and announce) what the kernel no longer has."""
+        if self.exp_exists is None:
+            return
+        entries = self.exp_cache.live()
+        exps = [entry_exp(e) for e in entries]  # type: ignore[arg-type]
+        for e, exp, ok in zip(entries, exps, self.exp_exists(exps), strict=True):
+            if not ok:
+                self.exp_cache.mark_dead(e)
+                self._exp_hook("destroy", e, exp, None)  # type: ignore[arg-type]
+                self.exp_cache.delete(e)
+
+    def _exp_local(self, action: int, as_json: bool) -> Chunks | None:
+        """local_handler_sync's EXP_* cases (C checks CTD_EXPECT except for the XML dumps)."""
+        on = self.expect
+        if action == Action.EXP_DUMP_INTERNAL:
+            return dump_exp_cache(self.exp_cache, False, as_json) if on else ()
+        if action == Action.EXP_DUMP_INT_XML:
+            return dump_exp_cache(self.exp_cache, True)
+        if action in (Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML):
+            ext = self.exp_external
+            xml = action == Action.EXP_DUMP_EXT_XML
+            if ext is None or not (on or xml):
+                return ()
+            return dump_exp_cache(ext, xml, as_json)
+        if action == Action.EXP_STATS:
+            if not on:
+                return ()
+            c, ext = self.exp_cache, self.exp_external
+            if as_json:
+                caches = {"internal": {**c.stats.as_dict(), "entries": len(c)}}
+                if ext is not None:
+                    caches["external"] = {**ext.stats.as_dict(), "entries": len(ext)}
+                return [to_json("expect", {"cache": caches, "traffic": _traffic_dict(self.runtime),
+                                           **self.engine.stats_json()})]
+            out = [cache_stats_text("internal", c.stats)]
+            if ext is not None:
+                out.append(cache_stats_text("external", ext.stats))
+            out.append(_traffic(self.runtime))
+            out.append(self.engine.stats_text())
+            return out
+        return None
+
     def local(self, action: int, as_json: bool) -> Chunks | None:
         c = self.cache
         ext = self.engine.external
+        exp_answer = self._exp_local(action, as_json)
+        if exp_answer is not None:
+            return exp_answer
         if action == Action.CT_DUMP_INTERNAL:
             return dump_cache(c, False, as_json)
         if action == Action.CT_DUMP_INT_XML:
@@ -292,6 +428,10 @@ class SyncCacheMode(_Base):
             else:
                 self.log("notice", "flushing internal cache")
             c.flush()
+            if action == Action.ALL_FLUSH_CACHE and self.expect:
+                self.exp_cache.flush()
+                if self.exp_external is not None:
+                    self.exp_external.flush()
             return ()
         if action == Action.STATS:
             if as_json:

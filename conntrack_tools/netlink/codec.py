@@ -228,6 +228,8 @@ def decode_tuple(buf: bytes | memoryview, start: int, end: int, family: int) -> 
             for ia, s2, e2 in iter_attrs(buf, s, e):
                 if ia <= IpAttr.V4_DST:
                     _need(s2, e2, 4, "IPv4 address")
+                    if t.family == AF_INET6 and (t.src or t.dst):
+                        raise DecodeError("IPv4 and IPv6 addresses in one tuple")
                     t.family = AF_INET
                     if ia == IpAttr.V4_SRC:
                         t.src = bytes(buf[s2:s2 + 4])
@@ -235,6 +237,8 @@ def decode_tuple(buf: bytes | memoryview, start: int, end: int, family: int) -> 
                         t.dst = bytes(buf[s2:s2 + 4])
                 elif ia <= IpAttr.V6_DST:
                     _need(s2, e2, 16, "IPv6 address")
+                    if t.family == AF_INET and (t.src or t.dst):
+                        raise DecodeError("IPv4 and IPv6 addresses in one tuple")
                     t.family = AF_INET6
                     if ia == IpAttr.V6_SRC:
                         t.src = bytes(buf[s2:s2 + 16])

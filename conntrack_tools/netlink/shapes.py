@@ -210,6 +210,8 @@ def _compile(buf, start: int, end: int):
             lines.append(f"    f.synproxy = ({', '.join(vals)})")
         else:
             raise _Uncompilable
+    if not b.header_idx:  # no attribute at all: nothing to compile
+        raise _Uncompilable
     b.skip_to(end - base)
     lines.append("    return f")
     namespace = {"Flow": Flow, "Tuple": Tuple, "Counters": Counters, "TcpInfo": TcpInfo, "SctpInfo": SctpInfo}
@@ -278,6 +280,8 @@ class ShapeDecoder:
         self.misses = 0
 
     def _lookup(self, buf, start: int, end: int):
+        if end - start < NFGEN_HDRLEN:  # no nfgenmsg (and maybe no byte at start): _miss raises DecodeError
+            return None, None
         shapes = self.cache.get((end - start, buf[start]))
         if shapes is not None:
             for shape in shapes:
@@ -327,7 +331,7 @@ class ShapeDecoder:
                     return True, -_I32.unpack_from(buf, off + 16)[0] if length >= 20 else 0
                 if mtype >= 0x100:
                     start, end = off + 16, off + length
-                    for shape in cache.get((length - 16, buf[start]), ()):
+                    for shape in (cache.get((length - 16, buf[start]), ()) if length >= 16 + NFGEN_HDRLEN else ()):
                         vals = shape.struct.unpack_from(buf, start)
                         if shape.getter(vals) == shape.headers:
                             pred = shape.pred
@@ -352,8 +356,8 @@ class ShapeDecoder:
 
     def _miss(self, buf, start: int, end: int) -> Flow:
         self.misses += 1
+        flow = decode_flow(buf, start, end)  # first: it rejects a payload too short to hold a key
         key = (end - start, buf[start])
-        flow = decode_flow(buf, start, end)
         if key in self.generic or len(self.cache) >= self.max_shapes:
             return flow
         try:

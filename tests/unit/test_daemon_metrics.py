@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conntrack_tools.daemon.metrics import render
 
 
@@ -17,3 +19,56 @@ def test_render_exposition_format() -> None:
     assert "conntrackd_sync_link_sent 9" in text
     for line in text.splitlines():
         assert line.startswith("#") or re.match(r"^[a-z_]+(\{[^}]*\})? -?\d+(\.\d+)?$", line), line
+
+
+# ------------------------------------------------------------------ General { Metrics { ... } } (beyond C)
+
+BASE = "General {{\n UNIX {{ Path /run/ct.ctl }}\n{body}}}\nStats {{\n}}\n"
+
+
+def parse(body: str):
+    from conntrack_tools.daemon.config import parse_config
+
+    return parse_config(BASE.format(body=body))
+
+
+def test_metrics_block_in_general() -> None:
+    cfg = parse(" Metrics {\n  Listen 127.0.0.1:9101\n  Textfile /var/lib/node/ctd.prom\n }\n")
+    assert (cfg.general.metrics_listen, cfg.general.metrics_textfile) == ("127.0.0.1:9101", "/var/lib/node/ctd.prom")
+    w = [f for f in cfg.warnings if f.code == "c-incompatible"]
+    assert len(w) == 1 and "Metrics" in w[0].message and (w[0].line, w[0].column) == (3, 2)
+    assert parse(" Metrics {\n  Listen [::1]:9101\n }\n").general.metrics_listen == "[::1]:9101"
+    assert parse(" Metrics { }\n").general.metrics_listen is None
+    plain = parse("")
+    assert (plain.general.metrics_listen, plain.general.metrics_textfile) == (None, None)
+    assert not [f for f in plain.warnings if f.code == "c-incompatible"]
+
+
+@pytest.mark.parametrize(("body", "where", "words"), [
+    (" Metrics {\n  Listen 127.0.0.1\n }\n", (4, 10), "ADDRESS:PORT"),
+    (" Metrics {\n  Listen 127.0.0.1:0\n }\n", (4, 10), "ADDRESS:PORT"),
+    (" Metrics {\n  Listen host:9101\n }\n", (4, 10), "ADDRESS:PORT"),
+    (" Metrics {\n  Listen\n }\n", (5, 2), "ADDRESS:PORT"),
+    (" Metrics {\n  Textfile relative.prom\n }\n", (4, 12), "absolute path"),
+    (" Metrics {\n  Port 9101\n }\n", (4, 3), "Metrics"),
+    (" Listen 127.0.0.1:9101\n", (3, 2), "General"),
+    (" Metrics 9101\n", (3, 10), "'{'"),
+])
+def test_metrics_block_errors(body: str, where: tuple[int, int], words: str) -> None:
+    from conntrack_tools.daemon.config import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        parse(body)
+    assert (ei.value.line, ei.value.column) == where and words in ei.value.message, ei.value
+
+
+def test_metrics_words_stay_names_elsewhere() -> None:
+    """The extension does not change C's scanner: 'Metrics' is still a valid name where C takes one."""
+    from conntrack_tools.daemon.config import parse_config
+
+    text = ("General {\n UNIX { Path /run/ct.ctl }\n}\nSync {\n Mode FTFW { }\n UDP {\n  IPv4_address 10.0.0.1\n"
+            "  IPv4_Destination_Address 10.0.0.2\n  Port 3780\n  Interface Metrics\n }\n"
+            " Options { ExpectationSync { Listen ftp } }\n}\n")
+    cfg = parse_config(text)
+    assert cfg.sync is not None and cfg.sync.channels[0].interface == "Metrics"
+    assert cfg.sync.expectation_helpers == ("Listen", "ftp")

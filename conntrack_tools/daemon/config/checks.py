@@ -27,10 +27,13 @@ class HostFacts:
 
     has_interface: Callable[[str], bool | None] = lambda name: None
     has_address: Callable[[str], bool | None] = lambda addr: None
+    #: (st_mode, st_uid) of a file, (-1, -1) when it does not exist, None when unknown
+    file_stat: Callable[[str], tuple[int, int] | None] = lambda path: None
 
 
 def probe_host() -> HostFacts:
     """HostFacts for the running machine (interfaces and local IP addresses)."""
+    import os
     import socket
 
     try:
@@ -51,9 +54,19 @@ def probe_host() -> HostFacts:
                 addrs.add(str(ipaddress.IPv6Address(int(raw, 16))))
     except (OSError, ValueError, IndexError):
         addrs = set()
+    def file_stat(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return (-1, -1)
+        except OSError:
+            return None
+        return (st.st_mode, st.st_uid)
+
     return HostFacts(
         has_interface=lambda n: None if names is None else n in names,
         has_address=lambda a: (a in addrs) if addrs else None,
+        file_stat=file_stat,
     )
 
 
@@ -198,12 +211,45 @@ class _Checker:
                 " the peer expires entries before they are refreshed",
                 self.at("sync.refresh_time"),
             )
+        if s.auth_key:
+            self.auth(s.auth_key)
         if s.expectation_helpers and not s.expectation_sync:
             self.add(
                 "warning",
                 "expect",
                 "ExpectationSync helper list given but ExpectationSync is off",
                 self.at("sync.expectation_sync"),
+            )
+
+    def auth(self, value: str) -> None:
+        """Beyond C: AuthKey. Every peer must be this conntrackd; the key must be root-only."""
+        pos = self.at("sync.auth_key")
+        self.add(
+            "warning",
+            "auth",
+            "AuthKey: authenticated sync (protocol version 2) requires every peer to be the Python conntrackd"
+            " with the same key; C conntrackd 1.4.7 peers drop our datagrams (Wrong protocol version)"
+            " and theirs are dropped here (unauthenticated)",
+            pos,
+        )
+        in_file = value.startswith("/")
+        path = value if in_file else self.c.file
+        st = self.host.file_stat(path)
+        if st is None:
+            return
+        mode, uid = st
+        if mode == -1:
+            if in_file:
+                self.add("error", "auth", f"AuthKey file {path} does not exist", pos)
+            return
+        if mode & 0o044 or uid != 0:
+            what = f"AuthKey file {path}" if in_file else f"{path} holds the AuthKey and"
+            self.add(
+                "warning",
+                "auth",
+                f"{what} is {'group/world readable' if mode & 0o044 else 'not owned by root'}"
+                f" (mode {mode & 0o777:04o}, uid {uid}): the key must be readable only by root (chmod 600)",
+                pos,
             )
 
     def channels(self) -> None:

@@ -154,6 +154,8 @@ class General:
     event_iteration_limit: int = 100
     scheduler: Scheduler = Scheduler()
     filter: Filter | None = None
+    metrics_listen: str | None = None  # beyond C: General { Metrics { Listen ADDR:PORT } }
+    metrics_textfile: str | None = None  # beyond C: General { Metrics { Textfile /path } }
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,7 @@ class Sync:
     expectation_sync: bool = False
     expectation_helpers: tuple[str, ...] = ()  # empty = all helpers
     error_queue_length: int = 128  # global in C: last ErrorQueueLength of any TCP block
+    auth_key: str | None = None  # beyond C: ``AuthKey`` hex digits or an absolute key file path
 
     @property
     def mode(self) -> SyncMode:

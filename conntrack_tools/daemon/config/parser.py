@@ -16,6 +16,7 @@ later values overwrite earlier ones, lists (channels, filters) accumulate.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,7 +139,16 @@ GENERAL: Table = {
     "EventIterationLimit": Key(UINT, "event_iteration_limit", zero_default=True),
     "Filter": Block("_filter"),
     "Scheduler": Block("_sub", "Scheduler"),
+    "Metrics": Block("_metrics"),  # beyond C (not a C keyword: matched as a name, see EXTENSION_WORDS)
 }
+#: Beyond C: ``General { Metrics { Listen ADDR:PORT  Textfile /path } }``.  These words are plain
+#: names for C's scanner (so C 1.4.7 rejects the block with a syntax error); we accept them only
+#: where a keyword is expected and warn that the file is no longer readable by C.
+METRICS: Table = {
+    "Listen": Key("listen", "metrics_listen"),
+    "Textfile": Key("path", "metrics_textfile", maxlen=FILENAME_MAXLEN),
+}
+EXTENSION_WORDS = frozenset({"Metrics", "Listen", "Textfile", "AuthKey"})  # AuthKey: Sync block
 UNIX: Table = {
     "Path": Key("path", "unix_path", maxlen=UNIX_PATH_MAX - 1),
     "Backlog": Key(UINT, None, note="deprecated unix backlog configuration, ignoring."),
@@ -160,6 +170,7 @@ SYNC: Table = {
     "UDP": Block("_channel", Transport.UDP),
     "TCP": Block("_channel", Transport.TCP),
     "Options": Block("_sub", "Options"),
+    "AuthKey": Key("authkey", "auth_key", maxlen=FILENAME_MAXLEN),  # beyond C
 }
 _DEC = Key("bool", "disable_external_cache")
 _RESYNC = Key("bool", "startup_resync")
@@ -280,6 +291,7 @@ _EXPECTED = {
     "sched_type": "RR or FIFO",
     "priority": "a priority between 0 and 99",
     "pollsecs": "a number of seconds",
+    "authkey": "hex digits or an absolute path",
 }
 _ACCEPTED_KINDS = {
     "bool": (Kind.ON, Kind.OFF),
@@ -296,6 +308,9 @@ _ACCEPTED_KINDS = {
     "sched_type": (Kind.STRING,),
     "priority": (Kind.NUMBER,),
     "pollsecs": (Kind.NUMBER,),
+    # a hex word is scanned as numbers, IPv6 words and names: r_authkey re-reads the raw text
+    "authkey": (Kind.NUMBER, Kind.IP, Kind.STRING, Kind.PATH, Kind.ON, Kind.OFF, Kind.ALARM, Kind.FTFW,
+                Kind.NOTRACK, Kind.KEYWORD),
 }
 
 
@@ -395,6 +410,8 @@ class _Parser:
             if tok.kind is Kind.CHAR and tok.text == "}":
                 return
             spec = table.get(tok.value) if tok.kind is Kind.KEYWORD else None  # type: ignore[arg-type]
+            if spec is None and tok.kind is Kind.STRING and tok.text in EXTENSION_WORDS:
+                spec = table.get(tok.text)
             if spec is None:
                 raise self.unexpected(tok, where, table, opened)
             if isinstance(spec, Block):
@@ -412,6 +429,8 @@ class _Parser:
     def read_value(self, key: Token, spec: Key) -> Any:
         tok = self.next()
         reader = spec.reader
+        if reader == "listen":
+            return self.r_listen(key, tok)
         if tok.kind not in _ACCEPTED_KINDS[reader]:
             if reader == "logfile":
                 rel = self.relative_path(tok)
@@ -537,11 +556,53 @@ class _Parser:
             raise self.error(tok, f"'Priority' must be [0, 99], got {tok.text}")
         return tok.value
 
+    def r_listen(self, key: Token, tok: Token) -> str:
+        """``ADDR:PORT`` (``[v6]:PORT``) read as one raw word, like ``--metrics-listen``."""
+        end = tok.offset
+        while end < len(self.text) and self.text[end] not in " \t\r\n":
+            end += 1
+        word = self.text[tok.offset:end] if tok.kind is not Kind.EOF else ""
+        while self.peek().kind is not Kind.EOF and self.peek().offset < end:
+            self.i += 1
+        host, sep, port = word.rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ok = bool(sep) and port.isdigit() and 0 < int(port) < 65536 and bool(ipaddress.ip_address(bare))
+        except ValueError:
+            ok = False
+        if not ok:
+            shown = repr(word) if word else "end of file"
+            raise self.error(tok, f"expected ADDRESS:PORT after Listen (e.g. 127.0.0.1:9101 or [::1]:9101), "
+                                  f"got {shown}")
+        return word
+
+    def _metrics(self, tok: Token, _a: Any, target: dict[str, Any], prefix: str) -> None:
+        self.warn(tok, "'Metrics' is an extension: conntrackd 1.4.7 (and its client) reject this file "
+                  "(syntax error)", "c-incompatible")
+        self.block(METRICS, target, "Metrics", prefix)
+
     def r_pollsecs(self, key: Token, tok: Token, spec: Key) -> int:
         value = self.r_uint(key, tok, spec)
         if value == 0:
             raise self.error(tok, "'PollSecs' clause must be > 0")
         return value
+
+    def r_authkey(self, key: Token, tok: Token, spec: Key) -> str:
+        """Beyond C: ``AuthKey <hex>`` (>= 32 digits) or ``AuthKey /path/to/keyfile``."""
+        end = tok.offset
+        while end < len(self.text) and self.text[end] not in " \t\r\n":
+            end += 1
+        word = self.text[tok.offset : end]
+        while self.peek().kind is not Kind.EOF and self.peek().offset < end:
+            self.i += 1
+        if word.startswith("/"):
+            if len(word) > spec.maxlen:
+                raise self.error(tok, f"AuthKey path is longer than {spec.maxlen} characters")
+        elif not re.fullmatch(r"(?:[0-9a-fA-F]{2}){16,}", word):
+            raise self.error(tok, "AuthKey needs an even number (>= 32) of hex digits or an absolute key file path")
+        self.warn(key, "AuthKey (authenticated sync) is an extension: conntrackd 1.4.7 rejects it (syntax error)",
+                  "c-incompatible")
+        return word
 
     # -- blocks ----------------------------------------------------------------------
     def parse(self) -> Config:

@@ -123,14 +123,22 @@ class SyncChannel:
         return self.status() == "RUNNING"
 
     # -------------------------------------------------------------- I/O
+    sealer = None  # auth.Sealer when AuthKey is set: every datagram leaves as one v2 envelope
+
+    def set_sealer(self, sealer) -> None:
+        from .auth import ENVELOPE_OVERHEAD
+
+        self.sealer = sealer
+        self.batcher = Batcher(self.batcher.budget - ENVELOPE_OVERHEAD)
+
     def queue(self, msg: bytes) -> None:
         for dgram in self.batcher.add(msg):
-            self._send(dgram)
+            self._send(dgram if self.sealer is None else self.sealer.seal(dgram))
 
     def flush(self) -> None:
         d = self.batcher.flush()
         if d is not None:
-            self._send(d)
+            self._send(d if self.sealer is None else self.sealer.seal(d))
 
     def _send(self, data: bytes) -> None:
         raise NotImplementedError

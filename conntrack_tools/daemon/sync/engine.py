@@ -18,6 +18,7 @@ from ..cache import Entry, entry_flow
 from ..config.model import SyncMode
 from ..control import Action
 from ..stats import to_json
+from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
 from .external import ExternalCache, Injector, commit
@@ -77,6 +78,18 @@ class SyncDaemonEngine:
         else:
             self.external = ExternalCache(daemon.g.hashlimit, self.window_tracking)
             ctnl.register_origin(self.nl.portid, "commit")
+        self.sealer: Sealer | None = None
+        self.opener: Opener | None = None
+        if sc.auth_key:
+            try:
+                key = load_key(sc.auth_key)
+            except (OSError, ValueError) as exc:
+                self.log("ERROR", f"can't load AuthKey: {getattr(exc, 'strerror', None) or exc}")
+                raise OSError(str(exc)) from None
+            if sc.auth_key.startswith("/") and key_file_exposed(sc.auth_key):
+                self.log("warning", f"AuthKey file {sc.auth_key} is readable by others than root")
+            self.sealer, self.opener = Sealer(key), Opener(key)
+            self.log("notice", "authenticated sync on (HMAC-SHA256-128, protocol version 2)")
         chans: list[SyncChannel] = []
         try:
             for c in sc.channels:
@@ -86,6 +99,9 @@ class SyncDaemonEngine:
                 ch.close()
             self.log("ERROR", f"can't open channel socket: {exc.strerror or exc}")
             raise
+        if self.sealer is not None:
+            for ch in chans:
+                ch.set_sealer(self.sealer)
         self.channels = MultiChannel(chans, sc.default_channel, self.log)
         for idx, ch in enumerate(chans):
             for s in ch.recv_socks:
@@ -284,6 +300,11 @@ class SyncDaemonEngine:
     def handle_datagram(self, idx: int, buf: bytes, peer) -> None:
         """channel_handler_routine + do_channel_handler_step for one datagram."""
         err = self.errors
+        if self.opener is not None:
+            try:
+                buf = self.opener.open(buf, peer)
+            except AuthFailure:
+                return
         off, end = 0, len(buf)
         mode = self.mode
         now = time.time()
@@ -452,10 +473,31 @@ class SyncDaemonEngine:
                 f"\t\tBad message size:\t{e['bad_size']:20d}\n"
                 "\tsend:\n"
                 f"\t\tMalformed messages:\t{e['snd_malformed']:20d}\n\n"
+                + self._auth_text() +
                 "sequence tracking statistics:\n\trecv:\n"
                 f"\t\tPackets lost:\t\t{self.mode.lost:20d}\n"
                 f"\t\tPackets before:\t\t{self.mode.before:20d}\n\n"
                 + channel_block(self.channels.cur))
+
+    def _auth_text(self) -> str:
+        """Beyond C, only with AuthKey: the envelope counters."""
+        if self.opener is None or self.sealer is None:
+            return ""
+        a = self.opener.stats
+        return ("authentication (HMAC-SHA256-128):\n\trecv:\n"
+                f"\t\tAccepted:\t\t{a['accepted']:20d}\n"
+                f"\t\tUnauthenticated:\t{a['unauthenticated']:20d}\n"
+                f"\t\tBad MAC:\t\t{a['bad_mac']:20d}\n"
+                f"\t\tReplayed:\t\t{a['replayed']:20d}\n"
+                f"\t\tStale (clock skew):\t{a['stale']:20d}\n"
+                f"\t\tMalformed envelope:\t{a['malformed']:20d}\n"
+                "\tsend:\n"
+                f"\t\tSealed:\t\t\t{self.sealer.sealed:20d}\n\n")
+
+    def _auth_json(self) -> dict:
+        if self.opener is None or self.sealer is None:
+            return {"enabled": False}
+        return {"enabled": True, "mac": "hmac-sha256-128", "sent": self.sealer.sealed, **self.opener.stats}
 
     def _queues(self) -> list[tuple[str, int, int, int]]:
         rsq = len(self.mode.rsq) if isinstance(self.mode, Ftfw) else 0
@@ -486,12 +528,15 @@ class SyncDaemonEngine:
     def stats_json(self) -> dict:
         d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
-                   "links": self._links_json()}
+                   "links": self._links_json(), "auth": self._auth_json()}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
         if isinstance(self.mode, Ftfw):
             d["peers"] = {str(a): {"last_seq": p.tracker.last, "acked": p.acked}
                           for a, p in self.mode.peers.items()}
+            m = self.mode
+            d["resend"] = {"rsqueue": len(m.rsq), "overflow": m.rsq_overflow, "evicted_pending": len(m.evicted),
+                           "targeted_resent": m.targeted_resent}
         return d
 
     def close(self) -> None:

@@ -16,6 +16,12 @@ Differences from C, both deliberate:
   (with one peer this is C's behaviour); a peer that says HELLO (restarted) counts
   as having acknowledged everything sent so far, which with one peer empties the
   queue exactly as C does.
+* **never stuck after a resend-queue overflow**: C forgets an evicted message, so a
+  later NACK for it is answered with nothing and the peer misses that flow for
+  good.  We remember the *key* of every object evicted before it was acknowledged
+  (one record per object, dropped when the object is queued again or the ACKs
+  cover its seq); a NACK over such a seq re-queues the object with its current
+  state: a targeted resync of exactly what may be lost.
 """
 
 from __future__ import annotations
@@ -70,9 +76,11 @@ class Peer:
     window: int = 0
     ack_from: int = 0
     ack_from_set: bool = False
-    acked: int | None = None  # highest of our seqs this peer acknowledged
+    acked: int | None = None  # highest of our seqs this peer acknowledged (or forgot: HELLO)
+    confirmed: int | None = None  # highest of our seqs this peer really ACKed
     last_heard: float = 0.0
     messages: int = 0
+    in_hello: bool = False  # the last message from this peer carried HELLO
 
 
 class _Base:
@@ -204,6 +212,10 @@ class Ftfw(_Base):
         self.say_hello_back = False
         self.peer_timeout = peer_timeout
         self.rsq_overflow = 0
+        # evicted before acknowledged: seq -> (key, object), in seq order; key -> seq
+        self.evicted: OrderedDict[int, tuple[Hashable, Any]] = OrderedDict()
+        self.evicted_index: dict[Hashable, int] = {}
+        self.targeted_resent = 0
 
     def peer(self, addr: Hashable, now: float = 0.0) -> Peer:
         p = self.peers.get(addr)
@@ -218,6 +230,9 @@ class Ftfw(_Base):
         old = self.rs_index.pop(key, None)
         if old is not None:
             self.rsq.pop(old, None)
+        old = self.evicted_index.pop(key, None)
+        if old is not None:
+            self.evicted.pop(old, None)
         self.tx[key] = obj
 
     def _hello_flags(self) -> int:
@@ -233,9 +248,11 @@ class Ftfw(_Base):
 
     def _rsq_add(self, seq: int, key: Hashable | None, item: Any) -> None:
         if len(self.rsq) >= self.rsq_size:
-            _old_seq, (old_key, _) = self.rsq.popitem(last=False)  # rs_queue_purge_full
+            old_seq, (old_key, old_item) = self.rsq.popitem(last=False)  # rs_queue_purge_full
             if old_key is not None:
                 self.rs_index.pop(old_key, None)
+                self.evicted[old_seq] = (old_key, old_item)
+                self.evicted_index[old_key] = old_seq
             self.rsq_overflow += 1
         self.rsq[seq] = (key, item)
         if key is not None:
@@ -280,13 +297,21 @@ class Ftfw(_Base):
         if h.flags & MsgFlag.HELLO_BACK and self.hello_state == self.HELLO_SAY:
             self.hello_state = self.HELLO_DONE
         W = self.window_size
-        if hello:
+        # Beyond C: only the first HELLO of a (re)started peer resets the sequence check; the
+        # following HELLO-flagged messages (until our HELLO_BACK arrives) are gap-checked, or
+        # a loss in a restarted peer's first burst would never be NACKed.
+        cont = (hello and p.in_hello and p.tracker.last is not None
+                and not before(h.seq, (p.tracker.last + 1) & 0xFFFFFFFF))
+        p.in_hello = hello
+        if hello and not cont:
             if p.ack_from_set and before(h.seq, p.ack_from):
                 p.window = W - 1
                 p.ack_from = h.seq
             self._peer_forgets(p)
             res = self._in_sync(p, h)
         else:
+            if hello:
+                self._peer_forgets(p)
             status, exp = p.tracker.track(h.seq)
             if status == SeqStatus.AFTER:
                 res = self._digest(p, h)
@@ -351,6 +376,8 @@ class Ftfw(_Base):
     def _acked(self, p: Peer, to: int) -> None:
         if p.acked is None or before(p.acked, to):
             p.acked = to
+        if p.confirmed is None or before(p.confirmed, to):
+            p.confirmed = to
         self._release(p.last_heard)
 
     def _peer_forgets(self, p: Peer) -> None:
@@ -361,21 +388,40 @@ class Ftfw(_Base):
                 p.acked = last
         self._release(p.last_heard)
 
+    @staticmethod
+    def _floor(peers: list[Peer], attr: str) -> int | None:
+        floor = None
+        for p in peers:
+            v = getattr(p, attr)
+            if v is None:
+                return None
+            if floor is None or before(v, floor):
+                floor = v
+        return floor
+
     def _release(self, now: float | None) -> None:
         peers = self._live_peers(now)
-        if any(p.acked is None for p in peers):
-            return
-        floor = peers[0].acked
-        for p in peers[1:]:
-            if before(p.acked, floor):
-                floor = p.acked
-        while self.rsq:
-            seq = next(iter(self.rsq))
-            if before(floor, seq):
-                break
-            key, _item = self.rsq.popitem(last=False)[1]
-            if key is not None:
-                self.rs_index.pop(key, None)
+        confirmed = self._floor(peers, "confirmed")
+        floor = self._floor(peers, "acked")
+        if floor is not None:
+            while self.rsq:
+                seq = next(iter(self.rsq))
+                if before(floor, seq):
+                    break
+                key, item = self.rsq.popitem(last=False)[1]
+                if key is not None:
+                    self.rs_index.pop(key, None)
+                    if confirmed is None or before(confirmed, seq):
+                        # released by a HELLO, not by an ACK: the (re)started peer may still NACK it
+                        self.evicted[seq] = (key, item)
+                        self.evicted_index[key] = seq
+        ev = self.evicted
+        if confirmed is not None:
+            while ev:
+                seq = next(iter(ev))
+                if before(confirmed, seq):
+                    break
+                self.evicted_index.pop(ev.popitem(last=False)[1][0], None)
 
     def _resend(self, from_: int, to: int) -> None:
         """rs_queue_to_tx: NACK'ed messages go back to the TX queue (they get new seqs)."""
@@ -390,6 +436,16 @@ class Ftfw(_Base):
                 self.tx[key] = item
             else:
                 self.tx[("ctl", next(self._ctl_ids))] = item
+        if self.evicted:  # beyond C: targeted resync of objects the resend queue lost
+            for seq in list(self.evicted):
+                if before(seq, from_):
+                    continue
+                if before(to, seq):
+                    break
+                key, item = self.evicted.pop(seq)
+                self.evicted_index.pop(key, None)
+                self.tx.setdefault(key, item)
+                self.targeted_resent += 1
 
     def expire_peers(self, now: float) -> None:
         """Forget peers silent for a long time (so they cannot pin the resend queue)."""

@@ -23,19 +23,10 @@ errors (``truncated``, ``bad_size``) are *fatal*: C stops reading the rest of
 the datagram.  All others only cost the one message.  The UDP checksum is the
 kernel's business.
 
-Authentication (reserved, not implemented): C has none (catalog 3.1).  The plan
-is a version-2 message that a C peer skips cleanly: C validates framing
-(``len``) before the version nibble and then counts "Wrong protocol version"
-and continues with the next message, so a v2 message with an honest ``len``
-never desynchronises a v1 receiver.  Layout: the normal 8-byte header with
-version 2 (the type/flags/seq keep their v1 meaning, so an ACK-shaped v2
-header is >= 16 bytes as C's framing check demands), then ``u8 key_id,
-u8 mac_len, be16 reserved, be32 epoch`` (random per boot, against replay
-after restart), then the unchanged v1 body (ack range or attributes), then a
-``mac_len``-byte truncated HMAC-SHA256 over every preceding byte of the
-message.  ``len`` covers the trailer; messages stay 4-byte aligned.  Decoding
-would branch on version 2 in ``_decode_one`` and verify before parsing the
-body; seq/epoch replay windows belong to ``seq.py``.
+Authentication: C has none (catalog 3.1).  Ours is opt-in and lives in ``auth.py``: one
+version-2 envelope (HMAC-SHA256, 128-bit tag, replay window) around each whole datagram,
+framed like a v1 message, so a v1 receiver validates ``len``, counts "Wrong protocol
+version" and skips it cleanly.  This codec stays version 1 only.
 """
 
 from __future__ import annotations

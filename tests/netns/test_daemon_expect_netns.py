@@ -1,0 +1,322 @@
+"""conntrackd in a network namespace, part 2: expectations (side by side with C 1.4.7), PollSecs mode,
+the systemd watchdog and the metrics endpoint configured in conntrackd.conf.
+
+Expectations come from a real FTP exchange on loopback (``diffkit.py ftp-lo``) with an nft
+``ct helper`` assignment, as tests/compat does.  C keeps expectations only with
+``Options { ExpectationSync on }`` in a Sync config: both daemons get one UDP link on lo with
+their own port.  The netns ``ctpy-d2-<pid>`` is deleted in the finalizer; only processes
+started here are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+C_DAEMON = "/usr/sbin/conntrackd"
+C_CONNTRACK = "/usr/sbin/conntrack"
+NS = f"ctpy-d2-{os.getpid()}"
+ROOT = Path(__file__).resolve().parents[2]
+OURS = [sys.executable, "-m", "conntrack_tools.daemon.main"]
+DIFFKIT = [sys.executable, str(ROOT / "tests" / "compat" / "diffkit.py")]
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and ctnetlink"),
+    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("nft") is None or not os.path.exists(C_CONNTRACK),
+                       reason="needs iproute2, nft and /usr/sbin/conntrack"),
+]
+need_c_daemon = pytest.mark.skipif(not os.path.exists(C_DAEMON), reason="needs the C conntrackd 1.4.7")
+
+NFT = """table inet ctpy {
+    ct helper ftp-std { type "ftp" protocol tcp; }
+    chain out { type filter hook output priority 0; policy accept; tcp dport 21 ct helper set "ftp-std"; }
+    chain inp { type filter hook input priority 0; policy accept; ct state established,related accept; }
+}
+"""
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "condition", show=None):
+    end = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}" + (f": {show()}" if show else ""))
+        time.sleep(0.02)
+
+
+def nsrun(*cmd: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", NS, *cmd], capture_output=True, text=True, check=check,
+                          timeout=30, **kw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def netns():
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        nsrun("ip", "link", "set", "lo", "up", check=True)
+        nsrun("nft", "-f", "-", input=NFT, check=True)
+        yield NS
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], check=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_table():
+    nsrun(C_CONNTRACK, "-F")
+    nsrun(C_CONNTRACK, "-F", "expect")
+    yield
+
+
+_sessions = iter(range(2, 250))
+
+
+def ftp_expectation() -> int:
+    """One FTP control session on lo whose PORT command makes the kernel expect a data connection.
+
+    ``ftp-lo`` always announces data port 40000 to the client 127.0.0.1: each session uses its
+    own server address 127.0.0.N so the expected tuples differ (an equal one is refused by the
+    helper, which then drops the PORT packet).  Returns the client port (the master's sport).
+    """
+    n = next(_sessions)
+    port = 40100 + n
+    nsrun(*DIFFKIT, "ftp-lo", f"127.0.0.{n}", str(port), check=True)
+    return port
+
+
+def sync_section(port: int, options: str = "ExpectationSync on") -> str:
+    return (f"Sync {{\n  Mode FTFW {{ }}\n  UDP {{\n    IPv4_address 127.0.0.1\n"
+            f"    IPv4_Destination_Address 127.0.0.2\n    Port {port}\n    Interface lo\n  }}\n"
+            f"  Options {{ {options} }}\n}}\n")
+
+
+class Daemon:
+    def __init__(self, tmp: Path, name: str, argv0: list[str], section: str, general: str = "") -> None:
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.conf = self.dir / "conntrackd.conf"
+        self.lock = self.dir / "lock"
+        self.sock = self.dir / "ctl"
+        self.argv0 = argv0
+        self.conf.write_text("General {\n  HashSize 8192\n  Systemd off\n"
+                             f"  LockFile {self.lock}\n  UNIX {{ Path {self.sock} }}\n{general}}}\n{section}")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
+        self.out = open(self.dir / "stdout", "w")
+        self.err = open(self.dir / "stderr", "w")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", NS, *self.argv0, "-C", str(self.conf)],
+                                     stdout=self.out, stderr=self.err, cwd=ROOT, env=env)
+        if wait:
+            wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 10, "control socket")
+            assert self.proc.poll() is None, (self.dir / "stderr").read_text()
+            self.client("-s")  # answered once the loop runs, i.e. after the event socket is open
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (getattr(self, "out", None), getattr(self, "err", None)):
+            if f:
+                f.close()
+
+    def client(self, *args: str, c: bool = False) -> subprocess.CompletedProcess:
+        return nsrun(*([C_DAEMON] if c else OURS), "-C", str(self.conf), *args)
+
+    def lines(self, *args: str, c: bool = False) -> list[str]:
+        r = self.client(*args, c=c)
+        assert r.returncode == 0, r.stderr
+        return sorted(mask(r.stdout).splitlines())
+
+    def count(self, *args: str) -> int:
+        return len(self.client(*args).stdout.splitlines())
+
+    def log(self) -> str:
+        return (self.dir / "stdout").read_text()
+
+
+@pytest.fixture
+def make(tmp_path):
+    started: list[Daemon] = []
+
+    def factory(name: str, c: bool, section: str, general: str = "") -> Daemon:
+        d = Daemon(tmp_path, name, [C_DAEMON] if c else OURS, section, general)
+        started.append(d)
+        return d
+
+    yield factory
+    for d in started:
+        d.stop()
+
+
+MASKS = [(re.compile(r"\[active since \d+s\]"), "[active since Ns]"),
+         (re.compile(r"daemon uptime: .*"), "daemon uptime: X"),
+         (re.compile(r"(current buffer size \(in bytes\):\t)\s*\d+"), r"\1N")]
+
+
+def mask(text: str) -> str:
+    for rx, rep in MASKS:
+        text = rx.sub(rep, text)
+    return text
+
+
+def cache_blocks(d: Daemon, *args: str) -> str:
+    """``-s expect`` up to the traffic block (what follows are the sync engine's link counters)."""
+    out = d.client(*args).stdout
+    return out[:out.index("traffic processed:")]
+
+
+# ------------------------------------------------------------------------------------ expectations vs C
+
+
+@need_c_daemon
+def test_expectations_match_c(make) -> None:
+    ftp_expectation()  # before start: from the initial dumps (conntracks first, then expectations)
+    ours = make("ours", False, sync_section(3790)).start()
+    theirs = make("c", True, sync_section(3780)).start()
+    ftp_expectation()  # after start: from EXP_NEW events
+    both = (ours, theirs)
+    for d in both:
+        wait_for(lambda d=d: d.count("-i", "expect") == 2, what=f"2 expectations in {d.dir.name}",
+                 show=lambda d=d: d.client("-i", "expect").stdout)
+    for args in (["-i", "expect"], ["-i", "expect", "-x"], ["-s", "runtime"], ["-s", "cache"]):
+        want = theirs.lines(*args, c=True)
+        assert ours.lines(*args, c=True) == want, args  # the C client against our daemon
+        assert ours.lines(*args) == want, args  # our client against ours
+        assert theirs.lines(*args) == want, args  # our client against C's
+    line = ours.lines("-i", "expect")[0]
+    assert re.fullmatch(r"proto=6 src=127\.0\.0\.\d+ dst=127\.0\.0\.1 sport=0 dport=40000 mask-src=255\.255\.255\.255 "
+                        r"mask-dst=255\.255\.255\.255 sport=0 dport=65535 master-src=127\.0\.0\.1 "
+                        r"master-dst=127\.0\.0\.\d+ sport=\d+ dport=21 class=0 helper=ftp \[active since Ns\]", line)
+    assert cache_blocks(ours, "-s", "expect") == cache_blocks(theirs, "-s", "expect")
+
+    # -f flushes the expectation caches too; -R expect needs the masters back first (ct_filter_master)
+    for d in both:
+        assert d.client("-f").returncode == 0
+        assert d.client("-R", "expect").returncode == 0
+    assert ours.lines("-i", "expect") == theirs.lines("-i", "expect") == []
+    for d in both:
+        assert d.client("-R").returncode == 0  # conntracks, then expectations
+    assert ours.lines("-i", "expect") == theirs.lines("-i", "expect") and len(ours.lines("-i", "expect")) == 2
+    assert cache_blocks(ours, "-s", "expect") == cache_blocks(theirs, "-s", "expect")
+
+    # -F expect from our daemon empties the kernel table; both caches follow the EXP_DELETE events
+    assert ours.client("-F", "expect").returncode == 0
+    assert "0 expectations" in nsrun(C_CONNTRACK, "-L", "expect").stderr
+    for d in both:
+        wait_for(lambda d=d: d.count("-i", "expect") == 0, 10, what=f"destroy events in {d.dir.name}",
+                 show=lambda d=d: d.client("-i", "expect").stdout + d.client("-s", "runtime").stdout + d.log())
+    assert theirs.client("-F", "expect").returncode == 0
+    assert ours.lines("-s", "runtime") == theirs.lines("-s", "runtime")
+    assert cache_blocks(ours, "-s", "expect") == cache_blocks(theirs, "-s", "expect")
+    for d in both:
+        for msg in ("resync with master expect table", "flushing kernel expect table", "flushing caches"):
+            assert msg in d.log(), (d.dir.name, msg)
+        assert d.client("-k").returncode == 0 and d.proc.wait(5) == 0
+
+
+@need_c_daemon
+def test_expectation_helper_list_filters_like_c(make) -> None:
+    ours = make("ours", False, sync_section(3791, "ExpectationSync {\n    sip\n  }")).start()
+    theirs = make("c", True, sync_section(3781, "ExpectationSync {\n    sip\n  }")).start()
+    port = ftp_expectation()
+    for d in (ours, theirs):
+        wait_for(lambda d=d: f"sport={port} dport=21" in d.client("-i").stdout, what=f"master in {d.dir.name}")
+    assert ours.lines("-i", "expect") == theirs.lines("-i", "expect") == []
+    r_ours, r_c = (re.search(r"events filtered:\t\s*(\d+)", d.client("-s", "runtime").stdout)[1]
+                   for d in (ours, theirs))
+    assert r_ours == r_c and int(r_ours) >= 1
+
+
+def test_stats_mode_has_no_expectations(make) -> None:
+    d = make("ours", False, "Stats {\n}\n").start()
+    ftp_expectation()
+    assert d.client("-i", "expect").stdout == "" and d.client("-s", "expect").stdout == ""
+    assert json.loads(d.client("-s", "expect", "--json").stdout) == {"view": "expect"}
+
+
+# ------------------------------------------------------------------------------------ PollSecs, watchdog, metrics
+
+
+def test_poll_secs_keeps_cache_in_sync_without_events(make, tmp_path) -> None:
+    prom = tmp_path / "ctd.prom"
+    d = make("ours", False, sync_section(3792),
+             f"  PollSecs 1\n  Metrics {{\n    Listen 127.0.0.1:9109\n    Textfile {prom}\n  }}\n").start()
+    assert "running in polling mode" in d.log()
+    for i in (1, 2):
+        args = ["-I", "-p", "udp", "-s", "10.1.0.1", "-d", f"10.2.0.{i}", "--sport", "5", "--dport", "53", "-t", "300"]
+        nsrun(C_CONNTRACK, *args, check=True)
+
+    def mine() -> list[str]:
+        return [x for x in d.client("-i").stdout.splitlines() if "10.1.0.1" in x]
+
+    wait_for(lambda: len(mine()) == 2, what="2 flows after a poll", show=mine)
+    nsrun(C_CONNTRACK, "-D", "-d", "10.2.0.1", check=True)
+    wait_for(lambda: len(mine()) == 1 and "10.2.0.2" in mine()[0], what="purge after a poll", show=mine)
+    ftp_expectation()
+    wait_for(lambda: d.count("-i", "expect") == 1, what="expectation after a poll")
+    nsrun(C_CONNTRACK, "-F", "expect", check=True)
+    wait_for(lambda: d.count("-i", "expect") == 0, what="expectation purged after a poll")
+    runtime = d.client("-s", "runtime").stdout
+    assert "\tevents received:\t                   0\n" in runtime  # no event socket at all
+    # metrics configured in conntrackd.conf: textfile and HTTP, with the expectation caches
+    text = wait_for(lambda: prom.exists() and prom.read_text(), what="metrics textfile")
+    assert 'conntrackd_cache_entries{cache="internal"}' in text
+    assert 'conntrackd_cache_created_total{cache="expect-internal"}' in text
+    get = ("import socket, sys; s = socket.create_connection(('127.0.0.1', 9109), 5);"
+           "s.sendall(b'GET /metrics HTTP/1.0\\r\\n\\r\\n');"
+           "b = b''.join(iter(lambda: s.recv(65536), b'')); sys.stdout.write(b.decode())")
+    http = nsrun(sys.executable, "-c", get)
+    assert http.stdout.startswith("HTTP/1.0 200 OK") and 'conntrackd_cache_entries{cache="expect-internal"} 0' in \
+        http.stdout, http.stdout + http.stderr
+
+
+def test_systemd_watchdog_pings(make, tmp_path) -> None:
+    d = make("ours", False, "Stats {\n}\n")
+    d.conf.write_text(d.conf.read_text().replace("Systemd off", "Systemd on"))
+    notify = tmp_path / "notify"
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(str(notify))
+    rx.settimeout(5)
+    try:
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "200000"}
+        env.pop("WATCHDOG_PID", None)
+        d.start(env=env, wait=False)
+        got: list[tuple[float, bytes]] = []
+        while sum(m == b"WATCHDOG=1" for _t, m in got) < 4:
+            got.append((time.monotonic(), rx.recv(100)))
+        msgs = [m for _t, m in got]
+        assert msgs[0] == b"READY=1", msgs  # the loop starts pinging once the daemon is up
+        pings = [t for t, m in got if m == b"WATCHDOG=1"]
+        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        assert all(0.05 < g < 0.5 for g in gaps), gaps  # every half WATCHDOG_USEC (0.1 s)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(5) == 0
+        rest = []
+        rx.settimeout(0.2)
+        try:
+            while True:
+                rest.append(rx.recv(100))
+        except TimeoutError:
+            pass
+        assert rest and rest[-1] == b"STOPPING=1" and set(rest[:-1]) <= {b"WATCHDOG=1"}, rest
+    finally:
+        rx.close()
