@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps venv test test-unit lint demo demo-clean bench clean
+.PHONY: deps venv test test-unit lint demo demo-clean bench fuzz soak clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -23,18 +23,32 @@ test-unit: venv
 	$(BIN)/pytest tests/unit
 
 lint: venv
-	$(BIN)/ruff check conntrack_tools tests bench
+	$(BIN)/ruff check conntrack_tools tests bench fuzz
 	$(BIN)/yamllint -s .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q --profile production roles playbooks
 
 demo: deps venv
 	PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
 
-demo-clean:
+demo-fuzz: venv
+	bash scripts/fuzz.sh
+
+# Sync under faults (loss, link cut, kill -9): 10-60 s per scenario, too long for every CI run.
+soak: deps venv
+	CTPY_SYNC_FAULTS=1 $(BIN)/pytest -v tests/netns/test_reliability_sync_faults.py
+
+clean:
 	bash scripts/demo.sh clean
 
 bench: deps venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run.py
+
+fuzz: venv
+	bash scripts/fuzz.sh
+
+# Sync under faults (loss, link cut, kill -9): 10-60 s per scenario, too long for every CI run.
+soak: deps venv
+	CTPY_SYNC_FAULTS=1 $(BIN)/pytest -v tests/netns/test_reliability_sync_faults.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
