@@ -3,9 +3,11 @@
 One :class:`Entry` per flow, with ``__slots__`` and only what ``-i`` prints and what the sync
 layer sends: the original tuple lives *packed in the dict key* (bytes), the reply tuple is
 stored only when it is not the mirror of the original (NAT), rare attributes go to an
-``extra`` dict that is ``None`` for almost every entry.  Repeated small values (status bits,
-marks, timestamps of a batch) are interned so entries share them.  Measured ≈ 0.3 KB per
-entry (tests/unit/test_daemon_cache.py); C needs ≈ 0.5 KB.
+``extra`` dict that is ``None`` for almost every entry; the TCP window scales and flags every
+kernel TCP flow carries are packed into one int (``tcpx``).  Repeated small values (status bits,
+marks, TCP protoinfo, timestamps of a batch) are interned so entries share them.  Measured by
+bench/cache_memory.py (kernel-shaped flows through the ShapeDecoder): ≈ 0.3-0.45 KB per entry
+of RSS at 100k and 1M entries; C needs ≈ 0.53 KB.
 
 Counters follow C's ``struct cache_stats`` one by one, because ``-s`` and ``-s cache`` print
 them: ``objects`` (allocated), ``active`` (alive, not marked dead), add/upd/del ok and failed
@@ -105,7 +107,7 @@ def master_key(exp: Expect) -> bytes | None:
 class Entry:
     """A cached flow.  ``lifetime`` = when it entered the cache (``[active since]``)."""
 
-    __slots__ = ("key", "reply", "status", "state", "mark", "id", "ts_start", "extra",
+    __slots__ = ("key", "reply", "status", "state", "tcpx", "mark", "id", "ts_start", "extra",
                  "lifetime", "lastupdate", "dead")
 
     def __init__(self, key: bytes, now: int) -> None:
@@ -113,6 +115,7 @@ class Entry:
         self.reply: bytes | None = None
         self.status: int | None = None
         self.state: int | None = None
+        self.tcpx: int | None = None  # TCP window scales + flags/masks packed (see _pack_tcp)
         self.mark: int | None = None
         self.id: int | None = None
         self.ts_start: int | None = None
@@ -141,11 +144,37 @@ class Entry:
         for name in EXTRA_FIELDS:
             v = getattr(flow, name)
             if v is not None:
-                if name == "tcp" and v.wscale_orig is None and v.flags_orig is None:
-                    continue  # state only: already in .state
+                if name == "tcp":
+                    if v.wscale_orig is not None or v.flags_orig is not None:
+                        self.tcpx = _intern(_pack_tcp(v))  # every kernel TCP dump/event has them
+                    continue  # the state is in .state
                 if self.extra is None:
                     self.extra = {}
                 self.extra[name] = v
+
+
+_TCP_PACKED = ("wscale_orig", "wscale_reply", "flags_orig", "mask_orig", "flags_reply", "mask_reply")
+
+
+def _pack_tcp(t: TcpInfo) -> int:
+    """The six u8 TCP protoinfo leaves in one int (9 bits each, value + 1, 0 = absent).
+
+    Kept in a slot instead of a TcpInfo in ``extra`` (a dict + an object per TCP entry, ~300 B);
+    equal values are interned, so most TCP entries share one int.
+    """
+    n = 0
+    for name in _TCP_PACKED:
+        v = getattr(t, name)
+        n = n << 9 | (0 if v is None else (v & 0xFF) + 1)
+    return n
+
+
+def _unpack_tcp(state: int | None, n: int) -> TcpInfo:
+    vals = []
+    for _ in _TCP_PACKED:
+        vals.append((n & 0x1FF) - 1 if n & 0x1FF else None)
+        n >>= 9
+    return TcpInfo(state, *reversed(vals))
 
 
 def entry_flow(e: Entry) -> Flow:
@@ -161,6 +190,8 @@ def entry_flow(e: Entry) -> Flow:
     if ex:
         for name, v in ex.items():
             setattr(f, name, v)
+    if e.tcpx is not None and orig.proto == 6 and f.tcp is None:
+        f.tcp = _unpack_tcp(e.state, e.tcpx)
     if e.state is not None:
         proto = orig.proto
         if proto == 6 and f.tcp is None:

@@ -122,3 +122,20 @@ def test_memory_per_entry_below_half_a_kilobyte() -> None:
     per_entry = used / n
     assert len(c) == n
     assert per_entry < 500, per_entry
+
+
+def test_tcp_protoinfo_kept_packed_not_in_extra() -> None:
+    """Kernel TCP flows carry window scales and flags: kept in one interned int, not a dict per entry."""
+    c = Cache("internal")
+    f = tcp_flow(4242)
+    f.tcp = TcpInfo(state=3, wscale_orig=7, wscale_reply=6, flags_orig=0x23, mask_orig=0, flags_reply=0x33,
+                    mask_reply=None)
+    e = c.add(f, 1)
+    assert e is not None and e.extra is None and e.tcpx is not None
+    assert entry_flow(e).tcp == f.tcp
+    c.update(e, tcp_flow(4242, state=7), 2)  # an event with the state only keeps the rest
+    assert entry_flow(e).tcp == TcpInfo(state=7, wscale_orig=7, wscale_reply=6, flags_orig=0x23, mask_orig=0,
+                                        flags_reply=0x33)
+    e2 = c.add(tcp_flow(4243, state=3), 1)
+    e2.tcpx = None
+    assert entry_flow(e2).tcp == TcpInfo(state=3)
