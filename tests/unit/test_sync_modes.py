@@ -203,17 +203,22 @@ def test_changed_object_waiting_for_ack_goes_back_to_tx_queue():
     assert "k" not in f.rs_index and len(f.rsq) == 0 and "k" in f.tx
 
 
-def test_hello_handshake_and_peer_restart_empties_resend_queue():
+def test_hello_handshake_and_peer_restart_resends_what_it_cannot_nack():
     f = Ftfw(counter(1))
     f.enqueue("k", body())
     (h,) = sent(f)
     assert h.flags & MsgFlag.HELLO
-    # peer restarted: its HELLO means it knows nothing -- forget what waits for its ACK
+    # peer restarted: its HELLO means it knows nothing. C empties the resend queue (k is lost
+    # to the peer); we keep it until the peer's first ACK shows where it started counting.
     f.recv("p", ctl(5, MsgFlag.ALIVE | MsgFlag.HELLO))
-    assert len(f.rsq) == 0
+    assert len(f.rsq) == 1 and f.peers["p"].fresh
     f.tick()
     (h,) = sent(f)
-    assert h.flags & MsgFlag.HELLO_BACK and h.is_ack
+    assert h.flags & MsgFlag.HELLO_BACK and h.is_ack and h.seq == 2
+    f.recv("p", ctl(6, MsgFlag.ACK | MsgFlag.HELLO, 2, 2))  # its first seq of ours: 2, not 1
+    assert list(f.tx) == ["k"] and not f.rsq and f.targeted_resent == 1
+    (h,) = sent(f)
+    assert h.seq == 3 and h.is_data
     f.recv("p", ctl(6, MsgFlag.ALIVE | MsgFlag.HELLO_BACK))
     assert f.hello_state == Ftfw.HELLO_DONE
     f.enqueue("j", body())
@@ -282,7 +287,8 @@ def test_three_nodes_converge_with_per_peer_state():
     for n in nodes:
         assert len(received[n]) == 20, n  # 10 flows from each of the two others
         assert nodes[n].lost == 0 and nodes[n].before == 0
-        assert len(nodes[n].rsq) <= 2  # only the last ACK/NACK controls wait
+        # only the last round's ACK/NACK controls wait (each ACK releases its own [from, to])
+        assert len(nodes[n].rsq) <= 4 and all(e[0] is None for e in nodes[n].rsq.values())
 
 
 def test_shared_tracker_like_c_would_drop_a_third_nodes_messages():

@@ -13,15 +13,18 @@ Differences from C, both deliberate:
   more nodes on one multicast group do not see each other's sequence spaces as
   gaps (C keeps one ``last_seq_recv`` for everybody, and drops "BEFORE" packets).
 * the resend queue forgets an entry once *every live peer* has acknowledged it
-  (with one peer this is C's behaviour); a peer that says HELLO (restarted) counts
-  as having acknowledged everything sent so far, which with one peer empties the
-  queue exactly as C does.
+  (with one peer this is C's behaviour: an ACK releases exactly [from, to]).
 * **never stuck after a resend-queue overflow**: C forgets an evicted message, so a
   later NACK for it is answered with nothing and the peer misses that flow for
   good.  We remember the *key* of every object evicted before it was acknowledged
-  (one record per object, dropped when the object is queued again or the ACKs
-  cover its seq); a NACK over such a seq re-queues the object with its current
+  (one record per object, dropped when the object is queued again or an ACK
+  covers its seq); a NACK over such a seq re-queues the object with its current
   state: a targeted resync of exactly what may be lost.
+* **a new or restarted peer gets what it cannot NACK**: C empties the resend queue
+  on a peer's HELLO.  We keep it; the peer's first ACK tells where its sequence
+  check began (``from``), and every object sent before that and not acknowledged
+  by it (sent while the link was down, before it started or restarted) is
+  re-queued with its current state.
 """
 
 from __future__ import annotations
@@ -76,8 +79,9 @@ class Peer:
     window: int = 0
     ack_from: int = 0
     ack_from_set: bool = False
-    acked: int | None = None  # highest of our seqs this peer acknowledged (or forgot: HELLO)
-    confirmed: int | None = None  # highest of our seqs this peer really ACKed
+    acked: int | None = None  # highest of our seqs this peer acknowledged
+    addr: Hashable = None
+    fresh: bool = True  # new or restarted (HELLO): its next ACK's `from` is its first seq of ours
     last_heard: float = 0.0
     messages: int = 0
     in_hello: bool = False  # the last message from this peer carried HELLO
@@ -205,22 +209,22 @@ class Ftfw(_Base):
         super().__init__(seq)
         self.window_size = max(1, window)
         self.rsq_size = rsq_size
-        # seq -> (key or None for control, object or Ctl), in transmission order
-        self.rsq: OrderedDict[int, tuple[Hashable | None, Any]] = OrderedDict()
+        # seq -> [key or None for control, object or Ctl, acked_by], in transmission order
+        self.rsq: OrderedDict[int, list] = OrderedDict()
         self.rs_index: dict[Hashable, int] = {}  # object key -> its seq in rsq
         self.hello_state = self.HELLO_INIT
         self.say_hello_back = False
         self.peer_timeout = peer_timeout
         self.rsq_overflow = 0
-        # evicted before acknowledged: seq -> (key, object), in seq order; key -> seq
-        self.evicted: OrderedDict[int, tuple[Hashable, Any]] = OrderedDict()
+        # evicted before acknowledged: seq -> [key, object, acked_by], in seq order; key -> seq
+        self.evicted: OrderedDict[int, list] = OrderedDict()
         self.evicted_index: dict[Hashable, int] = {}
         self.targeted_resent = 0
 
     def peer(self, addr: Hashable, now: float = 0.0) -> Peer:
         p = self.peers.get(addr)
         if p is None:
-            p = self.peers[addr] = Peer(window=self.window_size)
+            p = self.peers[addr] = Peer(window=self.window_size, addr=addr)
         p.last_heard = now
         return p
 
@@ -248,13 +252,17 @@ class Ftfw(_Base):
 
     def _rsq_add(self, seq: int, key: Hashable | None, item: Any) -> None:
         if len(self.rsq) >= self.rsq_size:
-            old_seq, (old_key, old_item) = self.rsq.popitem(last=False)  # rs_queue_purge_full
-            if old_key is not None:
-                self.rs_index.pop(old_key, None)
-                self.evicted[old_seq] = (old_key, old_item)
-                self.evicted_index[old_key] = old_seq
+            old_seq, ent = self.rsq.popitem(last=False)  # rs_queue_purge_full
+            if ent[0] is not None:
+                self.rs_index.pop(ent[0], None)
+                self.evicted[old_seq] = ent
+                self.evicted_index[ent[0]] = old_seq
+            elif ent[1].flags & MsgFlag.NACK:
+                # beyond C: an unacknowledged NACK is asked again (if it was lost, nothing
+                # else would ever make the peer re-send that range)
+                self.tx[("ctl", next(self._ctl_ids))] = ent[1]
             self.rsq_overflow += 1
-        self.rsq[seq] = (key, item)
+        self.rsq[seq] = [key, item, None]
         if key is not None:
             self.rs_index[key] = seq
 
@@ -307,11 +315,11 @@ class Ftfw(_Base):
             if p.ack_from_set and before(h.seq, p.ack_from):
                 p.window = W - 1
                 p.ack_from = h.seq
-            self._peer_forgets(p)
+            p.fresh = True
             res = self._in_sync(p, h)
         else:
             if hello:
-                self._peer_forgets(p)
+                p.fresh = True
             status, exp = p.tracker.track(h.seq)
             if status == SeqStatus.AFTER:
                 res = self._digest(p, h)
@@ -351,7 +359,7 @@ class Ftfw(_Base):
         if h.is_ack:
             if before(h.to, h.from_):  # type: ignore[attr-defined]
                 return MsgResult.BAD
-            self._acked(p, h.to)  # type: ignore[attr-defined]
+            self._acked(p, h.from_, h.to)  # type: ignore[attr-defined]
             return MsgResult.CTL
         if h.is_nack:
             if before(h.to, h.from_):  # type: ignore[attr-defined]
@@ -367,98 +375,115 @@ class Ftfw(_Base):
         return MsgResult.BAD
 
     # ------------------------------------------------------------- resend queue
-    def _live_peers(self, now: float | None) -> list[Peer]:
+    # An entry of ``rsq``/``evicted`` is ``[key or None, object or Ctl, acked_by]``: ``acked_by``
+    # is None or the set of peer addresses that ACKed it while other live peers had not yet.
+
+    def _live(self, now: float | None) -> set[Hashable]:
         if now is None:
-            return list(self.peers.values())
-        return [p for p in self.peers.values() if now - p.last_heard <= self.peer_timeout] or \
-            list(self.peers.values())
-
-    def _acked(self, p: Peer, to: int) -> None:
-        if p.acked is None or before(p.acked, to):
-            p.acked = to
-        if p.confirmed is None or before(p.confirmed, to):
-            p.confirmed = to
-        self._release(p.last_heard)
-
-    def _peer_forgets(self, p: Peer) -> None:
-        """A HELLO: the peer restarted and knows nothing of what we sent -- treat it as acked."""
-        if self.rsq:
-            last = next(reversed(self.rsq))
-            if p.acked is None or before(p.acked, last):
-                p.acked = last
-        self._release(p.last_heard)
+            return set(self.peers)
+        live = {a for a, p in self.peers.items() if now - p.last_heard <= self.peer_timeout}
+        return live or set(self.peers)
 
     @staticmethod
-    def _floor(peers: list[Peer], attr: str) -> int | None:
-        floor = None
-        for p in peers:
-            v = getattr(p, attr)
-            if v is None:
-                return None
-            if floor is None or before(v, floor):
-                floor = v
-        return floor
+    def _span(d: OrderedDict, from_: int, to: int) -> list[int]:
+        """The seqs of ``d`` (seq-ordered) within [from_, to], without scanning a big queue."""
+        n = ((to - from_) & 0xFFFFFFFF) + 1
+        if n <= len(d):
+            return [s for s in ((from_ + i) & 0xFFFFFFFF for i in range(n)) if s in d]
+        return [s for s in d if not before(s, from_) and not before(to, s)]
 
-    def _release(self, now: float | None) -> None:
-        peers = self._live_peers(now)
-        confirmed = self._floor(peers, "confirmed")
-        floor = self._floor(peers, "acked")
-        if floor is not None:
-            while self.rsq:
-                seq = next(iter(self.rsq))
-                if before(floor, seq):
-                    break
-                key, item = self.rsq.popitem(last=False)[1]
-                if key is not None:
-                    self.rs_index.pop(key, None)
-                    if confirmed is None or before(confirmed, seq):
-                        # released by a HELLO, not by an ACK: the (re)started peer may still NACK it
-                        self.evicted[seq] = (key, item)
-                        self.evicted_index[key] = seq
-        ev = self.evicted
-        if confirmed is not None:
-            while ev:
-                seq = next(iter(ev))
-                if before(confirmed, seq):
-                    break
-                self.evicted_index.pop(ev.popitem(last=False)[1][0], None)
+    @staticmethod
+    def _head_before(d: OrderedDict, seq: int) -> list[int]:
+        return list(itertools.takewhile(lambda s: before(s, seq), d))
+
+    def _drop(self, d: OrderedDict, seq: int) -> list:
+        ent = d.pop(seq)
+        if ent[0] is not None:
+            (self.rs_index if d is self.rsq else self.evicted_index).pop(ent[0], None)
+        return ent
+
+    def _mark(self, d: OrderedDict, seq: int, addr: Hashable, live: set[Hashable]) -> None:
+        """``addr`` acknowledged ``seq``: forget the entry once every live peer did."""
+        ent = d[seq]
+        if live != {addr}:
+            got = ent[2] if ent[2] is not None else set()
+            got.add(addr)
+            if not live <= got:
+                ent[2] = got
+                return
+        self._drop(d, seq)
+
+    def _acked(self, p: Peer, from_: int, to: int) -> None:
+        """rs_queue_empty: release what the ACK covers -- only [from, to], as C.
+
+        (Until 2026-11 we released everything up to ``to``: an entry whose NACK was lost
+        and re-sent later was already gone -> tail loss under random loss.)"""
+        if p.fresh:
+            self._fresh_peer_acks(p, from_)
+        if p.acked is None or before(p.acked, to):
+            p.acked = to
+        live = self._live(p.last_heard)
+        for d in (self.rsq, self.evicted):
+            if d:
+                for seq in self._span(d, from_, to):
+                    self._mark(d, seq, p.addr, live)
+
+    def _fresh_peer_acks(self, p: Peer, from_: int) -> None:
+        """The first ACK of a new or restarted peer: ``from`` is where its sequence check began.
+
+        It cannot NACK what we sent before that (sent while the link was down, before it
+        started, before its restart): re-queue those objects (targeted re-send, current
+        state); our old ACK/NACKs mean nothing to it. C instead empties the resend queue on
+        the HELLO and those flows are lost to the peer for good."""
+        p.fresh = False
+        live = self._live(p.last_heard)
+        for d in (self.rsq, self.evicted):
+            for seq in self._head_before(d, from_):
+                ent = d[seq]
+                if ent[2] is not None and p.addr in ent[2]:
+                    continue
+                if ent[0] is None:
+                    if ent[1].flags & MsgFlag.RESYNC:
+                        self._drop(d, seq)
+                        self.tx[("ctl", next(self._ctl_ids))] = ent[1]
+                    else:
+                        self._mark(d, seq, p.addr, live)
+                    continue
+                self._drop(d, seq)
+                self.tx.setdefault(ent[0], ent[1])
+                self.targeted_resent += 1
 
     def _resend(self, from_: int, to: int) -> None:
         """rs_queue_to_tx: NACK'ed messages go back to the TX queue (they get new seqs)."""
-        for seq in list(self.rsq):
-            if before(seq, from_):
-                continue
-            if before(to, seq):
-                break
-            key, item = self.rsq.pop(seq)
+        for seq in self._span(self.rsq, from_, to) if self.rsq else ():
+            key, item, _ = self._drop(self.rsq, seq)
             if key is not None:
-                self.rs_index.pop(key, None)
                 self.tx[key] = item
             else:
                 self.tx[("ctl", next(self._ctl_ids))] = item
         if self.evicted:  # beyond C: targeted resync of objects the resend queue lost
-            for seq in list(self.evicted):
-                if before(seq, from_):
-                    continue
-                if before(to, seq):
-                    break
-                key, item = self.evicted.pop(seq)
-                self.evicted_index.pop(key, None)
+            for seq in self._span(self.evicted, from_, to):
+                key, item, _ = self._drop(self.evicted, seq)
                 self.tx.setdefault(key, item)
                 self.targeted_resent += 1
 
     def expire_peers(self, now: float) -> None:
-        """Forget peers silent for a long time (so they cannot pin the resend queue)."""
+        """Forget peers silent for a long time; release what only silent peers still owe."""
         dead = [a for a, p in self.peers.items() if now - p.last_heard > 60 * self.peer_timeout]
         for a in dead:
             del self.peers[a]
-        if dead:
-            self._release(now)
+        if len(self.peers) < 2 and not dead:
+            return
+        live = self._live(now)
+        for d in (self.rsq, self.evicted):
+            for seq in [s for s, e in d.items() if e[2] is not None]:
+                if live <= d[seq][2]:
+                    self._drop(d, seq)
 
     def rsqueue_text(self) -> str:
         """``-s rsqueue`` (ftfw_local_queue)."""
         out = [f"resent queue (len={len(self.rsq)})\n"]
-        for seq, (key, item) in self.rsq.items():
+        for seq, (key, item, _) in self.rsq.items():
             if key is None:
                 out.append(f"control -> seq:{seq} flags:{int(item.flags)}\n")
             else:
