@@ -22,7 +22,10 @@ from typing import Any, TypeVar
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INVENTORY = Path(os.environ.get("CTPY_LAB_INVENTORY", ROOT / "molecule" / "default" / "inventory"))
+# One or more inventory sources (os.pathsep-separated): the interop scenario layers its own on
+# molecule/default/inventory.
+INVENTORIES = [p for p in os.environ.get("CTPY_LAB_INVENTORY", "").split(os.pathsep) if p] or [
+    str(ROOT / "molecule" / "default" / "inventory")]
 T = TypeVar("T")
 
 
@@ -57,8 +60,10 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 20.0, interval:
 def lab() -> dict[str, Any]:
     """Inventory variables of the lab, resolved by ansible-inventory."""
     exe = Path(sys.executable).with_name("ansible-inventory")
-    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-inventory") or "ansible-inventory"),
-           "-i", str(INVENTORY), "--list"]
+    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-inventory") or "ansible-inventory")]
+    for inv in INVENTORIES:
+        cmd += ["-i", inv]
+    cmd.append("--list")
     data = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     hostvars = data["_meta"]["hostvars"]
     fw = hostvars["fw1"]
@@ -71,6 +76,8 @@ def lab() -> dict[str, Any]:
         "vips": {i["name"]: (i["interface"], i["virtual_ipaddress"][0]["address"].split("/")[0])
                  for i in fw["keepalived_instances"]},
         "venv": "/opt/conntrack-tools",
+        "implementation": {n: hostvars[n].get("conntrackd_implementation", "python")
+                           for n in data["pair_lab"]["hosts"]},
     }
 
 

@@ -1,21 +1,36 @@
 #!/usr/bin/env python3
 """Traffic helper copied into the lab's client and server containers.
 
-    lab_traffic.py serve PORT              TCP and UDP echo on PORT (threads)
-    lab_traffic.py hold HOST PORT N SECS   N TCP connections, one line per 100 ms each,
+    lab_traffic.py serve PORT              TCP and UDP echo on PORT (a thread per TCP connection)
+    lab_traffic.py hold HOST PORT N SECS   N TCP connections, one line per 100 ms each (sequential),
                                            for SECS seconds; prints a JSON summary
+    lab_traffic.py flows HOST PORT --tcp N --udp M --out FILE [--stop-file F] [--duration S]
+                                           N long-lived TCP connections, each in its own thread and
+                                           concurrently, plus M UDP flows (own source port each);
+                                           every flow sends a line per --interval (100 ms) and waits
+                                           for the echo.  Per flow it records every gap between two
+                                           echoes longer than --gap-threshold (wall-clock start/end)
+                                           and the first error (reset, EOF, bad echo, hang).  A JSON
+                                           snapshot is written to FILE (atomically) every second and
+                                           at the end; the run ends when F exists or after S seconds.
 
-Standard library only (the node image has python3 and no package index).
+Standard library only (the node image has python3 and no package index).  Wall-clock times
+(time.time()) are comparable with the host's: containers share the host kernel's clock.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import select
+import signal
 import socket
 import socketserver
 import sys
 import threading
 import time
+from typing import Any
 
 
 class _TCPEcho(socketserver.StreamRequestHandler):
@@ -30,11 +45,15 @@ class _UDPEcho(socketserver.BaseRequestHandler):
         sock.sendto(data, self.client_address)
 
 
+class _ThreadingTCPServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 def serve(port: int) -> None:
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    socketserver.ThreadingTCPServer.daemon_threads = True
-    tcp = socketserver.ThreadingTCPServer(("0.0.0.0", port), _TCPEcho)
-    udp = socketserver.ThreadingUDPServer(("0.0.0.0", port), _UDPEcho)
+    tcp = _ThreadingTCPServer(("0.0.0.0", port), _TCPEcho)
+    udp = socketserver.UDPServer(("0.0.0.0", port), _UDPEcho)  # echo inline: no thread per datagram
     threading.Thread(target=udp.serve_forever, daemon=True).start()
     tcp.serve_forever()
 
@@ -75,11 +94,214 @@ def hold(host: str, port: int, count: int, seconds: float) -> dict[str, object]:
     }
 
 
+# --------------------------------------------------------------------------- flows
+
+
+class Flow:
+    """One flow's record.  Times are wall clock (time.time())."""
+
+    def __init__(self, kind: str, idx: int) -> None:
+        self.kind = kind
+        self.idx = idx
+        self.sport = 0
+        self.connected: float | None = None
+        self.sent = 0
+        self.echoed = 0
+        self.first_echo: float | None = None
+        self.last_echo: float | None = None
+        self.gaps: list[tuple[float, float]] = []  # (last echo before, first echo after)
+        self.error: str | None = None
+        self.error_kind: str | None = None  # reset | eof | timeout | hang | bad-echo | connect | other
+        self.error_at: float | None = None
+        self.lock = threading.Lock()
+
+    def echo(self, now: float, threshold: float) -> None:
+        with self.lock:
+            if self.last_echo is not None and now - self.last_echo > threshold:
+                self.gaps.append((self.last_echo, now))
+            if self.first_echo is None:
+                self.first_echo = now
+            self.last_echo = now
+            self.echoed += 1
+
+    def fail(self, kind: str, msg: str) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error_kind, self.error, self.error_at = kind, msg, time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {"kind": self.kind, "idx": self.idx, "sport": self.sport, "connected": self.connected,
+                    "sent": self.sent, "echoed": self.echoed, "first_echo": self.first_echo,
+                    "last_echo": self.last_echo, "gaps": [[round(a, 3), round(b, 3)] for a, b in self.gaps],
+                    "error": self.error, "error_kind": self.error_kind, "error_at": self.error_at}
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, (ConnectionRefusedError, ConnectionAbortedError, BrokenPipeError)):
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "other"
+
+
+def _tcp_flow(flow: Flow, host: str, port: int, args: argparse.Namespace, stop: threading.Event) -> None:
+    try:
+        sock = socket.create_connection((host, port), timeout=args.connect_timeout)
+    except OSError as exc:
+        flow.fail("connect", f"{type(exc).__name__}: {exc}")
+        return
+    flow.sport = sock.getsockname()[1]
+    flow.connected = time.time()
+    sock.settimeout(0.5)  # short reads so the thread notices `stop`; hangs are timed below
+    buf = b""
+    seq = 0
+    next_send = time.monotonic()
+    try:
+        while not stop.is_set():
+            seq += 1
+            line = b"%d %d\n" % (flow.idx, seq)
+            sock.sendall(line)
+            flow.sent += 1
+            waited_since = time.monotonic()
+            while b"\n" not in buf:
+                if stop.is_set():
+                    return
+                try:
+                    chunk = sock.recv(4096)
+                except TimeoutError:
+                    if time.monotonic() - waited_since > args.hang_timeout:
+                        flow.fail("hang", f"no echo for {args.hang_timeout:.0f} s")
+                        return
+                    continue
+                if not chunk:
+                    flow.fail("eof", "connection closed by peer")
+                    return
+                buf += chunk
+            got, buf = buf.split(b"\n", 1)
+            if got + b"\n" != line:
+                flow.fail("bad-echo", f"sent {line!r}, got {got!r}")
+                return
+            flow.echo(time.time(), args.gap_threshold)
+            next_send += args.interval
+            delay = next_send - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+            else:
+                next_send = time.monotonic()
+    except OSError as exc:
+        flow.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
+    finally:
+        sock.close()
+
+
+def _udp_flows(flows: list[Flow], host: str, port: int, args: argparse.Namespace, stop: threading.Event) -> None:
+    """All UDP flows in one thread: a datagram per interval each, echoes matched by sequence."""
+    socks = []
+    for f in flows:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect((host, port))
+        s.setblocking(False)
+        f.sport = s.getsockname()[1]
+        f.connected = time.time()
+        socks.append(s)
+    by_fd = {s.fileno(): (s, f) for s, f in zip(socks, flows, strict=True)}
+    seqs = [0] * len(flows)
+    next_send = time.monotonic()
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_send:
+            for i, (s, f) in enumerate(zip(socks, flows, strict=True)):
+                seqs[i] += 1
+                try:
+                    s.send(b"%d %d\n" % (f.idx, seqs[i]))
+                    f.sent += 1
+                except OSError as exc:  # ICMP errors surface here (ECONNREFUSED)
+                    f.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
+            next_send += args.interval
+            if next_send < now:
+                next_send = now + args.interval
+        ready, _, _ = select.select(socks, [], [], max(0.0, min(0.05, next_send - time.monotonic())))
+        for s in ready:
+            sock, f = by_fd[s.fileno()]
+            while True:
+                try:
+                    data = sock.recv(2048)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    f.fail(_error_kind(exc), f"{type(exc).__name__}: {exc}")
+                    break
+                if data:
+                    f.echo(time.time(), args.gap_threshold)
+    for s in socks:
+        s.close()
+
+
+def _write(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+def flows(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    tcp = [Flow("tcp", i) for i in range(args.tcp)]
+    udp = [Flow("udp", i) for i in range(args.udp)]
+    threads = []
+    started = time.time()
+    for f in tcp:
+        t = threading.Thread(target=_tcp_flow, args=(f, args.host, args.port, args, stop), daemon=True)
+        t.start()
+        threads.append(t)
+    if udp:
+        t = threading.Thread(target=_udp_flows, args=(udp, args.host, args.port, args, stop), daemon=True)
+        t.start()
+        threads.append(t)
+
+    def report(final: bool) -> dict[str, Any]:
+        return {"host": args.host, "port": args.port, "interval": args.interval,
+                "gap_threshold": args.gap_threshold, "hang_timeout": args.hang_timeout,
+                "started": started, "now": time.time(), "final": final, "pid": os.getpid(),
+                "flows": [f.snapshot() for f in tcp + udp]}
+
+    end = time.monotonic() + args.duration
+    while time.monotonic() < end and not stop.is_set():
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
+        _write(args.out, report(False))
+        stop.wait(1.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=2)
+    _write(args.out, report(True))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
         serve(int(argv[1]))
     elif argv[:1] == ["hold"]:
         print(json.dumps(hold(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))))
+    elif argv[:1] == ["flows"]:
+        p = argparse.ArgumentParser(prog="lab_traffic.py flows")
+        p.add_argument("host")
+        p.add_argument("port", type=int)
+        p.add_argument("--tcp", type=int, default=100)
+        p.add_argument("--udp", type=int, default=10)
+        p.add_argument("--out", required=True)
+        p.add_argument("--stop-file")
+        p.add_argument("--duration", type=float, default=600)
+        p.add_argument("--interval", type=float, default=0.1)
+        p.add_argument("--gap-threshold", type=float, default=0.2)
+        p.add_argument("--hang-timeout", type=float, default=60)
+        p.add_argument("--connect-timeout", type=float, default=10)
+        return flows(p.parse_args(argv[1:]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -1,0 +1,551 @@
+#!/usr/bin/env python3
+"""Failover driver for the container lab (host side; runs `podman` and `podman exec`).
+
+    failover.py run   [--passes kill,stop] [--tcp 100] [--udp 10] [--out FILE] [-i INVENTORY ...]
+    failover.py report FILE [--short]
+
+One *pass*: echo server on `server`; `client` opens --tcp long-lived TCP connections (a thread
+each, a line per 100 ms) and --udp UDP flows through the pair (lab_traffic.py flows); once the
+backup's external cache holds every TCP flow, the master is taken down:
+
+  kill   `podman kill` of the master's container (SIGKILL to the whole container, no VRRP goodbye)
+  stop   `systemctl stop keepalived` on the master (priority-0 advert, conntrackd keeps running)
+  nosync the control: like stop, but the backup's external cache is flushed first
+         (`conntrackd -f external`), so nothing is committed and no connection may survive
+         (20 TCP + 2 UDP flows): proof that the ruleset is strict and the survivors owe it to sync
+
+then the driver waits for the backup to hold every VIP (takeover time), reads the new master's
+journal for the notify hook (`conntrackd-notify: primary: ...`) and conntrackd's commit lines
+(`Committed N new entries`, `commit has taken S seconds`; C and Python daemons log the same),
+counts the client's flows in the new master's kernel table (`conntrack -L`), waits until every
+connection echoes again, and *fails back* (`podman start` / `systemctl start keepalived`: the first
+node preempts with its higher priority) and measures the same again.  The per-connection gap of an
+event is the silence between the last echo before it and the first echo after it.
+
+The result (JSON, --out) is what tests/molecule/test_failover.py asserts on and what
+`scripts/lab.sh demo` prints.  Standard library only, besides `ansible-inventory` for the topology.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+TRAFFIC = HERE / "lab_traffic.py"
+ECHO_PORT = 7777
+FLOWS_OUT = "/run/ctpy-flows.json"
+FLOWS_STOP = "/run/ctpy-flows.stop"
+DEFAULT_OUT = ROOT / "molecule" / ".state" / "failover.json"
+# A connection must echo again within this many seconds after the VIPs moved (TCP's exponential
+# retransmission backoff: the first retransmit after the commit may come ~2x the takeover later).
+HANG_AFTER_TAKEOVER = 20.0
+# The control pass (nosync) watches this long after the takeover for a connection that recovers
+# although the new master had nothing to commit (a synced connection is back within ~7 s).
+CONTROL_WINDOW = 12.0
+PASS_FLOWS = {"nosync": (20, 2)}  # the control needs no 100 connections
+
+
+_CONSOLE_PREFIX = re.compile(r"^\[[^]]*\] \(pid=\d+\) \[\w+\] ")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- topology
+
+
+def inventories_from_env() -> list[str]:
+    env = os.environ.get("CTPY_LAB_INVENTORY")
+    if env:
+        return [p for p in env.split(os.pathsep) if p]
+    return [str(ROOT / "molecule" / "default" / "inventory")]
+
+
+def load_lab(inventories: list[str]) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("ansible-inventory")
+    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-inventory") or "ansible-inventory")]
+    for inv in inventories:
+        cmd += ["-i", inv]
+    data = json.loads(subprocess.run(cmd + ["--list"], check=True, capture_output=True, text=True).stdout)
+    hv = data["_meta"]["hostvars"]
+    fws = sorted(data["pair_lab"]["hosts"])
+    fw = hv[fws[0]]
+    return {
+        "prefix": fw["lab_prefix"],
+        "nodes": fw["lab_nodes"],
+        "firewalls": fws,
+        "implementation": {n: hv[n].get("conntrackd_implementation", "python") for n in fws},
+        "vips": [(i["interface"], i["virtual_ipaddress"][0]["address"].split("/")[0])
+                 for i in fw["keepalived_instances"]],
+        "client_ip": fw["lab_nodes"]["client"]["addresses"]["outside"],
+        "server_ip": fw["lab_nodes"]["server"]["addresses"]["inside"],
+    }
+
+
+# --------------------------------------------------------------------------- podman
+
+
+def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args)}: rc={res.returncode}: {res.stderr.strip()}")
+    return res
+
+
+def sh(container: str, script: str, check: bool = True, timeout: float = 60) -> str:
+    return podman("exec", container, "sh", "-c", script, check=check, timeout=timeout).stdout
+
+
+def running(container: str) -> bool:
+    res = podman("inspect", "--format", "{{.State.Running}}", container, check=False)
+    return res.returncode == 0 and res.stdout.strip() == "true"
+
+
+def wait(what: str, probe, timeout: float, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = probe()
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+class Lab:
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.p = info["prefix"]
+
+    def c(self, node: str) -> str:
+        return f"{self.p}{node}"
+
+    def holds_vips(self, node: str) -> bool:
+        if not running(self.c(node)):
+            return False
+        out = sh(self.c(node), "ip -4 -o addr show", check=False)
+        return all(f" {vip}/" in out for _, vip in self.info["vips"])
+
+    def roles(self) -> tuple[str, str]:
+        """(master, backup) by who holds every VIP; raises ValueError if not exactly one."""
+        holders = [n for n in self.info["firewalls"] if self.holds_vips(n)]
+        if len(holders) != 1:
+            raise ValueError(f"VIP holders: {holders}")
+        master = holders[0]
+        return master, next(n for n in self.info["firewalls"] if n != master)
+
+    def vip_watch(self, node: str) -> subprocess.Popen[str]:
+        """Start a loop inside `node` that prints the moment (wall clock) it holds every VIP.  Started
+        before the event, so the `podman exec` round trips of the event do not count."""
+        cond = " && ".join(f"ip -4 -o addr show dev {ifn} | grep -q ' {vip}/'" for ifn, vip in self.info["vips"])
+        script = f"echo ready; while ! ({cond}); do sleep 0.01; done; date +%s.%N"
+        proc = subprocess.Popen(["podman", "exec", self.c(node), "sh", "-c", script],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"cannot watch the VIPs in {node}: {proc.communicate()[1].strip()}")
+        return proc
+
+    @staticmethod
+    def vip_time(proc: subprocess.Popen[str], timeout: float) -> float:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RuntimeError(f"the VIPs did not move within {timeout:.0f} s") from None
+        return float(out.strip())
+
+    def count_flows(self, node: str, where: str) -> dict[str, int]:
+        """Client->server flows (TCP: established ones) in conntrackd's internal/external cache or the
+        kernel table."""
+        ci, si = self.info["client_ip"], self.info["server_ip"]
+        cmd = {"internal": "conntrackd -i", "external": "conntrackd -e",
+               "kernel": "conntrack -L 2>/dev/null"}[where]
+        out = sh(self.c(node), f"{cmd} || true", check=False)
+        tcp = udp = 0
+        for line in out.splitlines():
+            if f"src={ci} dst={si}" not in line or f"dport={ECHO_PORT}" not in line:
+                continue
+            if line.lstrip().startswith("tcp") or " tcp " in line:
+                tcp += "ESTABLISHED" in line  # closed connections of earlier passes linger in TIME_WAIT
+            elif line.lstrip().startswith("udp") or " udp " in line:
+                udp += 1
+        return {"tcp": tcp, "udp": udp}
+
+    def journal(self, node: str, since: float) -> list[dict[str, Any]]:
+        out = sh(self.c(node), f"journalctl -o json --no-pager --since @{since:.3f} "
+                               "-t conntrackd -t conntrack-tools -t conntrackd-notify -t Keepalived_vrrp",
+                 check=False)
+        recs = []
+        for line in out.splitlines():
+            try:
+                j = json.loads(line)
+            except ValueError:
+                continue
+            ident = j.get("SYSLOG_IDENTIFIER", "")
+            # The C daemon's syslog ident is its package name; both daemons also print every line with a
+            # "[date] (pid=N) [level] " prefix on stdout in console mode (the journal keeps both copies).
+            recs.append({"t": int(j.get("__REALTIME_TIMESTAMP", 0)) / 1e6,
+                         "id": "conntrackd" if ident == "conntrack-tools" else ident,
+                         "msg": _CONSOLE_PREFIX.sub("", str(j.get("MESSAGE", "")))})
+        return recs
+
+
+def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The notify hook's summary and conntrackd's commit lines from journal records."""
+    info: dict[str, Any] = {"notify": None, "notify_t": None, "committed": None, "commit_failed": 0,
+                            "commit_s": None, "commit_t": None}
+    for r in recs:
+        m = r["msg"]
+        if r["id"] == "conntrackd-notify" and "primary:" in m and "total" in m and info["notify"] is None:
+            info["notify"], info["notify_t"] = m, r["t"]
+        elif r["id"] == "conntrackd" and m.startswith("Committed ") and info["committed"] is None:
+            info["committed"] = int(m.split()[1])
+            info["commit_t"] = r["t"]
+        elif r["id"] == "conntrackd" and m.endswith("entries can't be committed") and m.split()[0].isdigit():
+            info["commit_failed"] = int(m.split()[0])
+        elif r["id"] == "conntrackd" and m.startswith("commit has taken") and info["commit_s"] is None:
+            info["commit_s"] = float(m.split()[3])
+    return info
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+def ensure_echo_server(lab: Lab) -> None:
+    for node in ("client", "server"):
+        podman("cp", str(TRAFFIC), f"{lab.c(node)}:/usr/local/bin/lab_traffic.py")
+    srv = lab.c("server")
+    if f":{ECHO_PORT} " not in sh(srv, "ss -Hltn"):
+        podman("exec", "-d", srv, "sh", "-c",
+               f"echo $$ >/run/ctpy-echo.pid; exec python3 /usr/local/bin/lab_traffic.py serve {ECHO_PORT}")
+        wait("the echo server", lambda: f":{ECHO_PORT} " in sh(srv, "ss -Hltn"), 15)
+
+
+def start_flows(lab: Lab, tcp: int, udp: int) -> None:
+    cl = lab.c("client")
+    sh(cl, f"rm -f {FLOWS_OUT} {FLOWS_STOP}")
+    podman("exec", "-d", cl, "python3", "/usr/local/bin/lab_traffic.py", "flows", lab.info["server_ip"],
+           str(ECHO_PORT), "--tcp", str(tcp), "--udp", str(udp), "--out", FLOWS_OUT, "--stop-file", FLOWS_STOP,
+           "--hang-timeout", "90", "--duration", "900")
+
+
+def snapshot(lab: Lab) -> dict[str, Any]:
+    return json.loads(sh(lab.c("client"), f"cat {FLOWS_OUT}"))
+
+
+def stop_flows(lab: Lab) -> dict[str, Any]:
+    sh(lab.c("client"), f"touch {FLOWS_STOP}")
+    return wait("the final flow report", lambda: (s := snapshot(lab))["final"] and s, 20, 0.3)
+
+
+def recovered(lab: Lab, after: float) -> tuple[int, int, int]:
+    """(TCP flows that echoed after `after`, errored TCP flows, all TCP flows) from the live snapshot."""
+    s = snapshot(lab)
+    tcp = [f for f in s["flows"] if f["kind"] == "tcp"]
+    ok = sum(1 for f in tcp if f["last_echo"] and f["last_echo"] > after and not f["error"])
+    bad = sum(1 for f in tcp if f["error"])
+    return ok, bad, len(tcp)
+
+
+def wait_recovered(lab: Lab, after: float, timeout: float, quiet: bool = False) -> tuple[float, int]:
+    """Wait until every TCP flow echoed after `after` (or failed); returns (when, how many echoed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ok, bad, n = recovered(lab, after)
+        if ok + bad >= n:
+            return time.time(), ok
+        if time.monotonic() > deadline:
+            if not quiet:
+                log(f"  not every connection recovered within {timeout:.0f} s: {ok} ok, {bad} failed of {n}")
+            return time.time(), ok
+        time.sleep(0.5)
+
+
+def invalid_drops(lab: Lab, node: str) -> int | None:
+    """Packets dropped by the site ruleset's `ct state invalid` rule (no conntrack entry for them)."""
+    out = sh(lab.c(node), "nft list chain inet ctpy_lab forward", check=False)
+    for line in out.splitlines():
+        if "ct state invalid" in line and "packets" in line:
+            return int(line.split("packets")[1].split()[0])
+    return None
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def event_gaps(flows: list[dict[str, Any]], t0: float, t1: float) -> list[float]:
+    """Per flow: the longest silence that contains a moment of [t0, t1] (the interval when the
+    VIPs were moving); flows without such a silence get 0 (they never noticed)."""
+    out = []
+    for f in flows:
+        g = [b - a for a, b in f["gaps"] if b >= t0 and a <= t1]
+        out.append(round(max(g), 3) if g else 0.0)
+    return out
+
+
+def summarize(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"max": None, "median": None, "p95": None, "min": None}
+    v = sorted(values)
+    return {"max": v[-1], "median": round(statistics.median(v), 3), "p95": v[int(0.95 * (len(v) - 1))],
+            "min": v[0]}
+
+
+def analyse(report: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    tcp = [f for f in report["flows"] if f["kind"] == "tcp"]
+    udp = [f for f in report["flows"] if f["kind"] == "udp"]
+    for ev in events:
+        t0, t1 = ev["t_event"], ev.get("t_takeover") or ev["t_event"]
+        tg = event_gaps(tcp, t0, t1)
+        ev["tcp_gap_s"] = summarize(tg)
+        ev["udp_gap_s"] = summarize(event_gaps(udp, t0, t1))
+        ev["tcp_gaps"] = tg
+        ev["tcp_errors_in_event"] = sum(
+            1 for f in tcp if f["error_at"] and t0 <= f["error_at"] <= ev.get("t_recovered", t1 + 60))
+        ev["hangs"] = sum(1 for f in tcp if not f["error"] and not (f["last_echo"] and f["last_echo"] > t1))
+        ev["slow"] = sum(1 for g in tg if t0 + g > t1 + HANG_AFTER_TAKEOVER)
+    errs = [f for f in tcp if f["error"]]
+    report_summary = {
+        "tcp": len(tcp),
+        "udp": len(udp),
+        "kept": len(tcp) - len(errs),
+        "lost": len(errs),
+        "resets": sum(1 for f in errs if f["error_kind"] in ("reset", "eof")),
+        "hangs": sum(1 for f in errs if f["error_kind"] in ("hang", "timeout")),
+        "errors": sorted({f"{f['error_kind']}: {f['error']}" for f in errs})[:10],
+        "udp_echoed_all": all(f["echoed"] > 0 for f in udp),
+        "udp_lost_datagrams": sum(f["sent"] - f["echoed"] for f in udp),
+    }
+    report["summary"] = report_summary
+
+
+# --------------------------------------------------------------------------- a pass
+
+
+def take_down(lab: Lab, kind: str, node: str) -> None:
+    if kind == "kill":
+        podman("kill", lab.c(node))
+    else:
+        sh(lab.c(node), "systemctl stop keepalived")
+
+
+def bring_back(lab: Lab, kind: str, node: str) -> None:
+    if kind == "kill":
+        podman("start", lab.c(node))
+    else:
+        sh(lab.c(node), "systemctl start keepalived")
+
+
+def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
+    info = lab.info
+    master, backup = wait("one node holding every VIP", lab.roles, 60, 0.5)
+    log(f"pass '{kind}': master {master} ({info['implementation'][master]}), "
+        f"backup {backup} ({info['implementation'][backup]}); {tcp} TCP + {udp} UDP flows")
+    ensure_echo_server(lab)
+    start_flows(lab, tcp, udp)
+    t = time.monotonic()
+
+    def all_flowing() -> bool:
+        s = snapshot(lab)
+        return len(s["flows"]) == tcp + udp and all(f["echoed"] >= 10 for f in s["flows"])
+
+    wait("every flow echoing", all_flowing, 60, 0.5)
+    open_s = time.monotonic() - t
+    t = time.monotonic()
+    wait(f"{tcp} TCP flows in {backup}'s external cache",
+         lambda: lab.count_flows(backup, "external")["tcp"] >= tcp, 60, 0.5)
+    sync_s = time.monotonic() - t
+    if kind == "nosync":
+        # The control: the backup forgets what it was sent (FTFW only sends state changes, and an
+        # established, busy flow has none), so the new master has nothing to commit.
+        sh(lab.c(backup), "conntrackd -f external")
+        wait(f"{backup}'s external cache to be empty",
+             lambda: lab.count_flows(backup, "external")["tcp"] == 0, 10, 0.5)
+    pre = {"master_internal": lab.count_flows(master, "internal"),
+           "backup_external": lab.count_flows(backup, "external"),
+           "backup_kernel": lab.count_flows(backup, "kernel")}
+    log(f"  {tcp + udp} flows up in {open_s:.1f} s; backup's external cache complete {sync_s:.1f} s later: {pre}")
+    time.sleep(1.0)  # a second of steady traffic before the event
+    events = []
+
+    # ---- failover
+    what = "podman kill" if kind == "kill" else "systemctl stop keepalived on"
+    drops0 = invalid_drops(lab, backup)
+    watch = lab.vip_watch(backup)
+    t_event = time.time()
+    take_down(lab, kind, master)
+    t_vip = lab.vip_time(watch, 60)
+    log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
+    commit = wait(f"the commit in {backup}'s journal",
+                  lambda: (ci := commit_info(lab.journal(backup, t_event - 1)))["committed"] is not None
+                  and ci["notify"] is not None and ci, 30, 0.5)
+    kernel = lab.count_flows(backup, "kernel")
+    window = CONTROL_WINDOW if kind == "nosync" else HANG_AFTER_TAKEOVER + 10
+    t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
+    drops = invalid_drops(lab, backup)
+    log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
+        f"{backup}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
+        f"{t_rec - t_vip:.1f} s of the takeover; {backup} dropped "
+        f"{(drops or 0) - (drops0 or 0)} packets as ct state invalid")
+    events.append({"event": f"{kind} {master}", "from": master, "to": backup,
+                   "implementation_to": info["implementation"][backup], "t_event": t_event,
+                   "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3), "commit": commit,
+                   "kernel_after": kernel, "t_recovered": t_rec, "recovered": back, "pre": pre,
+                   "invalid_dropped": None if drops is None else drops - (drops0 or 0)})
+
+    # ---- failback: the first node comes back and preempts
+    drops0 = invalid_drops(lab, master) if running(lab.c(master)) else 0
+    if kind == "kill":  # the container is down: nothing to watch from until it boots
+        t_event = time.time()
+        bring_back(lab, kind, master)
+        t_vip = lab.vip_time(wait(f"{master} to boot", lambda: running(lab.c(master)) and lab.vip_watch(master),
+                                  60, 0.2), 120)
+    else:
+        watch = lab.vip_watch(master)
+        t_event = time.time()
+        bring_back(lab, kind, master)
+        t_vip = lab.vip_time(watch, 120)
+    log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
+        f"{'podman start' if kind == 'kill' else 'systemctl start keepalived'}")
+    commit = wait(f"the commit in {master}'s journal",
+                  lambda: (ci := commit_info(lab.journal(master, t_event - 1)))["committed"] is not None
+                  and ci["notify"] is not None and ci, 30, 0.5)
+    kernel = lab.count_flows(master, "kernel")
+    t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
+    drops = invalid_drops(lab, master)
+    log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
+        f"{master}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
+        f"{t_rec - t_vip:.1f} s of the takeover")
+    # The takeover moment of a failback is when the VIPs appear on the returning node; the
+    # connections only notice from the moment the old master lets them go, which is about then.
+    events.append({"event": f"failback to {master}", "from": backup, "to": master,
+                   "implementation_to": info["implementation"][master], "t_event": t_vip - 1.0,
+                   "t_restart": t_event, "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3),
+                   "commit": commit, "kernel_after": kernel, "t_recovered": t_rec, "recovered": back,
+                   "invalid_dropped": None if drops is None else drops - (drops0 or 0)})
+
+    time.sleep(1.0)
+    report = stop_flows(lab)
+    analyse(report, events)
+    flows = report.pop("flows")
+    report["events"] = events
+    report["kind"] = kind
+    report["tcp_flows"], report["udp_flows"] = tcp, udp
+    report["open_s"] = round(open_s, 2)
+    report["sync_s"] = round(sync_s, 2)
+    report["errors_detail"] = [f for f in flows if f["error"]][:20]
+    for ev in events:
+        log(f"  {ev['event']}: TCP gap max {ev['tcp_gap_s']['max']} s, median {ev['tcp_gap_s']['median']} s;"
+            f" UDP gap max {ev['udp_gap_s']['max']} s")
+    s = report["summary"]
+    log(f"  pass '{kind}': kept {s['kept']}/{s['tcp']} TCP, lost {s['lost']} "
+        f"(resets {s['resets']}, hangs {s['hangs']})")
+    return report
+
+
+def client_id(lab: Lab) -> str:
+    return podman("inspect", "--format", "{{.Id}}", lab.c("client")).stdout.strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    lab = Lab(load_lab(args.inventory or inventories_from_env()))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    result: dict[str, Any] = {"lab": client_id(lab), "implementation": lab.info["implementation"],
+                              "tcp": args.tcp, "udp": args.udp, "passes": []}
+    for kind in args.passes.split(","):
+        tcp, udp = PASS_FLOWS.get(kind, (args.tcp, args.udp))
+        try:
+            result["passes"].append(run_pass(lab, kind, min(tcp, args.tcp), min(udp, args.udp)))
+        except (TimeoutError, RuntimeError) as exc:
+            log(f"pass '{kind}' failed: {exc}")
+            result["passes"].append({"kind": kind, "failed": str(exc)})
+            sh(lab.c("client"), f"touch {FLOWS_STOP}", check=False)
+            break
+    result["duration_s"] = round(time.monotonic() - t0, 1)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    print_report(result, short=args.short)
+    return 0 if all("failed" not in p for p in result["passes"]) else 1
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_report(result: dict[str, Any], short: bool = False) -> None:
+    impl = ", ".join(f"{n}={i}" for n, i in result["implementation"].items())
+    print(f"\nfailover report ({result['tcp']} TCP + {result['udp']} UDP flows; conntrackd: {impl})")
+    for p in result["passes"]:
+        if "failed" in p:
+            print(f"  pass {p['kind']}: FAILED: {p['failed']}")
+            continue
+        s = p["summary"]
+        if p["kind"] == "nosync":
+            ev = p["events"][0]
+            print(f"  pass 'nosync' (control: the backup's external cache flushed before the takeover): "
+                  f"{ev['recovered']}/{s['tcp']} connections echoed within {CONTROL_WINDOW:.0f} s of the takeover, "
+                  f"{ev['invalid_dropped']} packets dropped as invalid by {ev['to']}")
+            continue
+        print(f"  pass '{p['kind']}': connections kept {s['kept']}/{s['tcp']}, lost {s['lost']} "
+              f"(resets {s['resets']}, hangs {s['hangs']}); UDP flows answering {s['udp_echoed_all']}")
+        for ev in p["events"]:
+            c = ev["commit"]
+            g = ev["tcp_gap_s"]
+            print(f"    {ev['event']:<24} VIPs moved in {ev['takeover_s']:.2f} s | per-connection gap "
+                  f"max {g['max']:.2f} s, median {g['median']:.2f} s | "
+                  f"{ev['to']} ({ev['implementation_to']}) committed {c['committed']} entries "
+                  f"in {c['commit_s']} s, {ev['kernel_after']['tcp']} TCP in its kernel table, "
+                  f"{ev['invalid_dropped']} packets dropped as invalid")
+            if not short and c["notify"]:
+                print(f"    {'':<24} {c['notify']}")
+        for e in s["errors"]:
+            print(f"    error: {e}")
+    print(f"  ({result['duration_s']} s)")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--passes", default="kill,stop,nosync", help="comma-separated: kill, stop, nosync")
+    r.add_argument("--tcp", type=int, default=100)
+    r.add_argument("--udp", type=int, default=10)
+    r.add_argument("--out", default=str(DEFAULT_OUT))
+    r.add_argument("-i", "--inventory", action="append")
+    r.add_argument("--short", action="store_true")
+    rep = sub.add_parser("report")
+    rep.add_argument("file")
+    rep.add_argument("--short", action="store_true")
+    args = p.parse_args(argv)
+    if args.cmd == "report":
+        print_report(json.loads(Path(args.file).read_text()), short=args.short)
+        return 0
+    for k in args.passes.split(","):
+        if k not in ("kill", "stop", "nosync"):
+            p.error(f"unknown pass {k!r}")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

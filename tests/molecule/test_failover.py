@@ -1,0 +1,105 @@
+"""The failover proof: checks on what molecule/default/side_effect.yml measured.
+
+side_effect runs tests/molecule/failover.py (100 concurrent long-lived TCP connections + 10 UDP
+flows; `podman kill` of the master, then `systemctl stop keepalived` on it, each followed by a
+failback; then a control pass without sync) and writes CTPY_LAB_FAILOVER.  These tests read it:
+skipped when there is no result for the running lab (e.g. `scripts/lab.sh verify` right after
+`up`; run `scripts/lab.sh failover` first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROOT
+
+RESULT = Path(os.environ.get("CTPY_LAB_FAILOVER", ROOT / "molecule" / ".state" / "failover-default.json"))
+MIN_CONNECTIONS = 100
+# TCP retransmits with exponential backoff: the first retransmission after the new master
+# committed can come up to ~2x the silence so far later; 1 s for the echo interval and noise.
+BACKOFF_FACTOR, SLACK_S = 2.0, 1.0
+
+
+@pytest.fixture(scope="module")
+def result(lab: dict[str, Any]) -> dict[str, Any]:
+    if not RESULT.exists():
+        pytest.skip(f"no failover result ({RESULT.name}): run the side_effect or `scripts/lab.sh failover`")
+    data = json.loads(RESULT.read_text())
+    client = subprocess.run(["podman", "inspect", "--format", "{{.Id}}", f"{lab['prefix']}client"],
+                            capture_output=True, text=True).stdout.strip()
+    if data.get("lab") != client:
+        pytest.skip(f"{RESULT.name} was measured on another lab (client container {data.get('lab', '?')[:12]})")
+    return data
+
+
+def _pass(result: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = [p for p in result["passes"] if p["kind"] == kind]
+    assert found, f"pass {kind!r} did not run (passes: {[p['kind'] for p in result['passes']]})"
+    p = found[0]
+    assert "failed" not in p, f"pass {kind!r} failed: {p.get('failed')}"
+    return p
+
+
+def test_implementations_match_the_inventory(result: dict[str, Any], lab: dict[str, Any]) -> None:
+    assert result["implementation"] == lab["implementation"]
+
+
+@pytest.mark.parametrize("kind", ["kill", "stop"])
+def test_every_connection_survives(result: dict[str, Any], kind: str) -> None:
+    p = _pass(result, kind)
+    s = p["summary"]
+    assert s["tcp"] >= MIN_CONNECTIONS
+    assert (s["kept"], s["lost"], s["resets"], s["hangs"]) == (s["tcp"], 0, 0, 0), s["errors"]
+    assert s["udp_echoed_all"], "a UDP flow never got an answer"
+    for ev in p["events"]:
+        assert ev["recovered"] == s["tcp"], (
+            f"{ev['event']}: only {ev['recovered']}/{s['tcp']} connections echoed again "
+            f"within {ev['t_recovered'] - ev['t_takeover']:.1f} s of the takeover")
+
+
+def gap_bound(ev: dict[str, Any]) -> float:
+    """2 x (event -> the new master's `Committed` log line) + 1 s.  TCP retransmits at ~0.2, 0.6, 1.4,
+    3.0, 6.2 s after a loss: the first retransmission after the commit comes at most about twice the
+    silence so far later.  Anything beyond that is a hang, not the takeover."""
+    return BACKOFF_FACTOR * (ev["commit"]["commit_t"] - ev["t_event"]) + SLACK_S
+
+
+@pytest.mark.parametrize("kind", ["kill", "stop"])
+def test_no_connection_hangs_beyond_the_takeover(result: dict[str, Any], kind: str) -> None:
+    for ev in _pass(result, kind)["events"]:
+        bound = gap_bound(ev)
+        late = [g for g in ev["tcp_gaps"] if g > bound]
+        assert not late, (f"{ev['event']}: {len(late)} connections silent longer than {bound:.1f} s "
+                          f"(VIPs moved after {ev['takeover_s']:.2f} s, committed after "
+                          f"{ev['commit']['commit_t'] - ev['t_event']:.2f} s), worst {max(late):.2f} s")
+        assert ev["hangs"] == 0 and ev["slow"] == 0, ev
+
+
+@pytest.mark.parametrize("kind", ["kill", "stop"])
+def test_new_master_committed_its_external_cache(result: dict[str, Any], kind: str) -> None:
+    p = _pass(result, kind)
+    n = p["tcp_flows"]
+    for ev in p["events"]:
+        c = ev["commit"]
+        assert c["notify"] and "commit" in c["notify"] and "FAILED" not in c["notify"], c["notify"]
+        assert c["committed"] >= n, f"{ev['event']}: {ev['to']} committed {c['committed']} entries, want >= {n}"
+        # "N entries can't be committed" is tolerated: after a clean stop the old master still has the
+        # entries (its purge runs PurgeTimeout later) and live UDP flows can re-create one between the
+        # commit's delete and create; what matters is the kernel table below.
+        assert ev["kernel_after"]["tcp"] >= n, f"{ev['event']}: {ev['to']}'s kernel table {ev['kernel_after']}"
+
+
+def test_without_sync_no_connection_survives(result: dict[str, Any]) -> None:
+    """The control: the strict ruleset drops every mid-stream packet the new master has no entry for."""
+    ev = _pass(result, "nosync")["events"][0]
+    assert ev["pre"]["backup_external"]["tcp"] == 0
+    assert ev["commit"]["committed"] is not None
+    assert ev["kernel_after"]["tcp"] == 0, ev["kernel_after"]
+    assert ev["recovered"] == 0, f"{ev['recovered']} connections survived a takeover without state"
+    assert (ev["invalid_dropped"] or 0) > 0, "no packet was dropped as ct state invalid"
