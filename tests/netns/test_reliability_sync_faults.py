@@ -13,7 +13,8 @@ Fault injectors (each a small function, reusable by later tests):
 
 The module skips only when the sync engine is missing. Every scenario runs by default, in CI too
 (``CTPY_SYNC_FAULTS=0`` keeps only the baseline for a quick local run; figures in docs/reliability.md).
-``CTPY_SYNC_FAULT_IMPL=c`` runs the same scenarios between two C conntrackd 1.4.7. First run (2000 flows, before the 2026-11-26 FTFW fixes): 5 % loss left 54
+``CTPY_SYNC_FAULT_IMPL=c`` runs the same scenarios between two C conntrackd 1.4.7.
+First run (2000 flows, before the 2026-11-26 FTFW fixes): 5 % loss left 54
 entries missing after 60 s, a 10 s link cut 2000; since the fixes every scenario converges in
 < 3 s after the fault (each test <= 14 s, the whole module ~45 s). C 1.4.7 in the same
 scenarios: 5 % loss 36 missing, 20 % loss 173, link cut before the first exchange 2000.
