@@ -276,6 +276,10 @@ class Daemon:
                 ctnl.flush_expect()
             except OSError as exc:
                 log("ERROR", f"flushing kernel expect table failed: {exc.strerror}")
+            else:
+                # Do not wait for the EXP_DESTROY events of our own flush (one was seen to go missing
+                # under load): the table is empty now, drop what the cache still holds.
+                mode.exp_purge()  # type: ignore[union-attr]
         if action in (Action.CT_RESYNC_MASTER, Action.ALL_RESYNC_MASTER):
             self.runtime.nl_kernel_table_resync += 1
             log("notice", "resync with master conntrack table")
