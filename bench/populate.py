@@ -1,16 +1,29 @@
 """Fill the current network namespace's conntrack table quickly (batched ctnetlink creates).
 
-Usage: python bench/populate.py N [udp|tcp|mix]
+Usage: python bench/populate.py N [udp|tcp|mix] [--rate FLOWS_PER_S | --preencode] [--stats]
+
+``--rate`` paces the creates (small batches every few ms, so the kernel sees a steady stream
+of about that many NEW events per second) instead of creating as fast as this loop can encode
+them (~70k/s); ``--preencode`` builds every message first and then sends them back to back, so
+the creates go as fast as the kernel takes them; ``--stats`` prints a JSON line
+``{"sending": true}`` when the first create is sent and ``{"created": .., "errors": .., "seconds": ..}``
+(seconds of sending) at the end.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
 import sys
+import time
 
 from conntrack_tools.flow import AF_INET, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, Flow, TcpInfo, Tuple
 from conntrack_tools.netlink.attrs import NLM_F_CREATE, NLM_F_EXCL, CtMsg, ct_type
 from conntrack_tools.netlink.codec import encode_flow, nlmsg
 from conntrack_tools.netlink.socket import CtnlSocket
+
+TICK = 0.005  # --rate: one batch every 5 ms
 
 
 def flows(n: int, kind: str):
@@ -26,15 +39,53 @@ def flows(n: int, kind: str):
         yield f
 
 
-def populate(n: int, kind: str = "mix") -> dict[int, int]:
+def populate(n: int, kind: str = "mix", rate: float = 0.0, preencode: bool = False,
+             on_start=None) -> dict[int, int]:
+    """Create n flows; ``rate`` > 0 paces them at about that many per second; ``preencode``
+    builds all messages before the first send.  ``on_start()`` is called just before sending."""
     with CtnlSocket(rcvbuf=8 << 20) as sock:
         msgs = ((i + 1, nlmsg(ct_type(CtMsg.NEW), NLM_F_CREATE | NLM_F_EXCL, i + 1, AF_INET, encode_flow(f)))
                 for i, f in enumerate(flows(n, kind)))
-        return sock.batch(msgs)
+        if preencode:
+            msgs = iter(list(msgs))
+        if on_start is not None:
+            on_start()
+        if rate <= 0:
+            return sock.batch(msgs)
+        errors: dict[int, int] = {}
+        step = max(1, round(rate * TICK))
+        t0 = time.monotonic()
+        sent = 0
+        while sent < n:
+            part = list(itertools.islice(msgs, step))
+            errors.update(sock.batch(part))
+            sent += len(part)
+            delay = t0 + sent / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        return errors
 
 
 if __name__ == "__main__":
-    errs = populate(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "mix")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("n", type=int)
+    ap.add_argument("kind", nargs="?", default="mix", choices=("udp", "tcp", "mix"))
+    ap.add_argument("--rate", type=float, default=0.0, help="flows per second (default: as fast as possible)")
+    ap.add_argument("--preencode", action="store_true", help="encode every message before the first send")
+    ap.add_argument("--stats", action="store_true", help="print JSON lines: sending started; count and wall time")
+    a = ap.parse_args()
+    t0 = time.monotonic()
+
+    def started() -> None:
+        global t0
+        t0 = time.monotonic()
+        if a.stats:
+            print(json.dumps({"sending": True}), flush=True)
+
+    errs = populate(a.n, a.kind, a.rate, a.preencode, started)
+    if a.stats:
+        print(json.dumps({"created": a.n - len(errs), "errors": len(errs), "seconds": round(time.monotonic() - t0, 3)}),
+              flush=True)
     if errs:
         print(f"{len(errs)} errors, e.g. {next(iter(errs.items()))}", file=sys.stderr)
         sys.exit(1)

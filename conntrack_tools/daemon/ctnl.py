@@ -47,6 +47,7 @@ __all__ = ["Ctnl", "EV_DESTROY", "EV_NEW", "EV_UPDATE", "encode_exp_lookup", "ev
 
 GROUPS_CT = 0b111  # NFNLGRP_CONNTRACK_NEW | _UPDATE | _DESTROY
 GROUPS_EXP = 0b111000  # NFNLGRP_CONNTRACK_EXP_NEW | _UPDATE | _DESTROY
+LOOKUP_CHUNK = 1 << 14  # flows (or expectations) per batch of kernel GETs in Ctnl.existing*
 EV_NEW, EV_UPDATE, EV_DESTROY = "new", "update", "destroy"
 _NEW = ct_type(CtMsg.NEW)
 _DELETE = ct_type(CtMsg.DELETE)
@@ -235,16 +236,17 @@ class Ctnl:
 
     def existing_expects(self, exps: list[Expect]) -> list[bool]:
         """For each expectation, whether the kernel still has it (batched EXP_GETs; C: nl_get_expect one by one)."""
-        if not exps:
-            return []
-        seqs = []
-        msgs = []
-        for e in exps:
-            seq = self.requests.next_seq()
-            seqs.append(seq)
-            msgs.append((seq, encode_exp_lookup(e, seq)))
-        errors = self._batch(msgs, chunk=1 << 14)
-        return [errors.get(s) != errno.ENOENT for s in seqs]
+        out: list[bool] = []
+        for i in range(0, len(exps), LOOKUP_CHUNK):
+            seqs = []
+            msgs = []
+            for e in exps[i:i + LOOKUP_CHUNK]:
+                seq = self.requests.next_seq()
+                seqs.append(seq)
+                msgs.append((seq, encode_exp_lookup(e, seq)))
+            errors = self._batch(msgs, chunk=1 << 14)
+            out.extend(errors.get(s) != errno.ENOENT for s in seqs)
+        return out
 
     def flush_expect(self) -> None:
         """-F expect: EXP_DELETE without a tuple, AF_UNSPEC (nl_flush_expect_table)."""
@@ -252,17 +254,22 @@ class Ctnl:
         self.requests.request(nlmsg(exp_type(ExpMsg.DELETE), NLM_F_ACK, seq, AF_UNSPEC), seq)
 
     def existing(self, flows: list[Flow]) -> list[bool]:
-        """For each flow, whether the kernel still has it (batched GETs; C's purge does one by one)."""
-        if not flows:
-            return []
-        seqs = []
-        msgs = []
-        for f in flows:
-            seq = self.requests.next_seq()
-            seqs.append(seq)
-            msgs.append((seq, encode_lookup(CtMsg.GET, f, seq)))
-        errors = self._batch(msgs, chunk=1 << 14)
-        return [errors.get(s) != errno.ENOENT for s in seqs]
+        """For each flow, whether the kernel still has it (batched GETs; C's purge does one by one).
+
+        Requests are built and sent LOOKUP_CHUNK flows at a time, so a long list never has all its
+        messages in memory at once.
+        """
+        out: list[bool] = []
+        for i in range(0, len(flows), LOOKUP_CHUNK):
+            seqs = []
+            msgs = []
+            for f in flows[i:i + LOOKUP_CHUNK]:
+                seq = self.requests.next_seq()
+                seqs.append(seq)
+                msgs.append((seq, encode_lookup(CtMsg.GET, f, seq)))
+            errors = self._batch(msgs, chunk=1 << 14)
+            out.extend(errors.get(s) != errno.ENOENT for s in seqs)
+        return out
 
     def delete_flows(self, flows: Iterable[Flow]) -> int:
         """Batched DELETEs; returns how many failed for another reason than ENOENT."""
