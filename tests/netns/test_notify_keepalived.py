@@ -338,13 +338,8 @@ def test_keepalived_failover_runs_primary(pair) -> None:
     else:  # pragma: no cover - keepalived was too slow to elect n1 for this check
         print(f"note: purge-cancel check skipped (failover {t_kill - t_backup:.1f}s after n2's -t)")
 
-    # ---- end-to-end state
-    if "no synchronization engine is running" in n2.daemon_log():
-        # TODO(sync engine, issue 4): once the NOTRACK engine replicates n1's flows into n2's external cache,
-        # this branch disappears and the check below must hold: after `primary`, n2's kernel table has
-        # n1's flows (committed by -c).  Today only the notify steps against the daemon are verified.
-        pytest.xfail("TODO: end-to-end flow check needs the sync engine (daemon logs "
-                     "'no synchronization engine is running'); notify steps verified")
+    # ---- end-to-end state: after `primary`, n2's kernel table has n1's flows (committed by -c)
+    assert "no synchronization engine is running" not in n2.daemon_log(), show()
     listing = n2.ns.run([C_CONNTRACK, "-L", "-p", "tcp"]).stdout
     for src, dst, sport in flows:
         assert f"src={src} dst={dst} sport={sport} dport=80" in listing, listing

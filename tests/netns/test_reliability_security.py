@@ -257,7 +257,6 @@ def test_notify_arguments_never_reach_a_shell(workdir) -> None:
 @pytest.mark.skipif(not IS_ROOT, reason="needs root for network namespaces")
 def test_multicast_from_wrong_interface_is_dropped(netns) -> None:
     """A Multicast channel on veth A never sees the group's datagrams arriving on veth B."""
-    pytest.importorskip("conntrack_tools.daemon.sync.channels", reason="sync channels not landed")
 
     subprocess.run(["ip", "netns", "add", PEER], check=True)
     try:

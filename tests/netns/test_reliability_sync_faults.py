@@ -11,7 +11,7 @@ Fault injectors (each a small function, reusable by later tests):
 * ``cut(seconds)``  the veth in A goes down, then up again
 * ``kill9(node)``   SIGKILL of a daemon (mid-bulk when called right after ``-B``/``-n``), restart
 
-The module skips only when the sync engine is missing. Every scenario runs by default, in CI too
+Every scenario runs by default, in CI too
 (``CTPY_SYNC_FAULTS=0`` keeps only the baseline for a quick local run; figures in docs/reliability.md).
 ``CTPY_SYNC_FAULT_IMPL=c`` runs the same scenarios between two C conntrackd 1.4.7.
 First run (2000 flows, before the 2026-11-26 FTFW fixes): 5 % loss left 54
@@ -22,7 +22,6 @@ scenarios: 5 % loss 36 missing, 20 % loss 173, link cut before the first exchang
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -45,12 +44,8 @@ PY_DAEMON = [sys.executable, "-m", "conntrack_tools.daemon.main"]
 C_DAEMON = ["/usr/sbin/conntrackd"] if os.environ.get("CTPY_SYNC_FAULT_IMPL") == "c" else None
 N = int(os.environ.get("CTPY_SYNC_FAULT_N", "2000"))
 
-ENGINE = ("conntrack_tools.daemon.sync.engine", "conntrack_tools.daemon.sync.modes",
-          "conntrack_tools.daemon.sync.channels")
-_missing = [m for m in ENGINE if importlib.util.find_spec(m) is None]
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(bool(_missing), reason=f"sync engine not landed: missing {', '.join(_missing)}"),
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft for loss injection"),
 ]
