@@ -57,6 +57,7 @@ from conntrack_tools.flow import (
     Expect,
     Flow,
     Tuple,
+    label_bits,
 )
 from conntrack_tools.formats._tables import addr_text, l3_name, l4_name
 
@@ -116,16 +117,8 @@ def tuple_dict(t: Tuple, counters: Counters | None = None) -> dict[str, Any]:
 
 
 def _label_list(labels: bytes, label_map: Mapping[int, str] | None) -> list[str]:
-    value = int.from_bytes(labels, "little")
-    out = []
-    i = 0
-    while value:
-        if value & 1:
-            name = label_map.get(i) if label_map else None
-            out.append(name if name else str(i))
-        value >>= 1
-        i += 1
-    return out
+    names = label_map or {}
+    return [names.get(bit) or str(bit) for bit in label_bits(labels)]
 
 
 def flow_dict(

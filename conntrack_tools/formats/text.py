@@ -21,6 +21,7 @@ from conntrack_tools.flow import (
     IPS_SEEN_REPLY,
     Flow,
     Tuple,
+    label_bits,
 )
 from conntrack_tools.formats._tables import (
     DCCP_STATE_TEXT,
@@ -74,16 +75,7 @@ def labels_text(labels: bytes, label_map: Mapping[int, str], fmt_sep: str = ",")
     to eat the last comma.  When no bit has a name it eats the ``=`` instead, giving
     ``labels ``.
     """
-    value = int.from_bytes(labels, "little")
-    names = []
-    i = 0
-    while value:
-        if value & 1:
-            name = label_map.get(i)
-            if name:
-                names.append(name)
-        value >>= 1
-        i += 1
+    names = [name for name in map(label_map.get, label_bits(labels)) if name]
     if not names:
         return "labels "
     return f"labels={fmt_sep.join(names)} "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from conntrack_tools.flow import IPS_ASSURED, IPS_SEEN_REPLY, Flow, Tuple
+from conntrack_tools.flow import IPS_ASSURED, IPS_SEEN_REPLY, Flow, Tuple, label_bits
 from conntrack_tools.formats._tables import TCP_STATE_TEXT, U64, addr_text, l3_name, l4_name
 
 XML_DECL = '<?xml version="1.0" encoding="utf-8"?>'
@@ -166,17 +166,7 @@ def render_flow_xml(
 
 
 def _label_names(labels: bytes, label_map: Mapping[int, str]) -> list[str]:
-    value = int.from_bytes(labels, "little")
-    names = []
-    i = 0
-    while value:
-        if value & 1:
-            name = label_map.get(i)
-            if name:
-                names.append(name)
-        value >>= 1
-        i += 1
-    return names
+    return [name for name in map(label_map.get, label_bits(labels)) if name]
 
 
 def userspace_xml(portid: int, progname: str | None) -> str:
