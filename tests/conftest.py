@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -33,6 +34,18 @@ def require_c_tools() -> None:
         if IN_CI:
             pytest.fail(f"{C_CONNTRACK} missing: .ci/run must install the conntrack package")
         pytest.skip(f"{C_CONNTRACK} not installed (apt-get install conntrack)")
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 5) -> None:
+    """SIGTERM a daemon we started, SIGKILL it if it does not exit in time, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Netns:

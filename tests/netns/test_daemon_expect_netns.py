@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
+
 C_DAEMON = "/usr/sbin/conntrackd"
 C_CONNTRACK = "/usr/sbin/conntrack"
 NS = f"ctpy-d2-{os.getpid()}"
@@ -127,13 +129,7 @@ class Daemon:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         for f in (getattr(self, "out", None), getattr(self, "err", None)):
             if f:
                 f.close()
