@@ -14,15 +14,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...netlink.socket import CtnlSocket
-from ..cache import Entry, entry_flow
+from ..cache import Entry
 from ..config.model import SyncMode
 from ..control import Action
 from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
-from .convert import flow_to_sync
 from .external import ExternalCache, Injector, commit
 from .modes import Alarm, Ftfw, MsgResult, Notrack
+from .render import EntryRenderer
 from .seq import SeqCounter
 from .wire import (
     CT_ATTRS,
@@ -33,7 +33,6 @@ from .wire import (
     WireErrorKind,
     _frame,
     decode_attrs,
-    encode_attrs,
     is_ack_shaped,
 )
 from .wire import SyncFlow as _SyncFlow
@@ -43,6 +42,10 @@ __all__ = ["SyncDaemonEngine", "build_engine"]
 _HDR = struct.Struct("!BBHI")
 _RANGE = struct.Struct("!II")
 TXQ_MAX = 2147483647
+# messages rendered per TX run: a long queue must not keep the event socket from being drained
+# (an overrun costs a full resync); 2,000 messages are ~120 datagrams, a few ms
+TX_RUN_MAX = 2000
+_CT_DEL = int(MsgType.CT_DEL)
 ERROR_NAMES = ("malformed", "bad_version", "bad_header", "bad_payload", "bad_type", "truncated", "bad_size",
                "snd_malformed")
 
@@ -68,6 +71,7 @@ class SyncDaemonEngine:
         self.errors = dict.fromkeys(ERROR_NAMES, 0)
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
+        self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
         self.nl = CtnlSocket(rcvbuf=8 << 20)
         ctnl = daemon.ctnl
         self.injector: Injector | None = None
@@ -135,24 +139,23 @@ class SyncDaemonEngine:
 
     def _render(self, obj: tuple[Entry, int, int | None]) -> tuple[int, bytes] | None:
         e, mtype, timeout = obj
-        flow = entry_flow(e)
-        if timeout is not None:
-            flow.timeout = timeout
-        sf = flow_to_sync(flow, timeout=self.send_timeout, window_tracking=self.window_tracking)
-        if sf is None:
-            return None
         try:
-            body = encode_attrs(sf.to_attrs(), CT_ATTRS)
+            body = self.renderer.body(e, timeout)
         except WireError:
             self.errors["snd_malformed"] += 1
             return None
-        return (MsgType.CT_DEL if e.dead else mtype), body
+        if body is None:
+            return None
+        return (_CT_DEL if e.dead else mtype), body
 
     def _run_tx(self) -> None:
         self._tx_scheduled = False
         if self.closed:
             return
-        msgs = self.mode.xmit(self._render)
+        mode = self.mode
+        msgs = mode.xmit(self._render, TX_RUN_MAX)
+        if mode.tx:  # more queued (a resync, -B): the loop reads kernel events before the next run
+            self._schedule_tx()
         if not msgs:
             return
         ch = self.channels
@@ -308,7 +311,47 @@ class SyncDaemonEngine:
         off, end = 0, len(buf)
         mode = self.mode
         now = time.time()
+        # Fast path (docs/sync.md R5): a data message (version 1, type 0-5) without flags whose seq
+        # is the next one of a peer already in sync -- what Ftfw/Notrack/Alarm.recv would do with
+        # it, inline: no NetHeader, no IntFlag, same state and counters.  Everything else
+        # (control, HELLO, gaps, new peers, framing errors) takes mode.recv below.
+        kind = type(mode)
+        fast = 1 if kind is Ftfw else 2 if kind is Notrack else 3 if kind is Alarm else 0
+        peers = mode.peers
+        unpack = _HDR.unpack_from
+        apply = self._apply
+        chans = self.channels
         while off < end:
+            if fast and end - off >= 8:
+                vt, flags, mlen, seq = unpack(buf, off)
+                if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off:
+                    p = peers.get(peer)
+                    if p is not None:
+                        tr = p.tracker
+                        last = tr.last
+                        if fast == 3:  # Alarm: statistics only, the tracker is never updated
+                            if last is None:
+                                p.last_heard = now
+                                chans.set_current(idx)
+                                apply(vt & 0x0F, buf, off, mlen)
+                                off += mlen
+                                continue
+                        elif last is not None and seq == (last + 1) & 0xFFFFFFFF:
+                            p.last_heard = now
+                            if fast == 1:  # Ftfw.recv -> _in_sync for an in-order data message
+                                p.messages += 1
+                                p.in_hello = False
+                                if not p.ack_from_set:
+                                    p.ack_from_set = True
+                                    p.ack_from = seq
+                                p.window -= 1
+                                if p.window <= 0:
+                                    mode.window_ack(p, seq)  # type: ignore[union-attr]
+                            tr.last = seq
+                            chans.set_current(idx)
+                            apply(vt & 0x0F, buf, off, mlen)
+                            off += mlen
+                            continue
             try:
                 mlen = _frame(buf, off)
             except WireError as exc:
@@ -345,6 +388,9 @@ class SyncDaemonEngine:
             return
         if mtype >= MsgType.EXP_NEW:
             return  # expectation sync is not implemented (the messages are still acknowledged)
+        ext = self.external
+        if ext is not None and ext.apply(mtype, buf, off + 8, off + mlen):
+            return  # transcoded: no SyncFlow (external.py, transcode.py); else the reference path
         try:
             attrs = decode_attrs(buf, off + 8, off + mlen, CT_ATTRS)
             sf = _SyncFlow.from_attrs(attrs)
