@@ -229,11 +229,12 @@ class Daemon:
                 mode.purge()
                 if expect:
                     mode.exp_purge()
+            mode.begin_resync()
             ctnl.dump(mode.resync)
             if expect:
                 ctnl.dump_expect(mode.exp_resync)
             if not purge_first:
-                mode.purge()
+                mode.purge(skip_resynced=True)
                 if expect:
                     mode.exp_purge()
         except OSError as exc:

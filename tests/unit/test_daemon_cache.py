@@ -139,3 +139,33 @@ def test_tcp_protoinfo_kept_packed_not_in_extra() -> None:
     e2 = c.add(tcp_flow(4243, state=3), 1)
     e2.tcpx = None
     assert entry_flow(e2).tcp == TcpInfo(state=3)
+
+
+def test_purge_after_a_resync_asks_only_for_entries_the_dump_did_not_return():
+    """Overrun resync: the dump proved its entries alive; GETs go only to the others (docs/sync.md S2)."""
+    from conntrack_tools.daemon.mode import SyncCacheMode
+    from conntrack_tools.daemon.stats import RuntimeStats
+
+    asked: list = []
+
+    def exists(flows):
+        asked.extend(flows)
+        return [False] * len(flows)  # the kernel has none of those asked
+
+    m = SyncCacheMode(1000, RuntimeStats(), exists, lambda lv, msg: None, lambda line: None)
+
+    def flow(i: int) -> Flow:
+        o = Tuple(AF_INET, bytes([10, 0, 0, 1]), bytes([10, 0, 2, i]), 17, 1000 + i, 53)
+        return Flow(AF_INET, o, o.reversed(), status=8)
+
+    for i in range(10):
+        m.new(flow(i), None)
+    m.begin_resync()
+    for i in range(7):  # the dump returns 7 of the 10; the other 3 died with their events lost
+        m.resync(flow(i))
+    m.purge(skip_resynced=True)
+    assert sorted(f.orig.dst[3] for f in asked) == [7, 8, 9]
+    assert len(m.cache) == 7
+    asked.clear()
+    m.purge()  # polling mode and the C behaviour: every live entry is asked
+    assert len(asked) == 7 and len(m.cache) == 0
