@@ -79,15 +79,20 @@ class Loop:
         return holder["t"]
 
     def _run_timers(self) -> float | None:
-        now = self.clock()
-        while self.timers and (self.timers[0].when <= now or self.timers[0].cancelled):
+        """Run the timers due when this pass started.
+
+        A timer armed (or come due) during the pass waits for the next one, after a select():
+        a callback that re-arms itself with delay 0 (the sync TX run, in chunks) cannot starve
+        the file descriptors.
+        """
+        start = self.clock()
+        while self.timers and (self.timers[0].when <= start or self.timers[0].cancelled):
             t = heapq.heappop(self.timers)
             if not t.cancelled:
                 t.callback()
-            now = self.clock()
         if not self.timers:
             return None
-        return max(0.0, self.timers[0].when - now)
+        return max(0.0, self.timers[0].when - self.clock())
 
     # ---------------------------------------------------------------- signals
     def add_signal(self, signum: int, handler: Callable[[int], None]) -> None:

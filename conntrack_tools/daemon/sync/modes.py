@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -44,6 +44,9 @@ __all__ = ["Alarm", "Ftfw", "MsgResult", "Notrack", "Peer", "encode_data"]
 
 _HDR = struct.Struct("!BBHI")
 _ACKISH = MsgFlag.ACK | MsgFlag.NACK | MsgFlag.RESYNC
+# plain ints for the TX hot loop: `&`/`|` on an IntFlag goes through enum.Flag's Python methods
+_ACKISH_INT, _NACK_INT = int(_ACKISH), int(MsgFlag.NACK)
+_HELLO_INT, _HELLO_BACK_INT = int(MsgFlag.HELLO), int(MsgFlag.HELLO_BACK)
 Render = Callable[[Any], "tuple[int, bytes] | None"]
 
 
@@ -115,6 +118,15 @@ class _Base:
         """``-n`` / StartupResync: ask the peers for a bulk send."""
         self.enqueue_ctl(MsgFlag.RESYNC)
 
+    def _take(self, limit: int | None) -> Iterable[tuple[Hashable, Any]]:
+        """Up to ``limit`` queued items, oldest first (all of them when ``limit`` is None)."""
+        tx = self.tx
+        if limit is None or len(tx) <= limit:
+            self.tx = OrderedDict()
+            return tx.items()
+        pop = tx.popitem
+        return [pop(last=False) for _ in range(limit)]
+
     def peer(self, addr: Hashable, now: float = 0.0) -> Peer:
         p = self.peers.get(addr)
         if p is None:
@@ -133,8 +145,8 @@ class _Base:
 
     def _ctl_bytes(self, c: Ctl, extra_flags: int = 0) -> bytes:
         c.seq = self.seq.next()
-        flags = c.flags | extra_flags
-        if flags & _ACKISH:
+        flags = int(c.flags) | extra_flags
+        if flags & _ACKISH_INT:
             return encode_ctl(flags, c.seq, c.from_, c.to)
         return encode_ctl(flags, c.seq)
 
@@ -167,10 +179,9 @@ class Notrack(_Base):
         """The alive alarm: it only fires after a whole idle second (re-armed by each xmit)."""
         self.enqueue_ctl(MsgFlag.ALIVE)
 
-    def xmit(self, render: Render) -> list[bytes]:
+    def xmit(self, render: Render, limit: int | None = None) -> list[bytes]:
         out: list[bytes] = []
-        tx, self.tx = self.tx, OrderedDict()
-        for item in tx.values():
+        for _key, item in self._take(limit):
             if isinstance(item, Ctl):
                 out.append(self._ctl_bytes(item))
             else:
@@ -244,9 +255,9 @@ class Ftfw(_Base):
         if self.hello_state == self.HELLO_INIT:
             self.hello_state = self.HELLO_SAY
         if self.hello_state == self.HELLO_SAY:
-            flags |= MsgFlag.HELLO
+            flags = _HELLO_INT
         if self.say_hello_back:
-            flags |= MsgFlag.HELLO_BACK
+            flags |= _HELLO_BACK_INT
             self.say_hello_back = False
         return flags
 
@@ -257,7 +268,7 @@ class Ftfw(_Base):
                 self.rs_index.pop(ent[0], None)
                 self.evicted[old_seq] = ent
                 self.evicted_index[ent[0]] = old_seq
-            elif ent[1].flags & MsgFlag.NACK:
+            elif ent[1].flags & _NACK_INT:
                 # beyond C: an unacknowledged NACK is asked again (if it was lost, nothing
                 # else would ever make the peer re-send that range)
                 self.tx[("ctl", next(self._ctl_ids))] = ent[1]
@@ -266,20 +277,21 @@ class Ftfw(_Base):
         if key is not None:
             self.rs_index[key] = seq
 
-    def xmit(self, render: Render) -> list[bytes]:
+    def xmit(self, render: Render, limit: int | None = None) -> list[bytes]:
         out: list[bytes] = []
-        tx, self.tx = self.tx, OrderedDict()
-        for key, item in tx.items():
+        next_seq = self.seq.next
+        hello = self._hello_flags
+        for key, item in self._take(limit):
             if isinstance(item, Ctl):
-                out.append(self._ctl_bytes(item, self._hello_flags()))
-                if item.flags & _ACKISH:
+                out.append(self._ctl_bytes(item, hello()))
+                if item.flags & _ACKISH_INT:
                     self._rsq_add(item.seq, None, item)
                 continue
             m = render(item)
             if m is None:
                 continue
-            seq = self.seq.next()
-            out.append(encode_data(m[0], m[1], seq, self._hello_flags()))
+            seq = next_seq()
+            out.append(encode_data(m[0], m[1], seq, hello()))
             self._rsq_add(seq, key, item)
         return out
 
@@ -348,10 +360,16 @@ class Ftfw(_Base):
             p.ack_from = h.seq
         p.window -= 1
         if p.window <= 0:
-            self.enqueue_ctl(MsgFlag.ACK, p.ack_from, h.seq)
-            p.window = self.window_size
-            p.ack_from_set = False
+            self.window_ack(p, h.seq)
         return res
+
+    def window_ack(self, p: Peer, seq: int) -> None:
+        """The ACK window of ``p`` is full at ``seq``: acknowledge [ack_from, seq], start a new window.
+
+        Also called by the engine's inline receive fast path (``handle_datagram``)."""
+        self.enqueue_ctl(MsgFlag.ACK, p.ack_from, seq)
+        p.window = self.window_size
+        p.ack_from_set = False
 
     def _digest(self, p: Peer, h: NetHeader) -> MsgResult:
         if h.is_data:
