@@ -4,7 +4,8 @@
 
 Runs as root.  Two namespaces ``ctpy-sbA<tag>`` (sender) and ``ctpy-sbB<tag>`` (receiver) joined
 by a veth (the topology of tests/netns/test_sync_interop.py: configs with their own LockFile
-and UNIX path in a temp dir, no Scheduler).  nf_conntrack_max is global and only writable from
+and UNIX path in a temp dir, no Scheduler; the daemons are run by tests/netns/daemon_proc.py,
+their General section is tests/netns/sync_mesh.py's).  nf_conntrack_max is global and only writable from
 the host namespace: it is raised for the run and restored on every exit path.
 
 For each size N, and for each implementation (C pair, then our pair, on the same namespaces):
@@ -32,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +46,8 @@ sys.path.insert(0, str(REPO))
 
 from conntrack_tools.daemon.control import Action  # noqa: E402
 from conntrack_tools.daemon.control_server import request  # noqa: E402
+from tests.netns.daemon_proc import Conntrackd, ns_run, sh  # noqa: E402
+from tests.netns.sync_mesh import sync_general  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 C_DAEMON = "/usr/sbin/conntrackd"
@@ -62,12 +64,8 @@ COMMIT = re.compile(r"Committed (\d+) new entries.*?commit has taken (\d+\.\d+) 
 ACTIVE = re.compile(r"current active connections:\s+(\d+)")
 
 
-def sh(*cmd: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout, cwd=REPO)
-
-
 def ns(side: str, *cmd: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-    return sh("ip", "netns", "exec", NS[side], *cmd, check=check, timeout=timeout)
+    return ns_run(NS[side], *cmd, check=check, timeout=timeout)
 
 
 def proc_kb(pid: int, key: str) -> int:
@@ -91,65 +89,39 @@ def teardown_link() -> None:
         sh("ip", "netns", "del", NS[side])
 
 
-class Daemon:
+class Daemon(Conntrackd):
     """One conntrackd (C or ours) in namespace ``side``, FTFW over UDP to the other side."""
 
+    start_timeout = 20.0
+    stop_timeout = 60.0
+    merge_stderr = True
+
     def __init__(self, tmp: Path, side: str, impl: str, run: int) -> None:
+        super().__init__(NS[side], tmp / f"{side}-{impl}-{run}", [C_DAEMON] if impl == "c" else [PY_DAEMON],
+                         client=[PY_DAEMON])
         self.side, self.impl = side, impl
-        self.dir = tmp / f"{side}-{impl}-{run}"
-        self.dir.mkdir()
-        self.conf = self.dir / "conntrackd.conf"
         me, peer = ADDR[side], ADDR["B" if side == "A" else "A"]
         self.conf.write_text(
             "Sync {\n Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n }\n"
             f" UDP {{\n  IPv4_address {me}\n  IPv4_Destination_Address {peer}\n  Port 3781\n"
             f"  Interface {VETH[side]}\n  SndSocketBuffer 4194304\n  RcvSocketBuffer 4194304\n  Checksum on\n }}\n}}\n"
-            "General {\n Systemd off\n HashSize 262144\n HashLimit 4194304\n"
-            f" LogFile {self.dir / 'log'}\n Syslog off\n LockFile {self.dir / 'lock'}\n"
-            f" UNIX {{ Path {self.dir / 'ctl'} }}\n NetlinkOverrunResync 1\n"
-            " NetlinkBufferSize 4194304\n NetlinkBufferSizeMaxGrowth 67108864\n"
-            " Filter From Userspace {\n  Address Ignore {\n   IPv4_address 127.0.0.1\n"
-            "   IPv4_address 10.241.0.0/24\n  }\n }\n}\n")
-        self.proc: subprocess.Popen | None = None
+            + sync_general(self, 262144, 4194304, "10.241.0.0/24"))
 
     def start(self) -> Daemon:
-        self.out = open(self.dir / "stdout", "w")
-        argv = [C_DAEMON] if self.impl == "c" else [PY_DAEMON]
-        self.proc = subprocess.Popen(["ip", "netns", "exec", NS[self.side], *argv, "-C", str(self.conf)],
-                                     stdout=self.out, stderr=subprocess.STDOUT, cwd=REPO)
-        end = time.monotonic() + 20
-        while self.stats() is None:
-            if self.proc.poll() is not None or time.monotonic() > end:
-                raise SystemExit(f"{self.impl} daemon in {self.side} did not start:\n{self.logs()}")
-            time.sleep(0.1)
+        try:
+            super().start()
+        except AssertionError:
+            raise SystemExit(f"{self.impl} daemon in {self.side} did not start:\n{self.logs()}") from None
         self.idle_kb = proc_kb(self.proc.pid, "VmRSS")
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if getattr(self, "out", None):
-            self.out.close()
-            self.out = None
-
-    def logs(self) -> str:
-        p = self.dir / "log"
-        return (p.read_text(errors="replace") if p.exists() else "") + (self.dir / "stdout").read_text()
-
-    def client(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        # our client talks to either daemon over its UNIX path (a file: no need to enter the namespace)
-        return sh(PY_DAEMON, "-C", str(self.conf), *args, timeout=timeout)
+    def up(self) -> bool:
+        return self.stats() is not None
 
     def stats(self) -> str | None:
         """``-s`` output, asked in-process (polling with a client process each time would load the CPUs)."""
         chunks: list[bytes] = []
-        ok = request(str(self.dir / "ctl"), Action.STATS, chunks.append, timeout=30)
+        ok = request(str(self.sock), Action.STATS, chunks.append, timeout=30)
         return b"".join(chunks).decode(errors="replace") if ok else None
 
     def count(self, cache: str) -> int:

@@ -4,7 +4,7 @@ the systemd watchdog and the metrics endpoint configured in conntrackd.conf.
 Expectations come from a real FTP exchange on loopback (``diffkit.py ftp-lo``) with an nft
 ``ct helper`` assignment, as tests/compat does.  C keeps expectations only with
 ``Options { ExpectationSync on }`` in a Sync config: both daemons get one UDP link on lo with
-their own port.  The netns ``ctpy-d2-<pid>`` is deleted in the finalizer; only processes
+their own port.  The netns ``ctpy-d2-<id>`` is deleted in the finalizer; only processes
 started here are stopped, by pid.
 """
 
@@ -16,22 +16,15 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import stop_process
+from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, REPO, Conntrackd, ModuleNetns, stopping, wait_for
 
-C_DAEMON = "/usr/sbin/conntrackd"
-C_CONNTRACK = "/usr/sbin/conntrack"
-NS = f"ctpy-d2-{os.getpid()}"
-ROOT = Path(__file__).resolve().parents[2]
-OURS = [sys.executable, "-m", "conntrack_tools.daemon.main"]
-DIFFKIT = [sys.executable, str(ROOT / "tests" / "compat" / "diffkit.py")]
+DIFFKIT = [sys.executable, str(REPO / "tests" / "compat" / "diffkit.py")]
 
 pytestmark = [
     pytest.mark.root,
@@ -48,32 +41,9 @@ NFT = """table inet ctpy {
 }
 """
 
-
-def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "condition", show=None):
-    end = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}" + (f": {show()}" if show else ""))
-        time.sleep(0.02)
-
-
-def nsrun(*cmd: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", NS, *cmd], capture_output=True, text=True, check=check,
-                          timeout=30, **kw)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def netns():
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    try:
-        nsrun("ip", "link", "set", "lo", "up", check=True)
-        nsrun("nft", "-f", "-", input=NFT, check=True)
-        yield NS
-    finally:
-        subprocess.run(["ip", "netns", "del", NS], check=False)
+NS = ModuleNetns("d2", setup=lambda ns: ns.run("nft", "-f", "-", input=NFT, check=True))
+netns = NS.fixture()
+nsrun = NS.run
 
 
 @pytest.fixture(autouse=True)
@@ -105,73 +75,22 @@ def sync_section(port: int, options: str = "ExpectationSync on") -> str:
             f"  Options {{ {options} }}\n}}\n")
 
 
-class Daemon:
+class Daemon(Conntrackd):
     def __init__(self, tmp: Path, name: str, argv0: list[str], section: str, general: str = "") -> None:
-        self.dir = tmp / name
-        self.dir.mkdir()
-        self.conf = self.dir / "conntrackd.conf"
-        self.lock = self.dir / "lock"
-        self.sock = self.dir / "ctl"
-        self.argv0 = argv0
-        self.conf.write_text("General {\n  HashSize 8192\n  Systemd off\n"
-                             f"  LockFile {self.lock}\n  UNIX {{ Path {self.sock} }}\n{general}}}\n{section}")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
-        self.out = open(self.dir / "stdout", "w")
-        self.err = open(self.dir / "stderr", "w")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", NS, *self.argv0, "-C", str(self.conf)],
-                                     stdout=self.out, stderr=self.err, cwd=ROOT, env=env)
-        if wait:
-            wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 10, "control socket")
-            assert self.proc.poll() is None, (self.dir / "stderr").read_text()
-            self.client("-s")  # answered once the loop runs, i.e. after the event socket is open
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        for f in (getattr(self, "out", None), getattr(self, "err", None)):
-            if f:
-                f.close()
-
-    def client(self, *args: str, c: bool = False) -> subprocess.CompletedProcess:
-        return nsrun(*([C_DAEMON] if c else OURS), "-C", str(self.conf), *args)
-
-    def lines(self, *args: str, c: bool = False) -> list[str]:
-        r = self.client(*args, c=c)
-        assert r.returncode == 0, r.stderr
-        return sorted(mask(r.stdout).splitlines())
-
-    def count(self, *args: str) -> int:
-        return len(self.client(*args).stdout.splitlines())
-
-    def log(self) -> str:
-        return (self.dir / "stdout").read_text()
+        super().__init__(NS.name, tmp / name, argv0)
+        self.write_conf(general, section)
 
 
 @pytest.fixture
 def make(tmp_path):
-    started: list[Daemon] = []
+    with stopping() as started:
 
-    def factory(name: str, c: bool, section: str, general: str = "") -> Daemon:
-        d = Daemon(tmp_path, name, [C_DAEMON] if c else OURS, section, general)
-        started.append(d)
-        return d
+        def factory(name: str, c: bool, section: str, general: str = "") -> Daemon:
+            d = Daemon(tmp_path, name, [C_DAEMON] if c else PY_DAEMON, section, general)
+            started.append(d)
+            return d
 
-    yield factory
-    for d in started:
-        d.stop()
-
-
-MASKS = [(re.compile(r"\[active since \d+s\]"), "[active since Ns]"),
-         (re.compile(r"daemon uptime: .*"), "daemon uptime: X"),
-         (re.compile(r"(current buffer size \(in bytes\):\t)\s*\d+"), r"\1N")]
-
-
-def mask(text: str) -> str:
-    for rx, rep in MASKS:
-        text = rx.sub(rep, text)
-    return text
+        yield factory
 
 
 def cache_blocks(d: Daemon, *args: str) -> str:
@@ -232,7 +151,7 @@ def test_expectations_match_c(make) -> None:
         assert cache_blocks(ours, "-s", "expect") == cache_blocks(theirs, "-s", "expect")
     for d in both:
         for msg in ("resync with master expect table", "flushing kernel expect table", "flushing caches"):
-            assert msg in d.log(), (d.dir.name, msg)
+            assert msg in d.stdout(), (d.dir.name, msg)
         assert d.client("-k").returncode == 0 and d.proc.wait(5) == 0
 
 
@@ -263,7 +182,7 @@ def test_poll_secs_keeps_cache_in_sync_without_events(make, tmp_path) -> None:
     prom = tmp_path / "ctd.prom"
     d = make("ours", False, sync_section(3792),
              f"  PollSecs 1\n  Metrics {{\n    Listen 127.0.0.1:9109\n    Textfile {prom}\n  }}\n").start()
-    assert "running in polling mode" in d.log()
+    assert "running in polling mode" in d.stdout()
     for i in (1, 2):
         args = ["-I", "-p", "udp", "-s", "10.1.0.1", "-d", f"10.2.0.{i}", "--sport", "5", "--dport", "53", "-t", "300"]
         nsrun(C_CONNTRACK, *args, check=True)

@@ -1,7 +1,7 @@
 """conntrackd in a network namespace: our daemon, our client, and the C 1.4.7 ones cross-driven.
 
 Every test gets its own config (LockFile, UNIX Path, stats LogFile in a tmp dir).  The netns
-``ctpy-d-<pid>`` is created once per module and deleted in the finalizer; only the processes
+``ctpy-d-<id>`` is created once per module and deleted in the finalizer; only the processes
 started here are killed, by pid.
 """
 
@@ -13,18 +13,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import stop_process
+from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, REPO, Conntrackd, ModuleNetns, stopping, wait_for
 
-C_DAEMON = "/usr/sbin/conntrackd"
-C_CONNTRACK = "/usr/sbin/conntrack"
-NS = f"ctpy-d-{os.getpid()}"
-OURS = [sys.executable, "-m", "conntrack_tools.daemon.main"]
+NS = ModuleNetns("d")
+netns = NS.fixture()
+nsrun = NS.run
 
 pytestmark = [
     pytest.mark.root,
@@ -33,30 +30,6 @@ pytestmark = [
                        reason="needs iproute2 and /usr/sbin/conntrack"),
 ]
 need_c_daemon = pytest.mark.skipif(not os.path.exists(C_DAEMON), reason="needs the C conntrackd 1.4.7")
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "condition", show=None):
-    end = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}" + (f": {show()}" if show else ""))
-        time.sleep(0.02)
-
-
-def nsrun(*cmd: str, check: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", NS, *cmd], capture_output=True, text=True, check=check,
-                          timeout=30)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def netns():
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    nsrun("ip", "link", "set", "lo", "up")
-    yield NS
-    subprocess.run(["ip", "netns", "del", NS], check=False)
 
 
 @pytest.fixture(autouse=True)
@@ -76,72 +49,23 @@ def conntrack_insert(src: str, dst: str, proto: str = "tcp", sport: int = 1000, 
     nsrun(C_CONNTRACK, *args, check=True)
 
 
-class Daemon:
+class Daemon(Conntrackd):
     def __init__(self, tmp: Path, name: str, argv0: list[str], extra_general: str = "", stats: bool = True):
-        self.dir = tmp / name
-        self.dir.mkdir()
-        self.conf = self.dir / "conntrackd.conf"
-        self.lock = self.dir / "lock"
-        self.sock = self.dir / "ctl"
+        super().__init__(NS.name, tmp / name, argv0)
         self.stats_log = self.dir / "stats.log"
-        self.argv0 = argv0
-        section = f"Stats {{\n  LogFile {self.stats_log}\n}}\n" if stats else ""
-        self.conf.write_text(
-            "General {\n  HashSize 8192\n  Systemd off\n"
-            f"  LockFile {self.lock}\n  UNIX {{ Path {self.sock} }}\n{extra_general}}}\n{section}")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, *args: str, wait: bool = True) -> Daemon:
-        self.out = open(self.dir / "stdout", "w")
-        self.err = open(self.dir / "stderr", "w")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", NS, *self.argv0, "-C", str(self.conf), *args],
-                                     stdout=self.out, stderr=self.err, cwd=Path(__file__).resolve().parents[2])
-        if wait:
-            wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 10, "control socket")
-            assert self.proc.poll() is None, (self.dir / "stderr").read_text()
-            self.client("-s")  # answered once the loop runs, i.e. after the event socket is open
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        for f in (getattr(self, "out", None), getattr(self, "err", None)):
-            if f:
-                f.close()
-
-    def client(self, *args: str, c: bool = False) -> subprocess.CompletedProcess:
-        argv = [C_DAEMON] if c else OURS
-        return nsrun(*argv, "-C", str(self.conf), *args)
+        self.write_conf(extra_general, f"Stats {{\n  LogFile {self.stats_log}\n}}\n" if stats else "")
 
 
 @pytest.fixture
 def make(tmp_path):
-    started: list[Daemon] = []
+    with stopping() as started:
 
-    def factory(name: str = "ours", c: bool = False, **kw) -> Daemon:
-        d = Daemon(tmp_path, name, [C_DAEMON] if c else OURS, **kw)
-        started.append(d)
-        return d
+        def factory(name: str = "ours", c: bool = False, **kw) -> Daemon:
+            d = Daemon(tmp_path, name, [C_DAEMON] if c else PY_DAEMON, **kw)
+            started.append(d)
+            return d
 
-    yield factory
-    for d in started:
-        d.stop()
-
-
-MASKS = [(re.compile(r"\[active since \d+s\]"), "[active since Ns]"),
-         (re.compile(r"daemon uptime: .*"), "daemon uptime: X"),
-         (re.compile(r"(current buffer size \(in bytes\):\t)\s*\d+"), r"\1N")]
-
-
-def mask(text: str) -> str:
-    for rx, rep in MASKS:
-        text = rx.sub(rep, text)
-    return text
-
-
-def lines_of(d: Daemon, *args: str, c: bool = False) -> list[str]:
-    r = d.client(*args, c=c)
-    assert r.returncode == 0, r.stderr
-    return sorted(mask(r.stdout).splitlines())
+        yield factory
 
 
 # ------------------------------------------------------------------------------------ ours alone
@@ -207,14 +131,14 @@ def test_sigterm_lock_busy_and_stale_lock(make) -> None:
     d = make()
     d.lock.write_text("999999\n")  # a crashed daemon's lock: pid is not alive
     d.start()
-    second = nsrun(*OURS, "-C", str(d.conf))
+    second = nsrun(*PY_DAEMON, "-C", str(d.conf))
     assert second.returncode == 1
     assert f"[ERROR] lockfile `{d.lock}' exists, perhaps conntrackd already running?" in second.stderr
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(5) == 0
-    out = (d.dir / "stdout").read_text()
+    out = d.stdout()
     assert "[notice] -- starting in console mode --" in out and "[notice] ---- shutdown received ----" in out
-    assert "removing stale lockfile" in (d.dir / "stderr").read_text()
+    assert "removing stale lockfile" in d.stderr()
     assert not d.lock.exists()
 
 
@@ -228,8 +152,8 @@ def test_daemon_mode_and_systemd_notify(make, tmp_path) -> None:
     rx.bind(str(notify))
     rx.settimeout(5)
     env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
-    r = subprocess.run(["ip", "netns", "exec", NS, *OURS, "-C", str(d.conf), "-d"], env=env, capture_output=True,
-                       text=True, timeout=20, cwd=Path(__file__).resolve().parents[2])
+    r = subprocess.run(["ip", "netns", "exec", NS.name, *PY_DAEMON, "-C", str(d.conf), "-d"], env=env,
+                       capture_output=True, text=True, timeout=20, cwd=REPO)
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
     msgs = {rx.recv(100).decode() for _ in range(2)}
     assert "READY=1" in msgs and any(m.startswith("MAINPID=") for m in msgs)
@@ -265,7 +189,7 @@ def test_overrun_grows_buffer_and_resyncs(make) -> None:
     resyncs = int(re.search(r"resync with kernel table:\t\s*(\d+)", runtime)[1])
     size = int(re.search(r"current buffer size \(in bytes\):\t\s*(\d+)", runtime)[1])
     assert overruns >= 1 and resyncs >= 1 and size > 8192
-    assert "netlink event socket buffer size has been doubled to" in (d.dir / "stdout").read_text()
+    assert "netlink event socket buffer size has been doubled to" in d.stdout()
 
 
 # ------------------------------------------------------------------------------------ against C
@@ -279,7 +203,7 @@ def test_c_client_drives_our_daemon(make) -> None:
     wait_for(lambda: d.client("-i").stdout.count("\n") == 2, what="events")
     for args in (["-i"], ["-i", "-x"], ["-s"], ["-s", "cache"], ["-s", "runtime"], ["-s", "network"],
                  ["-s", "queue"], ["-i", "expect"], ["-e"], ["-n"], ["-t"]):
-        assert lines_of(d, *args, c=True) == lines_of(d, *args), args
+        assert d.lines(*args, c=True) == d.lines(*args), args
     r = d.client("-k", c=True)
     assert r.returncode == 0 and d.proc.wait(5) == 0
 
@@ -299,16 +223,16 @@ def test_our_client_and_daemon_match_c(make) -> None:
         wait_for(lambda d=d: d.client("-i").stdout.count("\n") == 2, what=f"destroy in {d.dir.name}")
     views = (["-i"], ["-i", "-x"], ["-s"], ["-s", "cache"], ["-s", "runtime"], ["-s", "network"], ["-s", "link"])
     for args in views:
-        assert lines_of(ours, *args) == lines_of(theirs, *args), args
+        assert ours.lines(*args) == theirs.lines(*args), args
     # flows logged by both, same line after the date
     assert ours.stats_log.read_text().split("\t", 1)[1] == theirs.stats_log.read_text().split("\t", 1)[1]
     # -f (all caches) is not handled by C's stats mode; -f internal is
     for d in (ours, theirs):
         assert d.client("-f").returncode == 0
-    assert lines_of(ours, "-s") == lines_of(theirs, "-s")
+    assert ours.lines("-s") == theirs.lines("-s")
     for d in (ours, theirs):
         assert d.client("-f", "internal").returncode == 0
-    assert lines_of(ours, "-s", "cache") == lines_of(theirs, "-s", "cache")
+    assert ours.lines("-s", "cache") == theirs.lines("-s", "cache")
     for d in (ours, theirs):
         assert d.client("-k").returncode == 0
         assert d.proc.wait(5) == 0
