@@ -10,7 +10,7 @@ attribute.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..flow import (
     AF_INET,
@@ -73,7 +73,6 @@ _TCP_FLAGS = struct.Struct("BB")
 _unpack_nla = NLA_HDR.unpack_from
 _unpack_be16 = _BE16.unpack_from
 _unpack_be32 = _BE32.unpack_from
-_unpack_be64 = _BE64.unpack_from
 
 
 # Leaf attributes of the small nests, as data: attribute -> (field names, struct). One decoder and
@@ -255,23 +254,34 @@ def decode_tuple(buf: bytes | memoryview, start: int, end: int, family: int) -> 
 # ---------------------------------------------------------------- decode: conntrack
 
 
-def _be32(buf, s, e, what):
-    _need(s, e, 4, what)
-    return _unpack_be32(buf, s)[0]
+def _scalar(st: struct.Struct, what: str) -> Callable[[Buffer, int, int, int], int]:
+    """A decoder of one big-endian integer attribute; ``what`` names it in the error for a short one."""
+    size, unpack = st.size, st.unpack_from
+
+    def decode(buf, s, e, _family=0):
+        if e - s < size:
+            raise DecodeError(f"attribute {what} too short: {e - s} < {size}")
+        return unpack(buf, s)[0]
+
+    return decode
 
 
-def _string(buf, s, e) -> str:
+def _string(buf, s, e, _family=0) -> str:
     raw = bytes(buf[s:e])
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _counters(buf, s, e) -> Counters:
+def _raw(buf, s, e, _family=0) -> bytes:
+    return bytes(buf[s:e])
+
+
+def _counters(buf, s, e, _family=0) -> Counters:
     c = Counters()
     decode_leaves(c, COUNTER_LEAVES, buf, s, e)
     return c
 
 
-def _protoinfo(flow: Flow, buf, s, e) -> None:
+def _protoinfo(flow: Flow, buf, s, e, _family=0) -> None:
     for a, s2, e2 in iter_attrs(buf, s, e):
         for kind, field, cls, leaves in PROTOINFO_KINDS:
             if a == kind:
@@ -280,14 +290,24 @@ def _protoinfo(flow: Flow, buf, s, e) -> None:
                 setattr(flow, field, info)
 
 
-def _seqadj(buf, s, e) -> SeqAdj:
+def _seqadj(buf, s, e, _family=0) -> SeqAdj:
     adj = SeqAdj()
     decode_leaves(adj, SEQADJ_LEAVES, buf, s, e)
     return adj
 
 
-def _timestamps(flow: Flow, buf, s, e) -> None:
+def _timestamps(flow: Flow, buf, s, e, _family=0) -> None:
     decode_leaves(flow, TIMESTAMP_LEAVES, buf, s, e)
+
+
+_synproxy_u32 = _scalar(_BE32, "synproxy")
+
+
+def _synproxy(buf, s, e, _family=0) -> tuple[int, int, int]:
+    vals = {}
+    for sa, s2, e2 in iter_attrs(buf, s, e):
+        vals[sa] = _synproxy_u32(buf, s2, e2)
+    return vals.get(SynproxyAttr.ISN, 0), vals.get(SynproxyAttr.ITS, 0), vals.get(SynproxyAttr.TSOFF, 0)
 
 
 def _nat(buf, s, e, family: int) -> Nat:
@@ -315,76 +335,94 @@ def _nat(buf, s, e, family: int) -> Nat:
     return nat
 
 
-def decode_flow(buf: bytes | memoryview, start: int, end: int) -> Flow:
-    """Decode a ctnetlink conntrack message payload (from the nfgenmsg on)."""
+# The attributes of a message, as data: attribute -> (field, decoder). A decoder is called as
+# decoder(buf, start, end, family) and its result set as the object's field; with a field of None it
+# is called as decoder(obj, buf, start, end, family) and sets the fields of a nest on obj itself.
+Fields = dict[int, tuple[str | None, Callable[..., object]]]
+
+
+def decode_fields(obj, fields: Fields, buf, start: int, end: int, family: int,
+                  unknown: list[tuple[int, bytes]] | None = None) -> None:
+    """Set obj's fields from the attributes in ``buf[start:end]``; others go to ``unknown`` if given."""
+    for a, s, e in iter_attrs(buf, start, end):
+        spec = fields.get(a)
+        if spec is None:
+            if unknown is not None:
+                unknown.append((a, bytes(buf[s:e])))
+            continue
+        name, decode = spec
+        if name is None:
+            decode(obj, buf, s, e, family)
+        else:
+            setattr(obj, name, decode(buf, s, e, family))
+
+
+def _nest(fields: Fields) -> Callable[..., None]:
+    """A decoder (field None) setting obj's fields from the attributes of a nest."""
+
+    def decode(obj, buf, s, e, family) -> None:
+        decode_fields(obj, fields, buf, s, e, family)
+
+    return decode
+
+
+FLOW_FIELDS: Fields = {
+    CTA.TUPLE_ORIG: ("orig", decode_tuple),
+    CTA.TUPLE_REPLY: ("reply", decode_tuple),
+    CTA.STATUS: ("status", _scalar(_BE32, "status")),
+    CTA.TIMEOUT: ("timeout", _scalar(_BE32, "timeout")),
+    CTA.MARK: ("mark", _scalar(_BE32, "mark")),
+    CTA.USE: ("use", _scalar(_BE32, "use")),
+    CTA.ID: ("id", _scalar(_BE32, "id")),
+    CTA.PROTOINFO: (None, _protoinfo),
+    CTA.COUNTERS_ORIG: ("counters_orig", _counters),
+    CTA.COUNTERS_REPLY: ("counters_reply", _counters),
+    CTA.ZONE: ("zone", _scalar(_BE16, "zone")),
+    CTA.SECMARK: ("secmark", _scalar(_BE32, "secmark")),
+    CTA.SECCTX: (None, _nest({SecctxAttr.NAME: ("secctx", _string)})),
+    CTA.HELP: (None, _nest({HelpAttr.NAME: ("helper", _string)})),
+    CTA.TIMESTAMP: (None, _timestamps),
+    CTA.TIMESTAMP_EVENT: ("ts_event", _scalar(_BE64, "event timestamp")),
+    CTA.LABELS: ("labels", _raw),
+    CTA.LABELS_MASK: ("labels_mask", _raw),
+    CTA.SEQ_ADJ_ORIG: ("seqadj_orig", _seqadj),
+    CTA.SEQ_ADJ_REPLY: ("seqadj_reply", _seqadj),
+    CTA.TUPLE_MASTER: ("master", decode_tuple),
+    CTA.NAT_SRC: ("nat_src", _nat),
+    CTA.NAT_DST: ("nat_dst", _nat),
+    CTA.MARK_MASK: ("mark_mask", _scalar(_BE32, "mark mask")),
+    CTA.SYNPROXY: ("synproxy", _synproxy),
+}
+
+EXPECT_FIELDS: Fields = {
+    ExpectAttr.MASTER: ("master", decode_tuple),
+    ExpectAttr.TUPLE: ("tuple", decode_tuple),
+    ExpectAttr.MASK: ("mask", decode_tuple),
+    ExpectAttr.TIMEOUT: ("timeout", _scalar(_BE32, "timeout")),
+    ExpectAttr.ID: ("id", _scalar(_BE32, "id")),
+    ExpectAttr.HELP_NAME: ("helper", _string),
+    ExpectAttr.ZONE: ("zone", _scalar(_BE16, "zone")),
+    ExpectAttr.FLAGS: ("flags", _scalar(_BE32, "flags")),
+    ExpectAttr.CLASS: ("klass", _scalar(_BE32, "class")),
+    ExpectAttr.FN: ("fn", _string),
+    ExpectAttr.NAT: (None, _nest({
+        ExpectNatAttr.DIR: ("nat_dir", _scalar(_BE32, "nat dir")),
+        ExpectNatAttr.TUPLE: ("nat_tuple", decode_tuple),
+    })),
+}
+
+
+def _family(buf: Buffer, start: int, end: int) -> int:
     if end - start < NFGEN_HDRLEN:
         raise DecodeError("truncated nfgenmsg")
-    family = buf[start]
+    return buf[start]
+
+
+def decode_flow(buf: bytes | memoryview, start: int, end: int) -> Flow:
+    """Decode a ctnetlink conntrack message payload (from the nfgenmsg on)."""
+    family = _family(buf, start, end)
     flow = Flow(family)
-    for a, s, e in iter_attrs(buf, start + NFGEN_HDRLEN, end):
-        if a == CTA.TUPLE_ORIG:
-            flow.orig = decode_tuple(buf, s, e, family)
-        elif a == CTA.TUPLE_REPLY:
-            flow.reply = decode_tuple(buf, s, e, family)
-        elif a == CTA.STATUS:
-            flow.status = _be32(buf, s, e, "status")
-        elif a == CTA.TIMEOUT:
-            flow.timeout = _be32(buf, s, e, "timeout")
-        elif a == CTA.MARK:
-            flow.mark = _be32(buf, s, e, "mark")
-        elif a == CTA.USE:
-            flow.use = _be32(buf, s, e, "use")
-        elif a == CTA.ID:
-            flow.id = _be32(buf, s, e, "id")
-        elif a == CTA.PROTOINFO:
-            _protoinfo(flow, buf, s, e)
-        elif a == CTA.COUNTERS_ORIG:
-            flow.counters_orig = _counters(buf, s, e)
-        elif a == CTA.COUNTERS_REPLY:
-            flow.counters_reply = _counters(buf, s, e)
-        elif a == CTA.ZONE:
-            _need(s, e, 2, "zone")
-            flow.zone = _unpack_be16(buf, s)[0]
-        elif a == CTA.SECMARK:
-            flow.secmark = _be32(buf, s, e, "secmark")
-        elif a == CTA.SECCTX:
-            for sa, s2, e2 in iter_attrs(buf, s, e):
-                if sa == SecctxAttr.NAME:
-                    flow.secctx = _string(buf, s2, e2)
-        elif a == CTA.HELP:
-            for ha, s2, e2 in iter_attrs(buf, s, e):
-                if ha == HelpAttr.NAME:
-                    flow.helper = _string(buf, s2, e2)
-        elif a == CTA.TIMESTAMP:
-            _timestamps(flow, buf, s, e)
-        elif a == CTA.TIMESTAMP_EVENT:
-            _need(s, e, 8, "event timestamp")
-            flow.ts_event = _unpack_be64(buf, s)[0]
-        elif a == CTA.LABELS:
-            flow.labels = bytes(buf[s:e])
-        elif a == CTA.LABELS_MASK:
-            flow.labels_mask = bytes(buf[s:e])
-        elif a == CTA.SEQ_ADJ_ORIG:
-            flow.seqadj_orig = _seqadj(buf, s, e)
-        elif a == CTA.SEQ_ADJ_REPLY:
-            flow.seqadj_reply = _seqadj(buf, s, e)
-        elif a == CTA.TUPLE_MASTER:
-            flow.master = decode_tuple(buf, s, e, family)
-        elif a == CTA.NAT_SRC:
-            flow.nat_src = _nat(buf, s, e, family)
-        elif a == CTA.NAT_DST:
-            flow.nat_dst = _nat(buf, s, e, family)
-        elif a == CTA.MARK_MASK:
-            flow.mark_mask = _be32(buf, s, e, "mark mask")
-        elif a == CTA.SYNPROXY:
-            vals = {}
-            for sa, s2, e2 in iter_attrs(buf, s, e):
-                vals[sa] = _be32(buf, s2, e2, "synproxy")
-            flow.synproxy = (
-                vals.get(SynproxyAttr.ISN, 0), vals.get(SynproxyAttr.ITS, 0), vals.get(SynproxyAttr.TSOFF, 0)
-            )
-        else:
-            flow.unknown.append((a, bytes(buf[s:e])))
+    decode_fields(flow, FLOW_FIELDS, buf, start + NFGEN_HDRLEN, end, family, flow.unknown)
     return flow
 
 
@@ -392,46 +430,20 @@ def decode_flow(buf: bytes | memoryview, start: int, end: int) -> Flow:
 
 
 def decode_expect(buf: bytes | memoryview, start: int, end: int) -> Expect:
-    if end - start < NFGEN_HDRLEN:
-        raise DecodeError("truncated nfgenmsg")
-    family = buf[start]
+    family = _family(buf, start, end)
     exp = Expect(family)
-    for a, s, e in iter_attrs(buf, start + NFGEN_HDRLEN, end):
-        if a == ExpectAttr.MASTER:
-            exp.master = decode_tuple(buf, s, e, family)
-        elif a == ExpectAttr.TUPLE:
-            exp.tuple = decode_tuple(buf, s, e, family)
-        elif a == ExpectAttr.MASK:
-            exp.mask = decode_tuple(buf, s, e, family)
-        elif a == ExpectAttr.TIMEOUT:
-            exp.timeout = _be32(buf, s, e, "timeout")
-        elif a == ExpectAttr.ID:
-            exp.id = _be32(buf, s, e, "id")
-        elif a == ExpectAttr.HELP_NAME:
-            exp.helper = _string(buf, s, e)
-        elif a == ExpectAttr.ZONE:
-            _need(s, e, 2, "zone")
-            exp.zone = _unpack_be16(buf, s)[0]
-        elif a == ExpectAttr.FLAGS:
-            exp.flags = _be32(buf, s, e, "flags")
-        elif a == ExpectAttr.CLASS:
-            exp.klass = _be32(buf, s, e, "class")
-        elif a == ExpectAttr.FN:
-            exp.fn = _string(buf, s, e)
-        elif a == ExpectAttr.NAT:
-            for na, s2, e2 in iter_attrs(buf, s, e):
-                if na == ExpectNatAttr.DIR:
-                    exp.nat_dir = _be32(buf, s2, e2, "nat dir")
-                elif na == ExpectNatAttr.TUPLE:
-                    exp.nat_tuple = decode_tuple(buf, s2, e2, family)
+    decode_fields(exp, EXPECT_FIELDS, buf, start + NFGEN_HDRLEN, end, family)
     return exp
+
+
+_stat_u32 = _scalar(_BE32, "stat")
 
 
 def decode_u32_attrs(buf: bytes | memoryview, start: int, end: int) -> dict[int, int]:
     """Flat be32 attributes after an nfgenmsg (the CPU and global stats replies)."""
     out: dict[int, int] = {}
     for a, s, e in iter_attrs(buf, start + NFGEN_HDRLEN, end):
-        out[a] = _be32(buf, s, e, "stat")
+        out[a] = _stat_u32(buf, s, e)
     return out
 
 
