@@ -36,7 +36,10 @@ _ZERO = {AF_INET: b"\0" * 4, AF_INET6: b"\0" * 16}
 
 # attributes kept in Entry.extra when present (rare): Flow field names
 EXTRA_FIELDS = ("secmark", "secctx", "helper", "labels", "ts_stop", "tcp", "sctp", "dccp", "master",
-                "nat_src", "nat_dst", "seqadj_orig", "seqadj_reply", "synproxy")
+                "nat_src", "nat_dst", "seqadj_orig", "seqadj_reply")
+# Current kernels put CTA_SYNPROXY (all zeros) on every event and dump entry, and C syncs it: a slot
+# holding one shared tuple instead of an ``extra`` dict per entry (~230 B each)
+_SYNPROXY_ZERO = (0, 0, 0)
 
 _interned: dict[int, int] = {}
 
@@ -107,7 +110,7 @@ def master_key(exp: Expect) -> bytes | None:
 class Entry:
     """A cached flow.  ``lifetime`` = when it entered the cache (``[active since]``)."""
 
-    __slots__ = ("key", "reply", "status", "state", "tcpx", "mark", "id", "ts_start", "extra",
+    __slots__ = ("key", "reply", "status", "state", "tcpx", "mark", "id", "ts_start", "synproxy", "extra",
                  "lifetime", "lastupdate", "dead")
 
     def __init__(self, key: bytes, now: int) -> None:
@@ -119,6 +122,7 @@ class Entry:
         self.mark: int | None = None
         self.id: int | None = None
         self.ts_start: int | None = None
+        self.synproxy: tuple[int, int, int] | None = None  # isn, its, tsoff (Flow.synproxy)
         self.extra: dict | None = None
         self.lifetime = now
         self.lastupdate = now
@@ -141,6 +145,9 @@ class Entry:
             self.id = flow.id
         if flow.ts_start is not None:
             self.ts_start = flow.ts_start
+        sp = flow.synproxy
+        if sp is not None:
+            self.synproxy = _SYNPROXY_ZERO if sp == _SYNPROXY_ZERO else tuple(sp)
         for name in EXTRA_FIELDS:
             v = getattr(flow, name)
             if v is not None:
@@ -185,7 +192,8 @@ def entry_flow(e: Entry) -> Flow:
     else:
         reply = orig.reversed()
         reply.zone = orig.zone
-    f = Flow(orig.family, orig, reply, status=e.status, mark=e.mark, zone=zone, id=e.id, ts_start=e.ts_start)
+    f = Flow(orig.family, orig, reply, status=e.status, mark=e.mark, zone=zone, id=e.id, ts_start=e.ts_start,
+             synproxy=e.synproxy)
     ex = e.extra
     if ex:
         for name, v in ex.items():

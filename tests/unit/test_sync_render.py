@@ -38,6 +38,8 @@ def flows(draw):
         f.tcp = TcpInfo(draw(st.none() | st.integers(0, 12)), *((7, 7, 3, 3, 3, 3) if wide else ()))
     if proto == 132 and draw(st.booleans()):
         f.sctp = SctpInfo(draw(st.integers(0, 9)), draw(u32), draw(u32))
+    if draw(st.booleans()):
+        f.synproxy = draw(st.just((0, 0, 0)) | st.tuples(u32, u32, u32))  # kernels send zeros on every flow
     if draw(st.integers(0, 5)) == 0:
         f.helper = draw(st.sampled_from(["ftp", "sip", "tftp"]))
     return f
@@ -61,7 +63,8 @@ def test_plain_entries_take_the_compiled_path():
     for i in range(50):
         o = Tuple(AF_INET, bytes([10, 0, 0, 1]), bytes([10, 0, 1, i]), 6, 40000 + i, 80)
         e, _ = cache.update_force(Flow(AF_INET, o, o.reversed(), status=14, mark=i or None,
-                                       tcp=TcpInfo(3, 7, 7, 3, 3, 3, 3)), 1)
+                                       tcp=TcpInfo(3, 7, 7, 3, 3, 3, 3), synproxy=(0, 0, 0)), 1)
+        assert e is not None and e.extra is None
         assert r.body(e, 120) == render_reference(e, 120, True, False)
     nat = Tuple(AF_INET, bytes([10, 0, 0, 1]), bytes([10, 0, 1, 1]), 17, 1, 2)
     e, _ = cache.update_force(Flow(AF_INET, nat, Tuple(AF_INET, nat.dst, bytes([192, 0, 2, 1]), 17, 2, 1)), 1)

@@ -8,7 +8,7 @@ nothing rare (``extra is None``).  For those, ``Entry.key`` already holds the fa
 addresses and ports in network order, which is what NTA_IPV4/6 and NTA_PORT carry, so one
 precompiled ``struct.Struct`` per layout packs the whole body in one call.
 
-A layout is (family, protocol class, state?, timeout?, mark?, zone?); its attribute headers
+A layout is (family, protocol class, state?, timeout?, mark?, synproxy?, zone?); its attribute headers
 are constants baked into the generated packer.  Everything else (NAT, helper, labels, master,
 SCTP/DCCP protoinfo, window tracking, odd families) goes through the reference path, which
 stays the definition: ``tests/unit/test_sync_render.py`` checks both agree byte for byte.
@@ -42,6 +42,7 @@ _LAYOUT_ROWS = {
     CtAttr.ICMP_ID: ("H", 2),  # value byte-swapped below: C's double htons() on x86 (le16)
     CtAttr.TIMEOUT: ("I", 0),
     CtAttr.MARK: ("I", 0),
+    CtAttr.SYNPROXY: ("3I", 0),  # its, isn, tsoff
     CtAttr.ZONE: ("H", 2),
 }
 
@@ -57,8 +58,9 @@ def render_reference(e: Entry, timeout: int | None, send_timeout: bool, window_t
     return encode_attrs(sf.to_attrs(), CT_ATTRS)
 
 
-def _compile(fam: int, pclass: str, state: bool, timeout: bool, mark: bool, zone: bool) -> Callable[..., bytes]:
-    """Generate ``pack(key, status, state, timeout, mark) -> body`` for one layout."""
+def _compile(fam: int, pclass: str, state: bool, timeout: bool, mark: bool, synproxy: bool,
+             zone: bool) -> Callable[..., bytes]:
+    """Generate ``pack(key, status, state, timeout, mark, synproxy) -> body`` for one layout."""
     alen = 4 if fam == AF_INET else 16
     ip_attr = CtAttr.IPV4 if fam == AF_INET else CtAttr.IPV6
     fmt = ["!", f"I{2 * alen}s"]
@@ -85,9 +87,11 @@ def _compile(fam: int, pclass: str, state: bool, timeout: bool, mark: bool, zone
         add(CtAttr.TIMEOUT, "timeout")
     if mark:
         add(CtAttr.MARK, "mark")
+    if synproxy:
+        add(CtAttr.SYNPROXY, "sp[1], sp[0], sp[2]")  # Flow.synproxy is (isn, its, tsoff)
     if zone:
         add(CtAttr.ZONE, f"key[{l4 + 8}] << 8 | key[{l4 + 9}]")
-    src = f"def pack(key, status, state, timeout, mark):\n    return _S.pack({', '.join(args)})\n"
+    src = f"def pack(key, status, state, timeout, mark, sp):\n    return _S.pack({', '.join(args)})\n"
     namespace: dict = {"_S": struct.Struct("".join(fmt))}
     exec(src, namespace)  # noqa: S102 - generated from the fixed table above
     return namespace["pack"]
@@ -116,13 +120,14 @@ class EntryRenderer:
             if state is None or key[1] == 6:
                 if not self.send_timeout:
                     timeout = None
-                layout = (fam, pclass, state is not None, timeout is not None, e.mark is not None,
+                sp = e.synproxy
+                layout = (fam, pclass, state is not None, timeout is not None, e.mark is not None, sp is not None,
                           bool(key[2] & _Z_FLOW))
                 pack = self._packers.get(layout)
                 if pack is None:
                     pack = self._packers[layout] = _compile(*layout)
                 try:
-                    body = pack(key, e.status, state, timeout, e.mark)
+                    body = pack(key, e.status, state, timeout, e.mark, sp)
                 except struct.error as exc:
                     raise WireError(f"cannot encode entry: {exc}", WireErrorKind.ENCODE) from None
                 self.fast += 1
