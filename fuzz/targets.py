@@ -283,6 +283,9 @@ class _FakeEventSocket:
         self.view = memoryview(c)
         return len(c)
 
+    def drops(self) -> int:
+        return 0
+
 
 _EVENT_CTX: dict = {}
 

@@ -21,6 +21,7 @@ _RUNTIME_HELP = {
     "nl_events_filtered": ("counter", "ctnetlink events dropped by the Filter block"),
     "nl_catch_event_failed": ("counter", "errors reading the event socket"),
     "nl_overrun": ("counter", "event socket overruns (ENOBUFS)"),
+    "nl_silent_drops": ("counter", "event reads after which the socket's drop counter grew with no ENOBUFS"),
     "nl_kernel_table_flush": ("counter", "kernel table flushes (-F)"),
     "nl_kernel_table_resync": ("counter", "resyncs with the kernel table"),
     "local_read_failed": ("counter", "control socket reads that failed"),

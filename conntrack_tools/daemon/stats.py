@@ -33,6 +33,7 @@ class RuntimeStats:
     nl_catch_event_failed: int = 0
     nl_dump_unknown_type: int = 0
     nl_overrun: int = 0
+    nl_silent_drops: int = 0  # beyond C: reads after which SO_MEMINFO showed drops no ENOBUFS reported
     nl_kernel_table_flush: int = 0
     nl_kernel_table_resync: int = 0
     child_process_failed: int = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import socket
+import struct
 from collections.abc import Iterable, Iterator
 
 from .attrs import (
@@ -28,6 +29,8 @@ from .attrs import (
 )
 from .codec import DecodeError, decode_error, iter_messages
 
+SO_MEMINFO = 55  # <asm-generic/socket.h>: u32[SK_MEMINFO_VARS]; the drop counter is the last one
+_MEMINFO = struct.Struct("=9I")
 RECV_BUFSIZE = 1 << 20  # one recv() may carry many dump messages; 1 MiB keeps syscalls few
 
 
@@ -81,6 +84,14 @@ class CtnlSocket:
 
     def send(self, data: bytes) -> None:
         self.sock.send(data)
+
+    def drops(self) -> int:
+        """The kernel's count of datagrams it dropped on this socket (SO_MEMINFO, SK_MEMINFO_DROPS)."""
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+        except OSError:
+            return 0
+        return _MEMINFO.unpack(raw)[8] if len(raw) == _MEMINFO.size else 0
 
     def recv(self) -> int:
         """Receive one datagram into the shared buffer; raises OSError(ENOBUFS) on overrun."""
