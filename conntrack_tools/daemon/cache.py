@@ -35,7 +35,7 @@ _Z_TUPLE, _Z_FLOW = 1, 2
 _ZERO = {AF_INET: b"\0" * 4, AF_INET6: b"\0" * 16}
 
 # attributes kept in Entry.extra when present (rare): Flow field names
-EXTRA_FIELDS = ("secmark", "secctx", "helper", "labels", "ts_stop", "tcp", "sctp", "dccp", "master",
+EXTRA_FIELDS = ("secmark", "secctx", "helper", "labels", "ts_stop", "sctp", "dccp", "master",
                 "nat_src", "nat_dst", "seqadj_orig", "seqadj_reply")
 # Current kernels put CTA_SYNPROXY (all zeros) on every event and dump entry, and C syncs it: a slot
 # holding one shared tuple instead of an ``extra`` dict per entry (~230 B each)
@@ -87,6 +87,21 @@ def unpack_tuple(b: bytes) -> tuple[Tuple, int | None]:
     return t, (fz if zflags & _Z_FLOW else None)
 
 
+def _is_mirror(r: Tuple, o: Tuple | None) -> bool:
+    """Whether the reply tuple is the original one reversed (no NAT): most flows, so no packing.
+
+    Field comparisons decide the common cases; anything else (ICMP, None against 0) is left to
+    the packed comparison, which is the definition.
+    """
+    if o is None:
+        return False
+    if (r.src == o.dst and r.dst == o.src and r.proto == o.proto and r.sport == o.dport and r.dport == o.sport
+            and r.family == o.family and r.zone == o.zone and r.icmp_type is None and o.icmp_type is None
+            and r.icmp_code == o.icmp_code and r.icmp_id == o.icmp_id):
+        return True
+    return pack_tuple(r) == pack_tuple(o.reversed())
+
+
 def flow_key(flow: Flow) -> bytes | None:
     """Cache key of a flow (orig tuple + zone), None without an original tuple."""
     if flow.orig is None:
@@ -130,10 +145,9 @@ class Entry:
 
     def merge(self, flow: Flow) -> None:
         """Copy the attributes the flow carries (C: nfct_copy NFCT_CP_META)."""
-        if flow.reply is not None:
-            packed = pack_tuple(flow.reply)
-            orig = flow.orig
-            self.reply = None if orig is not None and packed == pack_tuple(orig.reversed()) else packed
+        r = flow.reply
+        if r is not None:
+            self.reply = None if _is_mirror(r, flow.orig) else pack_tuple(r)
         if flow.status is not None:
             self.status = _intern(flow.status)
         st = flow.proto_state()
@@ -148,13 +162,12 @@ class Entry:
         sp = flow.synproxy
         if sp is not None:
             self.synproxy = _SYNPROXY_ZERO if sp == _SYNPROXY_ZERO else tuple(sp)
+        tcp = flow.tcp
+        if tcp is not None and (tcp.wscale_orig is not None or tcp.flags_orig is not None):
+            self.tcpx = _intern(_pack_tcp(tcp))  # every kernel TCP dump/event has them; the state is in .state
         for name in EXTRA_FIELDS:
             v = getattr(flow, name)
             if v is not None:
-                if name == "tcp":
-                    if v.wscale_orig is not None or v.flags_orig is not None:
-                        self.tcpx = _intern(_pack_tcp(v))  # every kernel TCP dump/event has them
-                    continue  # the state is in .state
                 if self.extra is None:
                     self.extra = {}
                 self.extra[name] = v
@@ -278,11 +291,12 @@ class Cache:
         key = self.key_of(flow)
         return None if key is None else self.entries.get(key)
 
-    def add(self, flow: Flow, now: int) -> Entry | None:
+    def add(self, flow: Flow, now: int, key: bytes | None = None) -> Entry | None:
         """cache_object_new + cache_add; None (add_fail, ENOSPC) when the cache is full."""
-        key = self.key_of(flow)
         if key is None:
-            return None
+            key = self.key_of(flow)
+            if key is None:
+                return None
         if len(self.entries) >= self.limit:
             self.stats.add_fail += 1
             self.stats.add_fail_enospc += 1
@@ -303,13 +317,18 @@ class Cache:
 
     def update_force(self, flow: Flow, now: int) -> tuple[Entry | None, bool]:
         """C's cache_update_force: update a live entry, else (re)create it. Returns (entry, created)."""
-        e = self.find(flow)
+        key = self.key_of(flow)
+        if key is None:
+            return None, True
+        e = self.entries.get(key)
         if e is not None:
             if not e.dead:
-                self.update(e, flow, now)
+                e.merge(flow)
+                e.lastupdate = now
+                self.stats.upd_ok += 1
                 return e, False
             self.delete(e)
-        return self.add(flow, now), True
+        return self.add(flow, now, key), True
 
     def mark_dead(self, e: Entry) -> None:
         """cache_object_set_status(C_OBJ_DEAD): counted as deleted, kept until released."""

@@ -169,3 +169,30 @@ def test_purge_after_a_resync_asks_only_for_entries_the_dump_did_not_return():
     asked.clear()
     m.purge()  # polling mode and the C behaviour: every live entry is asked
     assert len(asked) == 7 and len(m.cache) == 0
+
+
+def _tuples():
+    from hypothesis import strategies as st
+
+    small = st.none() | st.integers(0, 3)
+    return st.builds(Tuple, st.sampled_from([AF_INET, AF_INET6]), st.sampled_from([b"\1" * 4, b"\2" * 4, None]),
+                     st.sampled_from([b"\1" * 4, b"\2" * 4, None]), st.sampled_from([None, 1, 6, 17, 47, 58]),
+                     small, small, small, small, small, small)
+
+
+def test_reply_mirror_check_agrees_with_packed_comparison():
+    """Entry.merge skips packing for the common no-NAT reply; it must decide like the packed comparison."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=600, deadline=None)
+    @given(_tuples(), _tuples(), st.booleans())
+    def check(orig, reply, make_mirror):
+        if make_mirror:
+            reply = orig.reversed()
+        c = Cache("internal")
+        e = c.add(Flow(orig.family, orig, reply), 1, key=b"k")
+        packed = pack_tuple(reply)
+        assert e.reply == (None if packed == pack_tuple(orig.reversed()) else packed)
+
+    check()
