@@ -22,6 +22,7 @@ from ...netlink.socket import CtnlSocket, NetlinkError
 from ..cache import CacheStats, pack_tuple
 from ..ctnl import encode_lookup
 from .convert import sync_key_tuple, sync_to_create_flow, update_flow
+from .transcode import Transcoder
 from .wire import SyncFlow
 
 __all__ = ["ExtEntry", "ExternalCache", "Injector", "commit"]
@@ -75,6 +76,7 @@ class ExternalCache:
 
     def __init__(self, limit: int, window_tracking: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.name = "external"
+        self.transcoder = Transcoder(window_tracking)
         self.limit = limit
         self.entries: dict[bytes, ExtEntry] = {}  # insertion order = last-refresh order
         self.stats = CacheStats()
@@ -93,9 +95,41 @@ class ExternalCache:
         return list(self.entries.values())
 
     # ---------------------------------------------------------------- messages
+    def apply(self, mtype: int, buf, start: int, end: int) -> bool:
+        """The fast path of a CT_NEW/CT_UPD/CT_DEL whose attributes are ``buf[start:end]``.
+
+        The transcoder turns the attributes straight into the key and create body that
+        ``build_entry`` would give; False (nothing done) when it cannot, and the caller then
+        takes the reference path (``decode_attrs`` -> ``SyncFlow.from_attrs`` -> new/upd/delete),
+        which also counts malformed messages.  Never raises.
+        """
+        tc = self.transcoder
+        if tc.window_tracking != self.window_tracking:
+            tc = self.transcoder = Transcoder(self.window_tracking)
+        r = tc.transcode(buf, start, end)
+        if r is None:
+            return False
+        if mtype == 2:  # CT_DEL
+            self.delete_key(r[0])
+        else:
+            e = ExtEntry(r[0], r[1], r[2], self.clock(), False)
+            if mtype == 0:  # CT_NEW
+                self.new_entry(e)
+            else:
+                self.upd_entry(e)
+        return True
+
     def new(self, sf: SyncFlow) -> ExtEntry | None:
+        return self.new_entry(build_entry(sf, self.clock(), self.window_tracking))
+
+    def upd(self, sf: SyncFlow) -> ExtEntry | None:
+        return self.upd_entry(build_entry(sf, self.clock(), self.window_tracking))
+
+    def delete(self, sf: SyncFlow) -> bool:
+        return self.delete_key(sync_key(sf))
+
+    def new_entry(self, e: ExtEntry) -> ExtEntry | None:
         """external_cache_ct_new: replace (counted as a deletion + creation, like C)."""
-        e = build_entry(sf, self.clock(), self.window_tracking)
         old = self.entries.pop(e.key, None)
         s = self.stats
         if old is not None:
@@ -112,9 +146,8 @@ class ExternalCache:
         s.add_ok += 1
         return e
 
-    def upd(self, sf: SyncFlow) -> ExtEntry | None:
+    def upd_entry(self, e: ExtEntry) -> ExtEntry | None:
         """cache_update_force: update (moved to the end: refresh order) or create."""
-        e = build_entry(sf, self.clock(), self.window_tracking)
         old = self.entries.pop(e.key, None)
         if old is None:
             if len(self.entries) >= self.limit:
@@ -133,8 +166,8 @@ class ExternalCache:
         self.stats.upd_ok += 1
         return e
 
-    def delete(self, sf: SyncFlow) -> bool:
-        e = self.entries.pop(sync_key(sf), None)
+    def delete_key(self, key: bytes) -> bool:
+        e = self.entries.pop(key, None)
         if e is None:
             self.stats.del_fail += 1
             self.stats.del_fail_enoent += 1

@@ -1,0 +1,255 @@
+"""Receiver stages of the sync path, microbenchmarked in-process (not a CI test).
+
+    .venv/bin/python bench/sync_stages.py [--n 10000] [--runs 5]
+
+No root, no sockets: N synthetic flows (a mix of IPv4/IPv6 TCP and UDP, some ICMP, kernel-like
+status, timeout, mark and the all-zero SYNPROXY every kernel event carries) are rendered by the
+sender code (``wire.encode_flow_message``) and fed to each receive stage.  When the reference
+captures exist (/work/shared or ``CT_SHARED``), the C sender's conntrack messages are timed as well.
+
+Each stage prints the best of ``--runs`` runs in µs per message:
+
+* ``decode_attrs``, ``SyncFlow.from_attrs``, ``build_entry``: the reference path (docs/sync.md R1-R4);
+* ``reference total``: the three above in a row (what ``_apply`` did before the transcoder);
+* ``transcoder``: ``transcode.Transcoder`` (sync message -> external key + netlink body);
+* ``handle_datagram``: the whole receive path of one message (FTFW, datagrams of ~1.4 kB as the
+  sender batches them, apply into the external cache);
+* ``handle_datagram, apply stubbed``: framing + FTFW sequence/ACK-window bookkeeping only (R5);
+* the "(old)" rows run the same engine with both fast paths off (mode.recv for every header,
+  the reference path for every payload), for a before/after comparison under the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from conntrack_tools.daemon.sync.engine import SyncDaemonEngine  # noqa: E402
+from conntrack_tools.daemon.sync.external import ExternalCache, build_entry  # noqa: E402
+from conntrack_tools.daemon.sync.modes import Ftfw  # noqa: E402
+from conntrack_tools.daemon.sync.seq import SeqCounter  # noqa: E402
+from conntrack_tools.daemon.sync.wire import (  # noqa: E402
+    CT_ATTRS,
+    Batcher,
+    FlowTuple,
+    MsgType,
+    SyncFlow,
+    Synproxy,
+    decode_attrs,
+    decode_datagram,
+    encode_flow_message,
+)
+
+try:
+    from conntrack_tools.daemon.sync.transcode import Transcoder  # noqa: E402
+except ImportError:  # before the transcoder existed
+    Transcoder = None  # type: ignore[assignment,misc]
+
+SHARED = Path(os.environ.get("CT_SHARED", REPO.parent / "shared"))
+CAPTURES = SHARED / "reference" / "wire-captures"
+
+
+def synthetic_flows(n: int, seed: int = 1) -> list[SyncFlow]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        kind = i % 10
+        v6 = kind == 9
+        src = IPv6Address(0x20010DB8 << 96 | i) if v6 else IPv4Address(0x0A000000 | i)
+        dst = IPv6Address(0x20010DB8 << 96 | 0xFFFF) if v6 else IPv4Address(0x0A630001)
+        common = {"status": 0x18E, "timeout": rnd.randrange(100, 432000), "mark": 0,
+                  "synproxy": Synproxy(0, 0, 0)}
+        if kind == 8:  # ICMP echo
+            out.append(SyncFlow(FlowTuple(src, dst, 1), icmp_type=8, icmp_code=0, icmp_id=i & 0xFFFF, **common))
+        elif kind % 2:
+            out.append(SyncFlow(FlowTuple(src, dst, 17, 1024 + i % 60000, 53), **common))
+        else:
+            out.append(SyncFlow(FlowTuple(src, dst, 6, 1024 + i % 60000, 443), tcp_state=3, **common))
+    return out
+
+
+def messages(flows: list[SyncFlow], seq0: int = 1000) -> list[bytes]:
+    return [encode_flow_message(MsgType.CT_NEW if i % 3 else MsgType.CT_UPD, sf, seq0 + i)
+            for i, sf in enumerate(flows)]
+
+
+def c_messages() -> list[bytes]:
+    """The C sender's conntrack messages from the captures (each re-stamped with its own seq)."""
+    if not CAPTURES.is_dir():
+        return []
+    sys.path.insert(0, str(REPO))
+    from tests.unit.pcap import read_udp
+
+    out = []
+    for path in sorted(CAPTURES.glob("*.pcap")):
+        for p in read_udp(path):
+            if p.dport != 3780:
+                continue
+            off = 0
+            for m in decode_datagram(p.payload):
+                if m.is_ct:  # the C sender's bytes, flags cleared
+                    out.append(p.payload[off:off + 1] + b"\0" + p.payload[off + 2:off + m.header.len])
+                off += m.header.len
+    return out
+
+
+def best(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+class _Chans:
+    current = 0
+
+    def set_current(self, idx: int) -> None:
+        pass
+
+
+class _SlowFtfw(Ftfw):
+    """type(mode) is not Ftfw: handle_datagram's R5 fast path is off (every header via mode.recv)."""
+
+
+class _RefExternal(ExternalCache):
+    def apply(self, mtype, buf, start, end):  # no transcoder: the reference path for every payload
+        return False
+
+
+def make_engine(old: bool = False) -> SyncDaemonEngine:
+    """An engine without sockets: FTFW, an external cache, no auth (only what the RX path reads).
+
+    ``old``: both fast paths off, i.e. the receive path as it was before docs/sync.md R1-R5."""
+    eng = SyncDaemonEngine.__new__(SyncDaemonEngine)
+    eng.errors = dict.fromkeys(("malformed", "bad_version", "bad_header", "bad_payload", "bad_type", "truncated",
+                                "bad_size", "snd_malformed"), 0)
+    eng.opener = None
+    eng.mode = (_SlowFtfw if old else Ftfw)(SeqCounter(lambda: 1), 300, 131072)
+    eng.channels = _Chans()
+    eng.external = (_RefExternal if old else ExternalCache)(1 << 30)
+    eng.injector = None
+    eng.window_tracking = False
+    eng.log = lambda *a: None
+    return eng
+
+
+def datagrams(msgs: list[bytes], budget: int = 1500 - 28) -> list[bytes]:
+    b = Batcher(budget)
+    out = []
+    for m in msgs:
+        out.extend(b.add(m))
+    last = b.flush()
+    if last is not None:
+        out.append(last)
+    return out
+
+
+def stage_rows(msgs: list[bytes], runs: int) -> list[tuple[str, float]]:
+    n = len(msgs)
+    us = 1e6 / n
+    spans = [(m, 8, len(m)) for m in msgs]
+    attrs = [decode_attrs(m, s, e, CT_ATTRS) for m, s, e in spans]
+    sfs = [SyncFlow.from_attrs(a) for a in attrs]
+    rows = []
+
+    def dec():
+        for m, s, e in spans:
+            decode_attrs(m, s, e, CT_ATTRS)
+
+    def frm():
+        for a in attrs:
+            SyncFlow.from_attrs(a)
+
+    def bld():
+        for sf in sfs:
+            build_entry(sf, 0.0, False)
+
+    def ref():
+        for m, s, e in spans:
+            build_entry(SyncFlow.from_attrs(decode_attrs(m, s, e, CT_ATTRS)), 0.0, False)
+
+    rows += [("decode_attrs (R2)", best(dec, runs) * us), ("SyncFlow.from_attrs (R3)", best(frm, runs) * us),
+             ("build_entry (R1+R4)", best(bld, runs) * us), ("reference total", best(ref, runs) * us)]
+    if Transcoder is not None:
+        tc = Transcoder(False)
+        for m, s, e in spans:  # warm: compile the layouts
+            tc.transcode(m, s, e)
+        tr = tc.transcode
+
+        def tcode():
+            for m, s, e in spans:
+                tr(m, s, e)
+
+        rows.append(("transcoder (R1-R4)", best(tcode, runs) * us))
+    return rows
+
+
+def engine_rows(msgs: list[bytes], runs: int, one_per_datagram: bool = False) -> list[tuple[str, float]]:
+    n = len(msgs)
+    us = 1e6 / n
+    msgs = [m[:4] + (1000 + i).to_bytes(4, "big") + m[8:] for i, m in enumerate(msgs)]  # consecutive seqs
+    dgrams = msgs if one_per_datagram else datagrams(msgs)
+    peer = ("10.0.0.1", 3780)
+
+    def full(stub: bool, old: bool):
+        def run():
+            eng = make_engine(old)
+            if stub:
+                eng._apply = lambda *a: None  # type: ignore[method-assign]
+            hd = eng.handle_datagram
+            t0 = time.perf_counter()
+            for d in dgrams:
+                hd(0, d, peer)
+            return time.perf_counter() - t0, eng
+        return run
+
+    rows = []
+    cases = (("handle_datagram, fast paths off (old)", False, True), ("handle_datagram (all)", False, False),
+             ("handle_datagram, apply stubbed, R5 off (old)", True, True),
+             ("handle_datagram, apply stubbed (R5)", True, False))
+    if not hasattr(ExternalCache, "apply"):  # before the fast paths existed
+        cases = cases[1:2] + cases[3:]
+    for label, stub, old in cases:
+        times = []
+        for _ in range(runs):
+            dt, eng = full(stub, old)()
+            times.append(dt)
+        assert sum(eng.errors.values()) == 0, eng.errors
+        rows.append((label, min(times) * us))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    flows = synthetic_flows(args.n)
+    msgs = messages(flows)
+    rows = [(f"[ours, {args.n} synthetic] {k}", v) for k, v in stage_rows(msgs, args.runs)]
+    rows += [(f"[ours, {args.n} synthetic] {k}", v) for k, v in engine_rows(msgs, args.runs)]
+    cm = c_messages()
+    if cm:
+        reps = max(1, args.n // len(cm))
+        rows += [(f"[C pcap, {len(cm)} msgs x{reps}] {k}", v) for k, v in stage_rows(cm * reps, args.runs)]
+        rows += [(f"[C pcap, {len(cm)} msgs x{reps}] {k}, 1 msg/datagram", v)
+                 for k, v in engine_rows(cm * reps, args.runs, one_per_datagram=True)]
+    width = max(len(k) for k, _ in rows)
+    print(f"{'stage':<{width}}  µs/message (best of {args.runs})")
+    print("-" * (width + 24))
+    for k, v in rows:
+        print(f"{k:<{width}}  {v:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

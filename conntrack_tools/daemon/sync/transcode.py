@@ -1,0 +1,395 @@
+"""Shape-compiled receiver: sync message attributes -> external cache key + netlink create body.
+
+Why: the reference receive path (``decode_attrs`` -> ``SyncFlow.from_attrs`` ->
+``external.build_entry``) builds an attribute tuple, a frozen dataclass, a ``Flow``, two
+``Tuple``s and ``IPv4Address`` objects, then runs the generic netlink encoder -- about 27 µs
+per message, where C spends ~4 µs on everything (docs/sync.md, "Receiver: ranked hot spots",
+R1-R4).  A sender emits only a handful of *layouts* (same attributes, same order, same lengths,
+same L4 protocol: IPv4 TCP with mark, IPv4 UDP, ...), so, as ``netlink/shapes.py`` does for
+kernel messages, each layout is compiled once:
+
+* one ``struct.Struct`` unpacks every attribute header and value of the message in one call;
+  the headers (and the L4 protocol byte) are compared with the recorded ones, so a different
+  layout of the same length is never mis-read;
+* one generated function joins constant byte strings (netlink attribute and nest headers,
+  whose lengths are fixed by the layout) with the raw value slices into the create body and
+  the cache key -- no object is built.
+
+The generated code applies the receiver rules of ``convert.sync_to_create_flow`` (reply =
+swapped original with the ICMP reply type, IPS_EXPECTED cleared, TCP BE_LIBERAL flags unless
+TCPWindowTracking, SCTP/DCCP protoinfo only with a state, NAT as CTA_NAT_SRC/DST ranges) and
+``cache.pack_tuple`` for the key.  The reference path stays the specification: the first message
+of every layout is also run through it and the layout is used only if both agree byte for
+byte (tests/unit/test_sync_transcode.py checks random flows the same way).
+
+Everything else returns ``None`` and the caller takes the reference path: layouts with master,
+helper, labels or NAT seq adjustment, repeated or unknown attributes, both address families,
+malformed messages (so their errors are counted where they always were), and layouts that
+failed the check.  ``transcode`` never raises.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from operator import itemgetter
+
+from ...flow import ICMP_PROTOS, ICMP_REPLY_TYPE, IPS_EXPECTED, TCP_FLAG_BE_LIBERAL
+from ...netlink.attrs import (
+    CTA,
+    NLA_F_NESTED,
+    IpAttr,
+    NatAttr,
+    ProtoAttr,
+    ProtoinfoAttr,
+    ProtoNatAttr,
+    SctpAttr,
+    SynproxyAttr,
+    TcpAttr,
+    TupleAttr,
+)
+from ...netlink.attrs import DccpAttr as _DccpAttr
+from .wire_attrs import CT_ATTRS, NTA_HDR, CtAttr
+
+__all__ = ["Transcoder"]
+
+Result = tuple[bytes, bytes, "int | None"]  # external key, create body (nfgenmsg + attrs), timeout
+
+A = CtAttr
+# Attributes the compiled path reads: struct codes of their payload ("s" = raw bytes).
+_CODES: dict[int, tuple[str, ...]] = {
+    A.IPV4: ("4s", "4s"),
+    A.IPV6: ("16s", "16s"),
+    A.L4PROTO: ("B",),
+    A.PORT: ("2s", "2s"),
+    A.TCP_STATE: ("c",),
+    A.STATUS: ("I",),
+    A.TIMEOUT: ("I",),
+    A.MARK: ("4s",),
+    A.SNAT_IPV4: ("4s",),
+    A.DNAT_IPV4: ("4s",),
+    A.SPAT_PORT: ("2s",),  # little endian on the wire (C's double htons)
+    A.DPAT_PORT: ("2s",),
+    A.SCTP_STATE: ("c",),
+    A.SCTP_VTAG_ORIG: ("4s",),
+    A.SCTP_VTAG_REPL: ("4s",),
+    A.DCCP_STATE: ("c",),
+    A.DCCP_ROLE: ("c",),
+    A.ICMP_TYPE: ("B",),
+    A.ICMP_CODE: ("c",),
+    A.ICMP_ID: ("2s",),  # little endian on the wire
+    A.TCP_WSCALE_ORIG: ("c",),
+    A.TCP_WSCALE_REPL: ("c",),
+    A.SNAT_IPV6: ("16s",),
+    A.DNAT_IPV6: ("16s",),
+    A.SYNPROXY: ("4s", "4s", "4s"),  # its, isn, tsoff
+    A.ZONE: ("2s",),
+}
+_SIZE = {"4s": 4, "16s": 16, "2s": 2, "B": 1, "c": 1, "I": 4}
+_AF_INET, _AF_INET6 = 2, 10
+_Z_FLOW = 2  # cache.pack_tuple: the flow has a CTA_ZONE
+_STATUS_KEEP = 0xFFFFFFFF & ~IPS_EXPECTED
+_LIBERAL = bytes((TCP_FLAG_BE_LIBERAL, TCP_FLAG_BE_LIBERAL))
+
+# Values the generated code indexes: one bytes object per u8, and the ICMP reply type maps.
+_B1 = tuple(bytes((i,)) for i in range(256))
+_RT = {p: tuple(bytes((ICMP_REPLY_TYPE.get((p, i), i),)) for i in range(256)) for p in ICMP_PROTOS}
+
+
+class _Uncompilable(Exception):
+    pass
+
+
+# A piece of generated output: (bytes constant | source expression, size in bytes).
+Piece = tuple["bytes | str", int]
+
+
+def _attr(atype: int, payload: list[Piece]) -> list[Piece]:
+    size = 4 + sum(n for _, n in payload)
+    pad = (-size) % 4
+    out: list[Piece] = [(struct.pack("=HH", size, atype), 4), *payload]
+    if pad:
+        out.append((bytes(pad), pad))
+    return out
+
+
+def _nested(atype: int, *children: list[Piece]) -> list[Piece]:
+    return _attr(atype | NLA_F_NESTED, [p for c in children for p in c])
+
+
+def _join(pieces: list[Piece]) -> str:
+    """Source of one expression building the concatenation (adjacent constants merged)."""
+    merged: list[bytes | str] = []
+    for p, _n in pieces:
+        if isinstance(p, bytes) and merged and isinstance(merged[-1], bytes):
+            merged[-1] += p
+        else:
+            merged.append(p)
+    srcs = [repr(p) if isinstance(p, bytes) else p for p in merged]
+    if len(srcs) == 1:
+        return srcs[0]
+    return f"b''.join(({', '.join(srcs)},))"
+
+
+class _Layout:
+    __slots__ = ("struct", "getter", "headers", "build")
+
+    def __init__(self, st: struct.Struct, getter: Callable, headers: tuple, build: Callable) -> None:
+        self.struct, self.getter, self.headers, self.build = st, getter, headers, build
+
+
+def _signature(buf, start: int, end: int) -> tuple[int, ...]:
+    """(nta_len, id) of every attribute the way ``decode_attrs`` walks them, and the L4 protocol.
+
+    Raises _Uncompilable where ``decode_attrs`` would raise."""
+    sig: list[int] = []
+    pos = start
+    while end - pos > 4:
+        nta_len, aid = NTA_HDR.unpack_from(buf, pos)
+        if nta_len > end - pos or nta_len < 4:
+            raise _Uncompilable
+        sig += (nta_len, aid)
+        if aid == A.L4PROTO and nta_len == 5:
+            sig.append(buf[pos + 4])
+        pos += (nta_len + 3) & ~3
+    return tuple(sig)
+
+
+def _compile(buf, start: int, end: int, window_tracking: bool) -> _Layout:
+    fmt: list[str] = []
+    nvals = 0
+    pos = 0  # struct offset, relative to start
+    hdr_idx: list[int] = []
+    hdr_vals: list = []
+    idx: dict[int, list[int]] = {}  # attr id -> indices of its values
+    offs: dict[int, int] = {}  # value index -> byte offset
+    p = start
+    while end - p > 4:
+        nta_len, aid = NTA_HDR.unpack_from(buf, p)
+        if nta_len > end - p or nta_len < 4 or aid in idx:
+            raise _Uncompilable
+        codes = _CODES.get(aid)
+        spec = CT_ATTRS.get(aid)
+        if codes is None or spec is None or spec.nta_len != nta_len:
+            raise _Uncompilable
+        off = p - start
+        if off > pos:
+            fmt.append(f"{off - pos}x")
+        fmt.append("4s")
+        hdr_idx.append(nvals)
+        hdr_vals.append(bytes(buf[p:p + 4]))
+        nvals += 1
+        pos = off + 4
+        idx[aid] = []
+        for c in codes:
+            fmt.append(c)
+            idx[aid].append(nvals)
+            offs[nvals] = pos
+            nvals += 1
+            pos += _SIZE[c]
+        if pos != off + nta_len:
+            raise _Uncompilable
+        p += (nta_len + 3) & ~3
+    if end - start > pos:
+        fmt.append(f"{end - start - pos}x")
+    st = struct.Struct(">" + "".join(fmt))
+    if st.size != end - start:
+        raise _Uncompilable
+    if (A.IPV4 in idx) == (A.IPV6 in idx) or A.L4PROTO not in idx:
+        raise _Uncompilable  # from_attrs rejects a missing group; both groups: rare, reference path
+    proto = buf[start + offs[idx[A.L4PROTO][0]]]
+    hdr_idx.append(idx[A.L4PROTO][0])
+    hdr_vals.append(proto)
+    src = _compile_build(idx, proto, window_tracking)
+    ns: dict = {"S": struct.Struct(">I").pack, "H": struct.Struct(">H").pack, "B1": _B1,
+                "RT": _RT.get(proto, _B1)}
+    exec(src, ns)  # noqa: S102 - generated from the fixed tables above and recorded integer indices
+    getter = itemgetter(*hdr_idx)
+    return _Layout(st, getter, tuple(hdr_vals), ns["build"])
+
+
+def _v(i: int) -> str:
+    return f"v[{i}]"
+
+
+def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
+    v6 = A.IPV6 in idx
+    fam = _AF_INET6 if v6 else _AF_INET
+    alen = 16 if v6 else 4
+    s_i, d_i = idx[A.IPV6 if v6 else A.IPV4]
+    src, dst = (_v(s_i), alen), (_v(d_i), alen)
+
+    # ---- tuples (sync_key_tuple + Tuple.reversed + encode_tuple)
+    ports = idx.get(A.PORT)
+    icmp = proto in ICMP_PROTOS and A.ICMP_TYPE in idx
+    if icmp:
+        it = idx[A.ICMP_TYPE][0]
+        code: Piece = (_v(idx[A.ICMP_CODE][0]), 1) if A.ICMP_CODE in idx else (b"\0", 1)
+        ident: Piece = (f"v[{idx[A.ICMP_ID][0]}][::-1]", 2) if A.ICMP_ID in idx else (b"\0\0", 2)
+
+    def tup(atype: int, reply: bool) -> list[Piece]:
+        a, b = (dst, src) if reply else (src, dst)
+        ip = _nested(TupleAttr.IP, _attr(IpAttr.V6_SRC if v6 else IpAttr.V4_SRC, [a]),
+                     _attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, [b]))
+        leaves = _attr(ProtoAttr.NUM, [(bytes((proto,)), 1)])
+        if ports is not None:
+            sp, dp = (_v(ports[0]), 2), (_v(ports[1]), 2)
+            if reply:
+                sp, dp = dp, sp
+            leaves += _attr(ProtoAttr.SRC_PORT, [sp]) + _attr(ProtoAttr.DST_PORT, [dp])
+        if icmp:
+            typ: Piece = (f"{'RT' if reply else 'B1'}[v[{it}]]", 1)
+            if proto == 58:
+                ids = (ProtoAttr.ICMPV6_ID, ProtoAttr.ICMPV6_TYPE, ProtoAttr.ICMPV6_CODE)
+            else:
+                ids = (ProtoAttr.ICMP_ID, ProtoAttr.ICMP_TYPE, ProtoAttr.ICMP_CODE)
+            leaves += _attr(ids[0], [ident]) + _attr(ids[1], [typ]) + _attr(ids[2], [code])
+        return _nested(atype, ip, _nested(TupleAttr.PROTO, leaves))
+
+    body: list[Piece] = [(bytes((fam, 0, 0, 0)), 4)]
+    body += tup(CTA.TUPLE_ORIG, False) + tup(CTA.TUPLE_REPLY, True)
+
+    # ---- NAT (sync_to_create_flow + encode_nat): address ranges of one address, port ranges of one port
+    for atype, a4, a6, pat in ((CTA.NAT_SRC, A.SNAT_IPV4, A.SNAT_IPV6, A.SPAT_PORT),
+                               (CTA.NAT_DST, A.DNAT_IPV4, A.DNAT_IPV6, A.DPAT_PORT)):
+        if a4 in idx and a6 in idx:
+            raise _Uncompilable
+        addr = a6 if a6 in idx else a4 if a4 in idx else None
+        if addr is not None and (addr == a6) != v6:
+            raise _Uncompilable  # NAT address of the other family: reference path
+        parts: list[Piece] = []
+        if addr is not None:
+            ap: Piece = (_v(idx[addr][0]), 16 if v6 else 4)
+            parts += _attr(NatAttr.V6_MINIP if v6 else NatAttr.V4_MINIP, [ap])
+            parts += _attr(NatAttr.V6_MAXIP if v6 else NatAttr.V4_MAXIP, [ap])
+        if pat in idx:
+            pp: Piece = (f"v[{idx[pat][0]}][::-1]", 2)
+            parts += _nested(NatAttr.PROTO, _attr(ProtoNatAttr.PORT_MIN, [pp]), _attr(ProtoNatAttr.PORT_MAX, [pp]))
+        if parts:
+            body += _nested(atype, parts)
+
+    # ---- flow attributes, in encode_flow order
+    if A.STATUS in idx:
+        body += _attr(CTA.STATUS, [(f"S(v[{idx[A.STATUS][0]}] & {_STATUS_KEEP})", 4)])
+    else:
+        body += _attr(CTA.STATUS, [(b"\0\0\0\0", 4)])
+    if A.MARK in idx:
+        body += _attr(CTA.MARK, [(_v(idx[A.MARK][0]), 4)])
+    if A.ZONE in idx:
+        body += _attr(CTA.ZONE, [(_v(idx[A.ZONE][0]), 2)])
+
+    def leaf(atype: int, attr_id: int, size: int) -> list[Piece]:
+        return _attr(atype, [(_v(idx[attr_id][0]), size)]) if attr_id in idx else []
+
+    info: list[Piece] | None = None
+    if proto == 6:
+        if not wt:
+            info = _nested(ProtoinfoAttr.TCP, leaf(TcpAttr.STATE, A.TCP_STATE, 1)
+                           + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
+                           + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1)
+                           + _attr(TcpAttr.FLAGS_ORIGINAL, [(_LIBERAL, 2)])
+                           + _attr(TcpAttr.FLAGS_REPLY, [(_LIBERAL, 2)]))
+        elif A.TCP_STATE in idx:
+            info = _nested(ProtoinfoAttr.TCP, leaf(TcpAttr.STATE, A.TCP_STATE, 1)
+                           + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
+                           + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1))
+    elif proto == 132 and A.SCTP_STATE in idx:
+        info = _nested(ProtoinfoAttr.SCTP, leaf(SctpAttr.STATE, A.SCTP_STATE, 1)
+                       + leaf(SctpAttr.VTAG_ORIGINAL, A.SCTP_VTAG_ORIG, 4)
+                       + leaf(SctpAttr.VTAG_REPLY, A.SCTP_VTAG_REPL, 4))
+    elif proto == 33 and A.DCCP_STATE in idx:
+        info = _nested(ProtoinfoAttr.DCCP, leaf(_DccpAttr.STATE, A.DCCP_STATE, 1)
+                       + leaf(_DccpAttr.ROLE, A.DCCP_ROLE, 1))
+    if info is not None:
+        body += _nested(CTA.PROTOINFO, info)
+    if A.SYNPROXY in idx:
+        its, isn, tsoff = idx[A.SYNPROXY]
+        body += _nested(CTA.SYNPROXY, _attr(SynproxyAttr.ISN, [(_v(isn), 4)]),
+                        _attr(SynproxyAttr.ITS, [(_v(its), 4)]), _attr(SynproxyAttr.TSOFF, [(_v(tsoff), 4)]))
+
+    # ---- key (cache.pack_tuple of the original tuple + the flow's zone)
+    zone = A.ZONE in idx
+    key: list[Piece] = [(bytes((fam, proto, _Z_FLOW if zone else 0)), 3), src, dst]
+    if proto in ICMP_PROTOS:
+        if icmp:
+            key += [(f"B1[v[{it}]]", 1), code, ident, (b"\0\0", 2)]
+        else:
+            key.append((bytes(6), 6))
+    elif ports is not None:
+        key += [(_v(ports[0]), 2), (_v(ports[1]), 2), (b"\0\0", 2)]
+    else:
+        key.append((bytes(6), 6))
+    key += [(b"\0\0", 2), (_v(idx[A.ZONE][0]), 2) if zone else (b"\0\0", 2)]
+
+    timeout = _v(idx[A.TIMEOUT][0]) if A.TIMEOUT in idx else "None"
+    return f"def build(v):\n    return ({_join(key)}, {_join(body)}, {timeout})\n"
+
+
+class Transcoder:
+    """``transcode(buf, start, end)`` -> (key, body, timeout) of ``build_entry``, or None.
+
+    ``start``/``end`` delimit the attributes of one CT message (after its 8-byte header).
+    ``related`` (a master tuple) is never set on this path: master layouts are not compiled.
+    """
+
+    def __init__(self, window_tracking: bool = False, max_layouts: int = 128,
+                 reference: Callable | None = None) -> None:
+        self.window_tracking = window_tracking
+        self.cache: dict[int, list[_Layout]] = {}  # attribute bytes -> layouts of that length
+        self.generic: set[tuple[int, tuple[int, ...]]] = set()  # layouts known not to compile
+        self.max_layouts = max_layouts
+        self.layouts = 0
+        self.hits = 0
+        self.misses = 0
+        self._reference = reference if reference is not None else _reference
+
+    def transcode(self, buf, start: int, end: int) -> Result | None:
+        bucket = self.cache.get(end - start)
+        if bucket is not None:
+            for lay in bucket:
+                vals = lay.struct.unpack_from(buf, start)
+                if lay.getter(vals) == lay.headers:
+                    self.hits += 1
+                    return lay.build(vals)
+        return self._miss(buf, start, end)
+
+    def _miss(self, buf, start: int, end: int) -> Result | None:
+        self.misses += 1
+        if (self.layouts >= self.max_layouts or len(self.generic) >= 4 * self.max_layouts
+                or end - start > 0xFFFF or start < 0 or end > len(buf)):
+            return None  # full (a peer sending ever new layouts): the reference path from now on
+        try:
+            sig = (end - start, _signature(buf, start, end))
+            if sig in self.generic:
+                return None
+            try:
+                lay = _compile(buf, start, end, self.window_tracking)
+            except (_Uncompilable, struct.error, KeyError, IndexError, ValueError):
+                self._give_up(sig)
+                return None
+            got = lay.build(lay.struct.unpack_from(buf, start))
+        except _Uncompilable:  # malformed: the reference path counts the error
+            return None
+        try:
+            want = self._reference(buf, start, end, self.window_tracking)
+        except Exception:  # noqa: BLE001 - the reference path raises (and counts) it again
+            return None
+        if want != (*got, False):
+            self._give_up(sig)
+            return None
+        bucket = self.cache.setdefault(end - start, [])
+        if len(bucket) < 8:  # a few layouts share a length at most; never let a bucket grow unbounded
+            bucket.append(lay)
+            self.layouts += 1
+        return got
+
+    def _give_up(self, sig: tuple) -> None:
+        self.generic.add(sig)
+
+
+def _reference(buf, start: int, end: int, window_tracking: bool) -> tuple[bytes, bytes, int | None, bool]:
+    from .external import build_entry
+    from .wire import SyncFlow, decode_attrs
+
+    e = build_entry(SyncFlow.from_attrs(decode_attrs(buf, start, end, CT_ATTRS)), 0.0, window_tracking)
+    return e.key, e.body, e.timeout, e.related
