@@ -2,7 +2,8 @@
 
 Not a CI test.  Each size runs in a fresh child process that feeds the cache exactly as the
 initial dump does (``SyncCacheMode.populate``): kernel-shaped ctnetlink messages (status,
-timeout, mark, use, id, TCP protoinfo with window scale and flags, as a real dump carries)
+timeout, mark, use, id, TCP protoinfo with window scale and flags, the all-zero CTA_SYNPROXY, as a
+real dump carries)
 are built in chunks, decoded by the daemon's ShapeDecoder and added, so only the cache stays.
 Two measures per size, in separate children:
 
@@ -62,7 +63,7 @@ def messages(first: int, count: int, kind: str) -> bytes:
         proto = 17 if kind == "udp" or (kind == "mix" and i % 2) else 6
         f = Flow(AF_INET, Tuple(AF_INET, src, dst, proto, sport, dport), Tuple(AF_INET, dst, src, proto, dport, sport),
                  status=IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED, timeout=3600 - i % 3600, mark=0, use=1,
-                 id=(2_654_435_761 * i) & 0xFFFFFFFF)
+                 id=(2_654_435_761 * i) & 0xFFFFFFFF, synproxy=(0, 0, 0))  # current kernels: on every flow
         if proto == 6:
             f.tcp = TcpInfo(state=3, wscale_orig=7, wscale_reply=7, flags_orig=0x23, mask_orig=0,
                             flags_reply=0x23, mask_reply=0)
