@@ -115,14 +115,15 @@ MODES = {"ftfw": "FTFW {\n ResendQueueSize 131072\n ACKWindowSize 20\n PurgeTime
 
 
 class Node:
-    def __init__(self, tmp: Path, side: str, impl: str, mode: str, transport: str, v6: bool = False):
+    def __init__(self, tmp: Path, side: str, impl: str, mode: str, transport: str, v6: bool = False,
+                 options: str = ""):
         self.ns = NS_A if side == "A" else NS_B
         self.side, self.impl = side, impl
         self.dir = tmp / f"{side}-{impl}-{mode}-{transport}"
         self.dir.mkdir(exist_ok=True)
         self.conf = self.dir / "conntrackd.conf"
         self.conf.write_text(
-            f"Sync {{\n Mode {MODES[mode]}\n{channel(transport, side, v6)}}}\n"
+            f"Sync {{\n Mode {MODES[mode]}\n{channel(transport, side, v6)}{options}}}\n"
             "General {\n Systemd off\n HashSize 8192\n HashLimit 2097152\n"
             f" LogFile {self.dir / 'log'}\n Syslog off\n LockFile {self.dir / 'lock'}\n"
             f" UNIX {{ Path {self.dir / 'ctl'} }}\n NetlinkOverrunResync 1\n"
@@ -207,11 +208,11 @@ def table(nsname: str) -> list[str]:
 def pair(link, tmp_path):
     nodes: list[Node] = []
 
-    def make(a: str, b: str, mode: str, transport: str, v6: bool = False) -> tuple[Node, Node]:
+    def make(a: str, b: str, mode: str, transport: str, v6: bool = False, options: str = "") -> tuple[Node, Node]:
         for n in (NS_A, NS_B):
             ns(n, C_CONNTRACK, "-F")
-        na = Node(tmp_path, "A", a, mode, transport, v6)
-        nb = Node(tmp_path, "B", b, mode, transport, v6)
+        na = Node(tmp_path, "A", a, mode, transport, v6, options)
+        nb = Node(tmp_path, "B", b, mode, transport, v6, options)
         nodes.extend((na, nb))
         nb.start()
         na.start()
@@ -397,3 +398,79 @@ def test_reset_timers_flushes_kernel_after_purge_timeout(pair, impl):
     nb.client("-t")
     wait_for(lambda: "flushing conntrack table in 1 secs" in nb.logs(), 3, "-t logged", show=nb.logs)
     wait_for(lambda: table(NS_B) == [], 5, "kernel flushed after PurgeTimeout", show=lambda: table(NS_B))
+
+
+# An FTP control connection in A between two addresses on lo (no 127.0.0.1: the daemons ignore it),
+# through an nft "ct helper" rule: the master flow carries helper=ftp and the PORT command makes
+# the kernel expect a data connection to 192.0.2.30:40000.
+FTP_NFT = """table inet ctpy_exp {
+    ct helper ftp-std { type "ftp" protocol tcp; }
+    chain out { type filter hook output priority 0; policy accept; tcp dport 21 ct helper set "ftp-std"; }
+}
+"""
+FTP_SESSION = r"""
+import socket, sys, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("198.51.100.30", 21)); srv.listen(1)
+c = socket.socket(); c.bind(("192.0.2.30", int(sys.argv[1]))); c.connect(("198.51.100.30", 21))
+s, _ = srv.accept()
+s.sendall(b"220 ctpy\r\n"); c.recv(100)
+c.sendall(b"USER ctpy\r\n"); s.recv(100); s.sendall(b"331 ok\r\n"); c.recv(100)
+c.sendall(b"PORT 192,0,2,30,156,64\r\n"); s.recv(100); s.sendall(b"200 ok\r\n"); c.recv(100)
+time.sleep(0.2)
+"""
+_EXP_TIMEOUT = re.compile(r"^\d+ ")
+
+
+def expectations(nsname: str) -> list[str]:
+    out = ns(nsname, C_CONNTRACK, "-L", "expect").stdout
+    return sorted(_EXP_TIMEOUT.sub("T ", line) for line in out.splitlines() if "192.0.2.30" in line)
+
+
+@pytest.fixture
+def ftp_helper(link):
+    ns(NS_A, "ip", "addr", "add", "192.0.2.30/32", "dev", "lo", check=False)
+    ns(NS_A, "ip", "addr", "add", "198.51.100.30/32", "dev", "lo", check=False)
+    r = subprocess.run(["ip", "netns", "exec", NS_A, "nft", "-f", "-"], input=FTP_NFT, text=True,
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr
+    yield
+    ns(NS_A, "nft", "delete", "table", "inet", "ctpy_exp")
+    for n in (NS_A, NS_B):
+        ns(n, C_CONNTRACK, "-F", "expect")
+
+
+@pytest.mark.parametrize("impls", COMBOS, ids=["py-py", "py-c", "c-py"])
+def test_expectation_sync(pair, impls, ftp_helper):
+    """ExpectationSync: A's FTP expectation reaches B; ``-c`` puts master and expectation in B's kernel."""
+    na, nb = pair(*impls, "ftfw", "udp", options="Options {\n ExpectationSync on\n}\n")
+    sport = 40030 + COMBOS.index(impls)  # a new control connection each time (the last one is in TIME_WAIT)
+    r = ns(NS_A, sys.executable, "-c", FTP_SESSION, str(sport))
+    assert r.returncode == 0, r.stderr
+    want = expectations(NS_A)
+    assert len(want) == 1 and "helper=ftp" in want[0], ns(NS_A, C_CONNTRACK, "-L", "expect").stdout
+    wait_for(lambda: "192.0.2.30" in nb.client("-e", "expect").stdout, 8, "expectation in B's external cache",
+             show=lambda: f"{nb.client('-e', 'expect').stdout}\n--- A\n{na.logs()}\n--- B\n{nb.logs()}")
+    assert nb.client("-c").returncode == 0
+    if nb.impl == "c":
+        # C 1.4.7 commits the expectation cache after the conntracks only when the conntrack commit
+        # needed more than one step (> 8192 buckets, src/sync-mode.c commit_cb); ours always does
+        assert nb.client("-c", "expect").returncode == 0
+    wait_for(lambda: expectations(NS_B) == want, 5, "B kernel expectation == A's",
+             show=lambda: f"A={want}\nB={expectations(NS_B)}\n{nb.logs()}")
+    assert any("helper=ftp" in line and "198.51.100.30" in line for line in table(NS_B))
+    if nb.impl == "py":
+        assert "Committed 1 new expectations" in nb.logs()
+
+
+@pytest.mark.parametrize("impls", [("py", "py"), ("c", "py")], ids=["py-py", "c-py"])
+def test_expectation_sync_injected(pair, impls, ftp_helper):
+    """DisableExternalCache: the master and then its expectation go straight into B's kernel."""
+    na, nb = pair(*impls, "inject", "udp", options="Options {\n ExpectationSync on\n}\n")
+    sport = 40040 + (impls[0] == "c")
+    r = ns(NS_A, sys.executable, "-c", FTP_SESSION, str(sport))
+    assert r.returncode == 0, r.stderr
+    want = expectations(NS_A)
+    assert len(want) == 1
+    wait_for(lambda: expectations(NS_B) == want, 8, "injected expectation in B's kernel",
+             show=lambda: f"A={want}\nB={expectations(NS_B)}\n{nb.logs()}")

@@ -14,25 +14,29 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...netlink.socket import CtnlSocket
-from ..cache import Entry
+from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
 from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
+from .expect import ExpInjector, commit_expectations, expect_to_sync, external_exp_apply, sync_to_expect
 from .external import ExternalCache, Injector, commit
 from .modes import Alarm, Ftfw, MsgResult, Notrack
 from .render import EntryRenderer
 from .seq import SeqCounter
 from .wire import (
     CT_ATTRS,
+    EXP_ATTRS,
     AckHeader,
     MsgType,
     NetHeader,
+    SyncExpect,
     WireError,
     WireErrorKind,
     _frame,
     decode_attrs,
+    encode_attrs,
     is_ack_shaped,
 )
 from .wire import SyncFlow as _SyncFlow
@@ -82,6 +86,14 @@ class SyncDaemonEngine:
         else:
             self.external = ExternalCache(daemon.g.hashlimit, self.window_tracking)
             ctnl.register_origin(self.nl.portid, "commit")
+        # expectations: sent only with ExpectationSync (ctnl.expect), always accepted from peers (as C)
+        self.expect_sync = bool(ctnl.expect)
+        self.external_exp: ExpCache | None = None
+        self.exp_injector: ExpInjector | None = None
+        if sc.disable_external_cache:
+            self.exp_injector = ExpInjector(self.nl, self.log)
+        else:
+            self.external_exp = ExpCache("external", daemon.g.hashlimit)
         self.sealer: Sealer | None = None
         self.opener: Opener | None = None
         if sc.auth_key:
@@ -139,6 +151,8 @@ class SyncDaemonEngine:
 
     def _render(self, obj: tuple[Entry, int, int | None]) -> tuple[int, bytes] | None:
         e, mtype, timeout = obj
+        if e.__class__ is ExpEntry:
+            return self._render_exp(e, mtype)
         try:
             body = self.renderer.body(e, timeout)
         except WireError:
@@ -147,6 +161,18 @@ class SyncDaemonEngine:
         if body is None:
             return None
         return (_CT_DEL if e.dead else mtype), body
+
+    def _render_exp(self, e: ExpEntry, mtype: int) -> tuple[int, bytes] | None:
+        """exp2msg for a cached expectation (few of them: the reference encoder is fine)."""
+        se = expect_to_sync(e.exp, timeout=self.send_timeout) if e.exp is not None else None
+        if se is None:
+            return None
+        try:
+            body = encode_attrs(se.to_attrs(), EXP_ATTRS)
+        except WireError:
+            self.errors["snd_malformed"] += 1
+            return None
+        return (MsgType.EXP_DEL if e.dead else mtype), body
 
     def _run_tx(self) -> None:
         self._tx_scheduled = False
@@ -223,6 +249,20 @@ class SyncDaemonEngine:
             self.mode.enqueue(entry.key, (entry, MsgType.CT_DEL, None))
             self._schedule_tx()
 
+    def on_exp_new(self, e: ExpEntry, exp, origin: str | None) -> None:
+        self._exp_enqueue(e, MsgType.EXP_NEW, origin)
+
+    def on_exp_update(self, e: ExpEntry, exp, origin: str | None) -> None:
+        self._exp_enqueue(e, MsgType.EXP_UPD, origin)
+
+    def on_exp_destroy(self, e: ExpEntry, exp, origin: str | None) -> None:
+        self._exp_enqueue(e, MsgType.EXP_DEL, origin)
+
+    def _exp_enqueue(self, e: ExpEntry, mtype: int, origin: str | None) -> None:
+        if origin is None:
+            self.mode.enqueue(("exp", e.key), (e, mtype, None))
+            self._schedule_tx()
+
     def on_resync_done(self) -> None:
         self._schedule_tx()
 
@@ -230,6 +270,9 @@ class SyncDaemonEngine:
         """resync_send: every internal object goes to the TX queue."""
         for e in self.internal.live():
             self.mode.enqueue(e.key, (e, MsgType.CT_NEW if e.lastupdate == e.lifetime else MsgType.CT_UPD, None))
+        if self.expect_sync:
+            for x in self.d.mode.exp_cache.live():
+                self.mode.enqueue(("exp", x.key), (x, MsgType.EXP_NEW, None))
         self._schedule_tx()
 
     def _on_resync_request(self) -> None:
@@ -387,7 +430,8 @@ class SyncDaemonEngine:
             err["bad_type"] += 1
             return
         if mtype >= MsgType.EXP_NEW:
-            return  # expectation sync is not implemented (the messages are still acknowledged)
+            self._apply_exp(mtype, buf, off, mlen)
+            return
         ext = self.external
         if ext is not None and ext.apply(mtype, buf, off + 8, off + mlen):
             return  # transcoded: no SyncFlow (external.py, transcode.py); else the reference path
@@ -409,6 +453,20 @@ class SyncDaemonEngine:
         except (ValueError, OSError) as exc:
             self.log("ERROR", f"cannot apply sync message: {exc}")
 
+    def _apply_exp(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
+        """EXP_NEW/UPD/DEL from a peer: msg2exp, then the external expectation cache or the kernel."""
+        try:
+            exp = sync_to_expect(SyncExpect.from_attrs(decode_attrs(buf, off + 8, off + mlen, EXP_ATTRS)))
+        except (WireError, ValueError):
+            self.errors["malformed"] += 1
+            self.errors["bad_payload"] += 1
+            return
+        if self.external_exp is not None:
+            external_exp_apply(self.external_exp, mtype == MsgType.EXP_NEW, mtype == MsgType.EXP_DEL, exp,
+                               int(time.time()))
+        elif self.exp_injector is not None:
+            self.exp_injector.apply(mtype == MsgType.EXP_DEL, exp)
+
     # ============================================================ client requests
     def local(self, action: int, as_json: bool) -> Iterable[str] | None:
         ext = self.external
@@ -416,10 +474,14 @@ class SyncDaemonEngine:
             if ext is None:
                 return ()
             return ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
-        if action in (Action.CT_COMMIT, Action.ALL_COMMIT):
-            return self._commit()
+        if action == Action.CT_COMMIT:
+            return self._commit("committing conntrack cache", ct=True, exp=False)
+        if action == Action.ALL_COMMIT:
+            return self._commit("committing all external caches", ct=True, exp=self.expect_sync)
         if action == Action.EXP_COMMIT:
-            return ()
+            if not self.expect_sync:
+                return ()
+            return self._commit("committing expectation cache", ct=False, exp=True)
         if action == Action.CT_FLUSH_EXT_CACHE:
             self.log("notice", "flushing external cache")
             if ext is not None:
@@ -473,22 +535,31 @@ class SyncDaemonEngine:
             self.log("ERROR", f"flushing kernel conntrack table failed: {exc.strerror}")
         self.internal.flush()
 
-    def _commit(self) -> Iterable[str]:
+    def _commit(self, what: str, ct: bool, exp: bool) -> Iterable[str]:
+        """local_commit: conntracks, then expectations (their masters must be in the kernel first)."""
         if self._reset_timer is not None:
             self._reset_timer.cancel()
             self._reset_timer = None
         if self.external is None:
             return ()
-        self.log("notice", "committing conntrack cache")
-        t0 = time.monotonic()
-        ok, fail = commit(self.external, self.nl, self.cfg.effective_commit_timeout)
-        dt = time.monotonic() - t0
-        self.log("notice", f"Committed {ok} new entries")
-        if fail:
-            self.log("notice", f"{fail} entries can't be committed")
-        self.log("notice", f"commit has taken {int(dt)}.{int((dt % 1) * 1e6):06d} seconds")
-        self.last_commit = (ok, fail, dt)
+        self.log("notice", what)
+        timeout = self.cfg.effective_commit_timeout
+        if ct:
+            t0 = time.monotonic()
+            ok, fail = commit(self.external, self.nl, timeout)
+            self._commit_done(ok, fail, time.monotonic() - t0, "entries")
+            self.last_commit = (ok, fail, time.monotonic() - t0)
+        if exp and self.external_exp is not None:
+            t0 = time.monotonic()
+            ok, fail = commit_expectations(self.external_exp, self.nl, timeout, self.log)
+            self._commit_done(ok, fail, time.monotonic() - t0, "expectations")
         return ()
+
+    def _commit_done(self, ok: int, fail: int, dt: float, what: str) -> None:
+        self.log("notice", f"Committed {ok} new {what}")
+        if fail:
+            self.log("notice", f"{fail} {what} can't be committed")
+        self.log("notice", f"commit has taken {int(dt)}.{int((dt % 1) * 1e6):06d} seconds")
 
     # ============================================================ stats
     def _msg_tracking(self) -> str:
