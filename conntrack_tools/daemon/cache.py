@@ -125,8 +125,8 @@ def master_key(exp: Expect) -> bytes | None:
 class Entry:
     """A cached flow.  ``lifetime`` = when it entered the cache (``[active since]``)."""
 
-    __slots__ = ("key", "reply", "status", "state", "tcpx", "mark", "id", "ts_start", "synproxy", "extra",
-                 "lifetime", "lastupdate", "dead")
+    __slots__ = ("key", "reply", "status", "state", "tcpx", "mark", "id", "ts_start", "synproxy", "timeout",
+                 "extra", "lifetime", "lastupdate", "dead")
 
     def __init__(self, key: bytes, now: int) -> None:
         self.key = key
@@ -138,6 +138,7 @@ class Entry:
         self.id: int | None = None
         self.ts_start: int | None = None
         self.synproxy: tuple[int, int, int] | None = None  # isn, its, tsoff (Flow.synproxy)
+        self.timeout: int | None = None  # as of the last event or dump: what sync messages carry (C too)
         self.extra: dict | None = None
         self.lifetime = now
         self.lastupdate = now
@@ -155,6 +156,8 @@ class Entry:
             self.state = st
         if flow.mark is not None:
             self.mark = _intern(flow.mark)
+        if flow.timeout is not None:
+            self.timeout = _intern(flow.timeout)
         if flow.id is not None:
             self.id = flow.id
         if flow.ts_start is not None:

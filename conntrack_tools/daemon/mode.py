@@ -305,7 +305,6 @@ class SyncCacheMode(_Base):
         self._hooks = {name: getattr(self.engine, f"on_exp_{name}", None) for name in ("new", "update", "destroy")}
 
     def populate(self, flow: Flow) -> None:
-        flow.timeout = None
         self.cache.update_force(flow, self.now())
 
     def resync(self, flow: Flow) -> None:

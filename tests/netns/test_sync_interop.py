@@ -280,6 +280,17 @@ def test_ftfw_restart_hello_and_resync(pair, impls):
     wait_for(lambda: len(nb.external()) == 0, what="flush external")
     assert na.client("-B").returncode == 0
     wait_for(lambda: len(nb.external()) == 3, what="bulk after -B")
+    # bulk messages carry each flow's timeout (C does), so a commit after a resync keeps them, not 60 s
+    assert nb.client("-c").returncode == 0
+    wait_for(lambda: kernel_timeout(NS_B, "192.0.2.1") is not None, 5, "committed", show=lambda: table(NS_B))
+    assert kernel_timeout(NS_B, "192.0.2.1") > 200, ns(NS_B, C_CONNTRACK, "-L").stdout
+
+
+def kernel_timeout(nsname: str, src: str) -> int | None:
+    for line in ns(nsname, C_CONNTRACK, "-L").stdout.splitlines():
+        if f"src={src} " in line:
+            return int(line.split()[2])
+    return None
 
 
 @pytest.mark.parametrize("transport", ["udp", "mcast"])

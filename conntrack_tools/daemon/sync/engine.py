@@ -149,12 +149,14 @@ class SyncDaemonEngine:
             self._tx_scheduled = True
             self.loop.add_timer(0, self._run_tx)
 
-    def _render(self, obj: tuple[Entry, int, int | None]) -> tuple[int, bytes] | None:
-        e, mtype, timeout = obj
+    def _render(self, obj: tuple[Entry | ExpEntry, int]) -> tuple[int, bytes] | None:
+        """A queued (entry, message type) as it is now: C builds each message from the cached object when
+        it leaves the queue, with the timeout of the last kernel event (CT_DEL and bulk sends included)."""
+        e, mtype = obj
         if e.__class__ is ExpEntry:
-            return self._render_exp(e, mtype)
+            return self._render_exp(e, mtype)  # type: ignore[arg-type]
         try:
-            body = self.renderer.body(e, timeout)
+            body = self.renderer.body(e, e.timeout)  # type: ignore[union-attr]
         except WireError:
             self.errors["snd_malformed"] += 1
             return None
@@ -229,24 +231,24 @@ class SyncDaemonEngine:
         per_sec = max(1, -(-2 * n // max(1, self.cfg.refresh_time)))
         for e in self._refresh_list[self._refresh_pos:self._refresh_pos + per_sec]:
             if not e.dead:
-                self.mode.enqueue(e.key, (e, MsgType.CT_UPD, None))
+                self.mode.enqueue(e.key, (e, MsgType.CT_UPD))
         self._refresh_pos += per_sec
         self._schedule_tx()
 
     # ============================================================ kernel events
     def on_local_new(self, entry: Entry, flow, origin: str | None) -> None:
         if origin is None:
-            self.mode.enqueue(entry.key, (entry, MsgType.CT_NEW, flow.timeout))
+            self.mode.enqueue(entry.key, (entry, MsgType.CT_NEW))
             self._schedule_tx()
 
     def on_local_update(self, entry: Entry, flow, origin: str | None) -> None:
         if origin is None:
-            self.mode.enqueue(entry.key, (entry, MsgType.CT_UPD, flow.timeout))
+            self.mode.enqueue(entry.key, (entry, MsgType.CT_UPD))
             self._schedule_tx()
 
     def on_local_destroy(self, entry: Entry, flow, origin: str | None) -> None:
         if origin is None:
-            self.mode.enqueue(entry.key, (entry, MsgType.CT_DEL, None))
+            self.mode.enqueue(entry.key, (entry, MsgType.CT_DEL))
             self._schedule_tx()
 
     def on_exp_new(self, e: ExpEntry, exp, origin: str | None) -> None:
@@ -260,7 +262,7 @@ class SyncDaemonEngine:
 
     def _exp_enqueue(self, e: ExpEntry, mtype: int, origin: str | None) -> None:
         if origin is None:
-            self.mode.enqueue(("exp", e.key), (e, mtype, None))
+            self.mode.enqueue(("exp", e.key), (e, mtype))
             self._schedule_tx()
 
     def on_resync_done(self) -> None:
@@ -269,10 +271,10 @@ class SyncDaemonEngine:
     def bulk(self) -> None:
         """resync_send: every internal object goes to the TX queue."""
         for e in self.internal.live():
-            self.mode.enqueue(e.key, (e, MsgType.CT_NEW if e.lastupdate == e.lifetime else MsgType.CT_UPD, None))
+            self.mode.enqueue(e.key, (e, MsgType.CT_NEW if e.lastupdate == e.lifetime else MsgType.CT_UPD))
         if self.expect_sync:
             for x in self.d.mode.exp_cache.live():
-                self.mode.enqueue(("exp", x.key), (x, MsgType.EXP_NEW, None))
+                self.mode.enqueue(("exp", x.key), (x, MsgType.EXP_NEW))
         self._schedule_tx()
 
     def _on_resync_request(self) -> None:
