@@ -30,7 +30,7 @@ from ..formats.expect import render_expect_default, render_expect_xml
 from ..formats.json import render_expect_json, render_flow_json
 from ..formats.text import render_default
 from ..formats.xml import render_flow_xml
-from .cache import Cache, Entry, ExpCache, ExpEntry, entry_exp, entry_flow, master_key
+from .cache import Cache, Entry, ExpCache, ExpEntry, entry_exp, entry_flow, flow_key, master_key
 from .control import Action
 from .filter import master_sane
 from .stats import RuntimeStats, cache_stats_extended_text, cache_stats_text, to_json, traffic_text
@@ -106,6 +106,12 @@ def _traffic(st: RuntimeStats) -> str:
 
 def _traffic_dict(st: RuntimeStats) -> dict:
     return {"bytes": st.bytes_orig + st.bytes_repl, "packets": st.packets_orig + st.packets_repl}
+
+
+def _sync_state(e: Entry) -> tuple:
+    """What a sync message says about an entry, apart from the timeout (see SyncCacheMode.resync)."""
+    extra = e.extra
+    return (e.status, e.state, e.mark, e.reply, e.tcpx, e.synproxy, tuple(extra.items()) if extra else None)
 
 
 class _Base:
@@ -308,9 +314,23 @@ class SyncCacheMode(_Base):
         self.cache.update_force(flow, self.now())
 
     def resync(self, flow: Flow) -> None:
+        """resync_cb: one flow of the overrun-resync or polling dump.
+
+        Unlike C, an entry the dump shows unchanged (timeout aside) is not sent again: the peer
+        got its last state already, and only what the lost events would have carried goes out.
+        C re-sends the whole table after every overrun (and every PollSecs), which at 100k+
+        entries costs more than the events that were lost and often overruns again.
+        """
+        key = flow_key(flow)
+        old = self.cache.entries.get(key) if key is not None else None
+        before = _sync_state(old) if old is not None and not old.dead else None
         e, created = self.cache.update_force(flow, self._resync_stamp)
-        if e is not None:
-            (self.engine.on_local_new if created else self.engine.on_local_update)(e, flow, None)
+        if e is None:
+            return
+        if created:
+            self.engine.on_local_new(e, flow, None)
+        elif _sync_state(e) != before:
+            self.engine.on_local_update(e, flow, None)
 
     def new(self, flow: Flow, origin: str | None) -> None:
         e, _ = self.cache.update_force(flow, self.now())

@@ -196,3 +196,36 @@ def test_reply_mirror_check_agrees_with_packed_comparison():
         assert e.reply == (None if packed == pack_tuple(orig.reversed()) else packed)
 
     check()
+
+
+def test_resync_sends_only_what_the_dump_shows_changed():
+    """Overrun resync/polling: unchanged entries (timeout aside) are not re-sent, new and changed ones are."""
+    from conntrack_tools.daemon.mode import SyncCacheMode
+    from conntrack_tools.daemon.stats import RuntimeStats
+
+    sent: list[tuple[str, int]] = []
+
+    class Engine:
+        external = None
+
+        def on_local_new(self, e, flow, origin):
+            sent.append(("new", flow.orig.dst[3]))
+
+        def on_local_update(self, e, flow, origin):
+            sent.append(("upd", flow.orig.dst[3]))
+
+    m = SyncCacheMode(1000, RuntimeStats(), lambda f: [True] * len(f), lambda lv, msg: None, lambda line: None,
+                      engine=Engine())
+
+    def flow(i: int, mark: int = 0, timeout: int = 100) -> Flow:
+        o = Tuple(AF_INET, bytes([10, 0, 0, 1]), bytes([10, 0, 3, i]), 6, 1000 + i, 80)
+        return Flow(AF_INET, o, o.reversed(), status=14, mark=mark, timeout=timeout, tcp=TcpInfo(3, 7, 7, 3, 3, 3, 3))
+
+    for i in range(3):
+        m.new(flow(i), None)
+    sent.clear()
+    m.begin_resync()
+    m.resync(flow(0, timeout=50))  # same flow, only the remaining timeout moved on
+    m.resync(flow(1, mark=7))  # its mark changed while the events were lost
+    m.resync(flow(3))  # created while the events were lost
+    assert sent == [("upd", 1), ("new", 3)]
