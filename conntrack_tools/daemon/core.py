@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from ..flow import Flow
 from . import lockfile, sdnotify
-from .config.model import Config
+from .bypass import InternalBypass
+from .config.model import Config, SyncMode
 from .control import Action, split_json
 from .control_server import ControlServer, request
 from .ctnl import EV_DESTROY, EV_NEW, EV_UPDATE, Ctnl
@@ -135,8 +136,14 @@ class Daemon:
                     self.engine = build_engine(self)
                 except OSError:
                     raise StartError from None
-            self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine,
-                                      expect=ctnl.expect, exp_exists=ctnl.existing_expects)
+            sc = self.cfg.sync
+            if sc is not None and sc.disable_internal_cache and sc.mode == SyncMode.NOTRACK:
+                self.mode = InternalBypass(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine,
+                                           expect=ctnl.expect, exp_exists=ctnl.existing_expects,
+                                           dump_kernel=ctnl.dump, flush_kernel=ctnl.flush_selective)
+            else:
+                self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine,
+                                          expect=ctnl.expect, exp_exists=ctnl.existing_expects)
         try:
             ctnl.dump(self.mode.populate)
         except OSError as exc:

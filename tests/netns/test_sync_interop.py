@@ -111,6 +111,7 @@ def _channel(transport: str, side: str, v6: bool = False) -> str:
 MODES = {"ftfw": "FTFW {\n ResendQueueSize 131072\n ACKWindowSize 20\n PurgeTimeout 1\n}",
          "notrack": "NOTRACK {\n}",
          "inject": "FTFW {\n DisableExternalCache on\n}",
+         "bypass": "NOTRACK {\n DisableInternalCache on\n}",
          "alarm": "ALARM {\n RefreshTime 5\n CacheTimeout 30\n}"}
 
 
@@ -485,3 +486,25 @@ def test_expectation_sync_injected(pair, impls, ftp_helper):
     assert len(want) == 1
     wait_for(lambda: expectations(NS_B) == want, 8, "injected expectation in B's kernel",
              show=lambda: f"A={want}\nB={expectations(NS_B)}\n{nb.logs()}")
+
+
+_BYPASS = re.compile(r"internal bypass:\nconnections new:\t\t +(\d+)\nconnections updated:\t\t +(\d+)\n"
+                     r"connections destroyed:\t\t +(\d+)\n")
+
+
+@pytest.mark.parametrize("impls", COMBOS, ids=["py-py", "py-c", "c-py"])
+def test_disable_internal_cache_sends_events_without_a_cache(pair, impls):
+    """NOTRACK + DisableInternalCache: events go out at once, -i shows the kernel, -B sends a kernel dump."""
+    na, nb = pair(*impls, "bypass", "udp")
+    ct(NS_A, "-I", *FLOWS[0])
+    ct(NS_A, "-I", *FLOWS[1])
+    wait_for(lambda: len(nb.external()) == 2, what="flows in B", show=lambda: f"{nb.external()}\n{na.logs()}")
+    ct(NS_A, "-D", "-p", "udp", "-s", "192.0.2.2")
+    wait_for(lambda: len(nb.external()) == 1, what="destroy in B")
+    assert "src=192.0.2.1 " in na.client("-i").stdout  # the kernel table, there is no cache
+    m = _BYPASS.search(na.client("-s").stdout)
+    assert m and int(m[1]) == 2 and int(m[3]) == 1, na.client("-s").stdout
+    assert nb.client("-f", "external").returncode == 0
+    wait_for(lambda: len(nb.external()) == 0, what="external flushed")
+    assert na.client("-B").returncode == 0
+    wait_for(lambda: len(nb.external()) == 1, what="bulk from the kernel table", show=na.logs)

@@ -20,9 +20,10 @@ from ..control import Action
 from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
+from .convert import flow_to_sync
 from .expect import ExpInjector, commit_expectations, expect_to_sync, external_exp_apply, sync_to_expect
 from .external import ExternalCache, Injector, commit
-from .modes import Alarm, Ftfw, MsgResult, Notrack
+from .modes import Alarm, Ftfw, MsgResult, Notrack, encode_data
 from .render import EntryRenderer
 from .seq import SeqCounter
 from .wire import (
@@ -126,6 +127,7 @@ class SyncDaemonEngine:
                 self.loop.add_reader(ch.listener.fileno(), lambda i=idx: self._on_accept(i))
                 ch.connect()
         self._tx_scheduled = False
+        self._direct_pending = False  # send_flow() queued messages on the channels: flush them
         self._last_xmit = time.monotonic()
         self._reset_timer = None
         self._refresh_pos = 0
@@ -184,13 +186,32 @@ class SyncDaemonEngine:
         msgs = mode.xmit(self._render, TX_RUN_MAX)
         if mode.tx:  # more queued (a resync, -B): the loop reads kernel events before the next run
             self._schedule_tx()
-        if not msgs:
+        if not msgs and not self._direct_pending:
             return
         ch = self.channels
         for m in msgs:
             ch.queue(m)
         ch.flush()
+        self._direct_pending = False
         self._last_xmit = time.monotonic()
+
+    def send_flow(self, flow, mtype: int) -> None:
+        """DisableInternalCache: a local event is sent as it is, without a cache or a TX queue.
+
+        C (internal_bypass.c) appends it to the channel buffer and flushes at the next 1-s TX
+        run; ours flushes at the end of this loop pass.
+        """
+        sf = flow_to_sync(flow, timeout=self.send_timeout, window_tracking=self.window_tracking)
+        if sf is None:
+            return
+        try:
+            body = encode_attrs(sf.to_attrs(), CT_ATTRS)
+        except WireError:
+            self.errors["snd_malformed"] += 1
+            return
+        self.channels.queue(encode_data(mtype, body, self.seq.next()))
+        self._direct_pending = True
+        self._schedule_tx()
 
     def _tick(self) -> None:
         """Every 250 ms: the 1-s alive/ack alarm (re-armed by each TX run), ALARM refresh, links."""
@@ -269,7 +290,10 @@ class SyncDaemonEngine:
         self._schedule_tx()
 
     def bulk(self) -> None:
-        """resync_send: every internal object goes to the TX queue."""
+        """resync_send: every internal object goes to the TX queue (without a cache: a kernel dump, as CT_NEW)."""
+        if self.cfg.disable_internal_cache and self.mode_name == SyncMode.NOTRACK:
+            self.d.ctnl.dump(lambda flow: self.send_flow(flow, MsgType.CT_NEW))
+            return
         for e in self.internal.live():
             self.mode.enqueue(e.key, (e, MsgType.CT_NEW if e.lastupdate == e.lifetime else MsgType.CT_UPD))
         if self.expect_sync:
