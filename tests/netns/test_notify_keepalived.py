@@ -27,13 +27,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conntrack_tools import render
 from tests.conftest import Netns, require_root
+from tests.netns.daemon_proc import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -51,18 +51,6 @@ pytestmark = [
 ]
 
 SUMMARY = re.compile(r"conntrackd-notify: (primary|backup|fault): (.*), total (\d+\.\d+)s")
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, show: Callable[[], str] | None = None,
-             interval: float = 0.01):
-    end = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n{show()}" if show else ""))
-        time.sleep(interval)
 
 
 def notify_target() -> list[str]:

@@ -16,12 +16,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_root
+from tests.netns.daemon_proc import wait_for as _wait_for
 
 C_DAEMON = "/usr/sbin/conntrackd"
 C_CONNTRACK = "/usr/sbin/conntrack"
@@ -44,14 +44,7 @@ def ns(name: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess
 
 
 def wait_for(cond, timeout: float = 8.0, what: str = "condition", show=None):
-    end = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}" + (f": {show()}" if show else ""))
-        time.sleep(0.03)
+    return _wait_for(cond, timeout, what, show, interval=0.03)
 
 
 @pytest.fixture(scope="module")
