@@ -7,7 +7,7 @@
 # Corpora and artifacts live in $FUZZ_WORK (default build/fuzz, git-ignored via build/). A crash
 # stops that target and leaves crash-<sha1> in $FUZZ_WORK/artifacts/<target>/; copy it into
 # tests/data/fuzz-crashers/<target>/ (the replay test runs every file there) and fix the parser.
-# Per-target summary lines (inputs, rejected, wall time) are collected in $FUZZ_WORK/summary.txt.
+# Per-target summary lines (inputs, rejected, wall time) are appended to $FUZZ_WORK/summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -57,7 +57,7 @@ run_one() {
     return $rc
 }
 
-: >"$WORK/summary.txt"
+echo "# $(date -Is) targets=[$TARGETS] runs=$RUNS jobs=$JOBS" >>"$WORK/summary.txt"  # kept across runs
 echo "fuzz: targets=[$TARGETS] runs=$RUNS jobs=$JOBS timeout=${TIMEOUT}s max_len=$MAX_LEN work=$WORK"
 start=$SECONDS
 fail=0

@@ -70,7 +70,6 @@ KEYWORDS.update(
         "SocketBufferSizeMaxGrowth": "NetlinkBufferSizeMaxGrowth",
     }
 )
-_KW_LENGTHS = sorted({len(k) for k in KEYWORDS}, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +117,6 @@ _NOTRACK = re.compile(r"[N|n][O|o][T|t][R|r][A|a][C|c][K|k]")
 _STRING = re.compile(r"[a-zA-Z][a-zA-Z0-9.\-_]*")
 _COMMENT = re.compile(r"#[^\n]*(?=\n)")
 _WS = re.compile(r"[ \t]+")
-_WORD = re.compile(r"[A-Za-z0-9_]+")
 # IPv6 core (without CIDR); alternation needs an explicit longest-match search.
 _H = r"[0-9a-fA-F]{1,4}"
 _IP6_FORM1 = re.compile(rf"(?:{_H}:?){{0,7}}::(?:{_H}:?){{0,7}}")
@@ -135,6 +133,49 @@ def _len(rx: re.Pattern[str], text: str, pos: int) -> int:
     return m.end() - pos if m else 0
 
 
+_HEX_CHARS = frozenset("0123456789abcdefABCDEF")
+
+
+def _form1_end(text: str, pos: int, end: int) -> int:
+    """End of the longest prefix of ``text[pos:end]`` matching ``_IP6_FORM1``, or ``pos``.
+
+    ``(h:?){0,7}::(h:?){0,7}`` run as an NFA (state: phase, parts used, hex digits in the
+    current part), in linear time.  The regex itself backtracks exponentially on a failing
+    run such as ``abcdabcd::abcdabcd::...`` (4.8 s for 2 KiB, found while profiling the config
+    fuzz target; tests/data/fuzz-crashers/config/slow-ip6-form1-backtracking.txt).
+    """
+    # X states (0, n, h): n parts so far (<= 7), h hex digits in the open part (0: none/closed)
+    states = {(0, 0, 0)}
+    best = pos
+    for i in range(pos, end):
+        c = text[i]
+        nxt = set()
+        if c in _HEX_CHARS:
+            for phase, n, h in states:
+                if phase < 0:
+                    continue
+                if 1 <= h <= 3:
+                    nxt.add((phase, n, h + 1))
+                if n < 7:
+                    nxt.add((phase, n + 1, 1))
+        else:  # ":"
+            for st in states:
+                if st == (-1, 0, 0):
+                    nxt.add((1, 0, 0))  # "::" complete: Y starts
+                    continue
+                phase, n, h = st
+                if h >= 1:
+                    nxt.add((phase, n, 0))  # the optional colon of a part
+                if phase == 0:
+                    nxt.add((-1, 0, 0))  # first colon of "::" (X may end anywhere)
+        if not nxt:
+            break
+        states = nxt
+        if any(phase == 1 for phase, _n, _h in states):
+            best = i + 1
+    return best
+
+
 def _ip6_len(text: str, pos: int) -> int:
     """Longest match of the flex ``ip6`` rule (core plus optional CIDR)."""
     run = _IP6_RUN.match(text, pos)
@@ -143,26 +184,21 @@ def _ip6_len(text: str, pos: int) -> int:
     # A shorter core ends inside the hex/colon run, so only the longest core can take a CIDR.
     form2 = _IP6_FORM2.match(text, pos)  # greedy is the longest match for this unambiguous form
     core_end = form2.end() if form2 else pos
-    dcolon = text.find("::", pos, run.end())
-    if dcolon >= 0:
-        for end in range(run.end(), max(dcolon + 1, core_end), -1):
-            if _IP6_FORM1.fullmatch(text, pos, end):
-                core_end = end
-                break
+    if text.find("::", pos, run.end()) >= 0:
+        core_end = max(core_end, _form1_end(text, pos, run.end()))
     if core_end == pos:
         return 0
     return core_end - pos + _len(_CIDR6, text, core_end)
 
 
+# Keywords are word characters only, so the longest keyword that is a prefix of the text is the
+# first alternative (longest first) that matches: one regex call instead of a loop over lengths.
+_KEYWORD = re.compile("|".join(sorted(map(re.escape, KEYWORDS), key=len, reverse=True)))
+
+
 def _keyword_len(text: str, pos: int) -> int:
-    m = _WORD.match(text, pos)
-    if not m:
-        return 0
-    word = m.group()
-    for n in _KW_LENGTHS:
-        if n <= len(word) and word[:n] in KEYWORDS:
-            return n
-    return 0
+    m = _KEYWORD.match(text, pos)
+    return m.end() - pos if m else 0
 
 
 # (kind, matcher) in flex rule order; index = priority on equal length.
@@ -185,6 +221,52 @@ _RULES: tuple[tuple[Kind | str, object], ...] = (
     ("skip", _WS),
 )
 
+# The characters each rule can start with (the first character class of its regex; keywords:
+# their first letters).  At a given position only the rules that can start with the character
+# there are tried, in flex order; the others would match nothing.  This makes the scanner ~5x
+# faster (it tried all 16 rules at every position) and changes no token: see
+# tests/unit/test_fuzz_lexer.py (the table against the exhaustive scan).
+_HEX = "0123456789abcdefABCDEF"
+_DIGITS = "0123456789"
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FIRST_CHARS: tuple[str, ...] = (
+    "".join(sorted({k[0] for k in KEYWORDS})),  # KEYWORD
+    "oO|yY",  # ON
+    "oO|nN",  # OFF
+    _DIGITS,  # NUMBER
+    "-+",  # SIGNED
+    _DIGITS,  # IP (IPv4)
+    _HEX + ":",  # IP (IPv6)
+    "/",  # PATH
+    "A|a",  # ALARM
+    "P|p",  # persistent
+    "F|f",  # FTFW
+    "N|n",  # nack
+    "N|n",  # NOTRACK
+    _LETTERS,  # STRING
+    "#",  # comment
+    " \t",  # whitespace
+)
+
+
+def _length_fn(matcher: object):
+    if callable(matcher) and not isinstance(matcher, re.Pattern):
+        return matcher
+    rx = matcher
+    assert isinstance(rx, re.Pattern)
+
+    def length(text: str, pos: int) -> int:
+        m = rx.match(text, pos)
+        return m.end() - pos if m else 0
+
+    return length
+
+
+_BY_FIRST_CHAR: dict[str, tuple[tuple[Kind | str, object], ...]] = {}
+for _ch in {c for chars in _FIRST_CHARS for c in chars}:
+    _BY_FIRST_CHAR[_ch] = tuple((kind, _length_fn(matcher)) for (kind, matcher), chars
+                                in zip(_RULES, _FIRST_CHARS, strict=True) if _ch in chars)
+
 
 def tokenize(text: str) -> list[Token]:
     """Scan the whole text; always ends with one EOF token.  Never raises."""
@@ -201,8 +283,8 @@ def tokenize(text: str) -> list[Token]:
             pos += 1
             continue
         best_len, best_kind = 0, None
-        for kind, matcher in _RULES:
-            length = matcher(text, pos) if callable(matcher) else _len(matcher, text, pos)
+        for kind, length_of in _BY_FIRST_CHAR.get(ch, ()):
+            length = length_of(text, pos)
             if length > best_len:
                 best_len, best_kind = length, kind
         if best_kind is None:  # flex "." rule: any single character except newline
