@@ -142,6 +142,15 @@ ALLOWED_CALLS = {
         "conntrackd-notify --restart: argv list [conntrackd, -C, config, -d], no shell; the binary is "
         "checked to be a regular executable file by parse_args",
 }
+# exec() of generated Python (speed: per-layout struct packers), with why no outside text gets in.
+ALLOWED_CODEGEN = {
+    ("daemon/sync/render.py", "_compile", "exec"):
+        "sync sender: source built from the CtAttr table, struct codes and fixed expressions; the "
+        "arguments are booleans and an address family, no string from a config or a peer",
+    ("daemon/sync/transcode.py", "_compile", "exec"):
+        "sync receiver: source built from the attribute table and integer indices/offsets (and the L4 "
+        "protocol number) recorded from a received message's layout: only integers are interpolated",
+}
 
 
 def _calls(path: Path):
@@ -163,9 +172,13 @@ def test_daemon_runs_no_shell_commands() -> None:
         for name, owner, node in _calls(path):
             if name in SHELLISH:
                 found[(rel, owner, name)] = node
-    assert set(found) == set(ALLOWED_CALLS), f"undocumented process/eval calls: {set(found) - set(ALLOWED_CALLS)}"
-    for node in found.values():
-        assert isinstance(node.args[0], ast.List), "process started from a string, not an argv list"
+    allowed = set(ALLOWED_CALLS) | set(ALLOWED_CODEGEN)
+    assert set(found) == allowed, f"undocumented process/eval calls: {set(found) - allowed}"
+    for key, node in found.items():
+        if key in ALLOWED_CALLS:
+            assert isinstance(node.args[0], ast.List), "process started from a string, not an argv list"
+        else:  # generated code: a local source string and an explicit namespace, never the module's globals
+            assert isinstance(node.args[0], ast.Name) and len(node.args) == 2, ast.unparse(node)
     for path in sorted(PKG.rglob("*.py")):
         for _name, _owner, node in _calls(path):
             for kw in node.keywords:
@@ -350,3 +363,203 @@ def test_keepalived_verify_hides_the_password() -> None:
     for t in tasks:
         if "keepalived_auth_pass" in str(t):
             assert t.get("no_log") is True, t.get("name")
+
+
+# ------------------------------------------------------------------------------------ multicast filter
+
+REL = f"{os.getpid() % 100000}"
+REL_A, REL_B = f"ctpy-rel-a{REL}", f"ctpy-rel-b{REL}"
+REL_A1, REL_B1 = f"ctpy-rel{REL}a1", f"ctpy-rel{REL}b1"  # the sync link 10.78.1.0/24
+REL_A2, REL_B2 = f"ctpy-rel{REL}a2", f"ctpy-rel{REL}b2"  # another link 10.78.2.0/24
+GROUP, GPORT = "225.0.0.78", 3798
+CONNTRACK = [sys.executable, "-c", "from conntrack_tools.cli.main import main; main()"]  # our conntrack
+
+FORGE = r"""
+import socket, sys, time
+from ipaddress import IPv4Address
+sys.path.insert(0, sys.argv[1])
+from conntrack_tools.daemon.sync import wire
+from conntrack_tools.flow import IPS_ASSURED, IPS_CONFIRMED
+src, ifaddr, group, port, first = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+for i in range(5):  # one flow per datagram, each a HELLO (a fresh peer's first message is taken)
+    f = wire.SyncFlow(orig=wire.FlowTuple(IPv4Address("192.0.2.%d" % (first + i)), IPv4Address("198.51.100.9"),
+                                          6, 40000 + first + i, 80),
+                      status=IPS_CONFIRMED | IPS_ASSURED, tcp_state=3, timeout=300, mark=0)
+    s.sendto(wire.encode_flow_message(wire.MsgType.CT_NEW, f, i + 1, wire.MsgFlag.HELLO), (group, port))
+    time.sleep(0.02)
+"""
+
+LISTEN = r"""
+import socket, sys, time
+group, port, ifaddr = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+r.bind((group, port))
+r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ifaddr))
+r.setsockopt(socket.IPPROTO_IP, 49, 0)  # IP_MULTICAST_ALL=0: count only what arrives on its own interface
+r.settimeout(0.2)
+print("ready", flush=True)
+n, end = 0, time.monotonic() + float(sys.argv[4])
+while time.monotonic() < end:
+    try:
+        r.recv(65536)
+        n += 1
+    except TimeoutError:
+        pass
+print(n, flush=True)
+"""
+
+
+def _rel_conf(d: Path, dev: str, me: str) -> Path:
+    conf = d / "conntrackd.conf"
+    conf.write_text(
+        "Sync {\n Mode FTFW {\n  ResendQueueSize 131072\n  PurgeTimeout 1\n }\n"
+        f" Multicast {{\n  IPv4_address {GROUP}\n  Group {GPORT}\n  IPv4_interface {me}\n  Interface {dev}\n"
+        "  Checksum on\n }\n}\n"
+        "General {\n Systemd off\n HashSize 8192\n HashLimit 65536\n"
+        f" LogFile {d / 'log'}\n Syslog off\n LockFile {d / 'lock'}\n UNIX {{ Path {d / 'ctl'} }}\n"
+        " Scheduler { Type RR Priority 0 }\n"
+        " Filter From Userspace {\n  Address Ignore {\n   IPv4_address 127.0.0.1\n   IPv4_address 10.78.0.0/16\n"
+        "   IPv4_address 10.99.0.0/16\n  }\n }\n}\n")
+    return conf
+
+
+def _rel_client(ns: str, conf: Path, *args: str) -> subprocess.CompletedProcess:
+    return nsrun(ns, *OURS, "-C", str(conf), *args, check=False)
+
+
+def _rel_wait(cond, timeout: float, what: str, show=lambda: ""):
+    end = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}: {show()}")
+        time.sleep(0.1)
+
+
+C_DAEMON = "/usr/sbin/conntrackd"
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not IS_ROOT, reason="needs root for network namespaces")
+@pytest.mark.parametrize("impl", ["py", pytest.param("c", marks=pytest.mark.skipif(
+    not os.access(C_DAEMON, os.X_OK), reason="no C conntrackd"))])
+def test_multicast_wrong_interface_or_source_is_dropped(tmp_path, impl) -> None:
+    """FTFW daemon B on a Multicast channel (Interface b1, 10.78.1.2). From namespace A, well-formed
+    CT_NEW datagrams to the group: from 10.78.1.9 (on the link: control, must be taken), over the other
+    link b2 (wrong interface, while another socket in B joined the group there), from 10.99.0.9 (right
+    interface, source outside b1's prefixes) and from 10.78.1.2 (B's own address, accept_local on so the
+    kernel lets it through).  Ours: only the control flows reach B's external cache; the drops are
+    counted in ``-s network`` (text and JSON); A's daemon, the legit peer, still syncs its kernel table
+    to B.  ``impl=c`` (B is C 1.4.7) records C's behaviour: it takes every forged flow."""
+    created: list[str] = []
+    procs: list[subprocess.Popen] = []
+    try:
+        for n in (REL_A, REL_B):
+            subprocess.run(["ip", "netns", "add", n], check=True)
+            created.append(n)
+            nsrun(n, "ip", "link", "set", "lo", "up")
+        for i, (a, b) in enumerate(((REL_A1, REL_B1), (REL_A2, REL_B2)), start=1):
+            subprocess.run(["ip", "link", "add", a, "netns", REL_A, "type", "veth", "peer", "name", b,
+                            "netns", REL_B], check=True)
+            nsrun(REL_A, "ip", "addr", "add", f"10.78.{i}.1/24", "dev", a)
+            nsrun(REL_B, "ip", "addr", "add", f"10.78.{i}.2/24", "dev", b)
+            nsrun(REL_A, "ip", "link", "set", a, "up")
+            nsrun(REL_B, "ip", "link", "set", b, "up")
+        # forger addresses on A's end of the sync link (after 10.78.1.1, so A's daemon keeps that source)
+        for addr in ("10.78.1.9/24", "10.99.0.9/32"):
+            nsrun(REL_A, "ip", "addr", "add", addr, "dev", REL_A1)
+        # B: no reverse-path filter (the forged source would otherwise be dropped by the kernel before
+        # the socket) and accept_local on b1 (else a datagram from B's own address is a martian)
+        for key in ("all", "default", REL_B1, REL_B2):
+            nsrun(REL_B, "sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0")
+        nsrun(REL_B, "sysctl", "-qw", f"net.ipv4.conf.{REL_B1}.accept_local=1")
+
+        da, db = tmp_path / "A", tmp_path / "B"
+        da.mkdir()
+        db.mkdir()
+        conf_a, conf_b = _rel_conf(da, REL_A1, "10.78.1.1"), _rel_conf(db, REL_B1, "10.78.1.2")
+        for ns, conf, d, daemon in ((REL_B, conf_b, db, [C_DAEMON] if impl == "c" else OURS),
+                                    (REL_A, conf_a, da, OURS)):
+            out = open(d / "stdout", "w")
+            procs.append(subprocess.Popen(["ip", "netns", "exec", ns, *daemon, "-C", str(conf)], stdout=out,
+                                          stderr=subprocess.STDOUT, cwd=REPO))
+            _rel_wait(lambda ns=ns, conf=conf: _rel_client(ns, conf, "-s").returncode == 0, 10, f"daemon in {ns}",
+                      lambda d=d: (d / "stdout").read_text())
+
+        def external() -> str:
+            return _rel_client(REL_B, conf_b, "-e").stdout
+
+        # another application in B joins the group on b2: the host accepts the group there
+        listener = subprocess.Popen(["ip", "netns", "exec", REL_B, sys.executable, "-c", LISTEN, GROUP, str(GPORT),
+                                     "10.78.2.2", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(listener)
+        assert listener.stdout.readline().strip() == "ready", listener.stderr.read()
+
+        def forge(src: str, ifaddr: str, first: int) -> None:
+            r = nsrun(REL_A, sys.executable, "-c", FORGE, str(REPO), src, ifaddr, GROUP, str(GPORT), str(first),
+                      check=False)
+            assert r.returncode == 0, r.stderr
+
+        forge("10.78.1.9", "10.78.1.9", 10)  # control: a source on the link -> 192.0.2.10-14 taken
+        forge("10.78.2.1", "10.78.2.1", 20)  # wrong interface (b2)
+        forge("10.99.0.9", "10.99.0.9", 30)  # right interface, source outside b1's prefixes
+        nsrun(REL_A, "ip", "addr", "add", "10.78.1.2/32", "dev", REL_A1)  # only while forging: B's address
+        forge("10.78.1.2", "10.78.1.2", 40)  # B's own address
+        nsrun(REL_A, "ip", "addr", "del", "10.78.1.2/32", "dev", REL_A1)
+        # the legit peer: a flow in A's kernel table
+        r = nsrun(REL_A, *CONNTRACK, "-I", "-p", "tcp", "-s", "192.0.2.200",
+                  "-d", "198.51.100.200", "--sport", "1200", "--dport", "443", "--state", "ESTABLISHED", "-u",
+                  "ASSURED", "-t", "300", check=False)
+        assert r.returncode == 0, r.stderr
+        try:  # A follows its kernel table (the flow is in its internal cache), then sends it to B
+            _rel_wait(lambda: "src=192.0.2.200 " in _rel_client(REL_A, conf_a, "-i").stdout, 5, "A's cache")
+        except AssertionError:  # not this test's subject: say so, and let a resync catch up
+            print("\nA's daemon missed the NEW event; resyncing A (-R)")
+            _rel_client(REL_A, conf_a, "-R")
+
+        _rel_wait(lambda: "src=192.0.2.200 " in external() and external().count("src=192.0.2.1") >= 5, 20,
+                  "control flows and the legit flow in B's external cache",
+                  lambda: external() + _rel_client(REL_B, conf_b, "-s", "network").stdout
+                  + _rel_client(REL_A, conf_a, "-s").stdout)
+        got_b2 = int(listener.communicate(timeout=20)[0].split()[-1])
+        assert got_b2 == 5, "the wrong-interface datagrams did not even reach B's host on b2"
+        ext = external()
+        forged = {first: sum(f"src=192.0.2.{first + i} " in ext for i in range(5)) for first in (20, 30, 40)}
+        if impl == "c":  # C 1.4.7: no filter (INADDR_ANY bind, IP_MULTICAST_ALL on, no source check)
+            print(f"\nC 1.4.7 took forged flows: wrong interface {forged[20]}/5, wrong source {forged[30]}/5, "
+                  f"own address {forged[40]}/5")
+            assert forged == {20: 5, 30: 5, 40: 5}, (forged, ext)
+            return
+        assert forged == {20: 0, 30: 0, 40: 0}, (forged, ext)
+
+        net = _rel_client(REL_B, conf_b, "-s", "network").stdout
+        m = re.search(r"(\d+) Dropped recv \(wrong interface (\d+), group (\d+), source (\d+), own (\d+)\)", net)
+        assert m, net
+        total, iface, group, source, own = map(int, m.groups())
+        assert source == 5 and own == 5 and group == 0, net
+        # wrong interface: SO_BINDTODEVICE + IP_MULTICAST_ALL=0 stop them in the kernel (the userspace
+        # check is the second line), so they are not counted here; 0 or 5 are both correct
+        assert iface in (0, 5) and total == source + own + iface + group, net
+        js = json.loads(_rel_client(REL_B, conf_b, "-s", "network", "-o", "json").stdout.strip().splitlines()[-1])
+        link = js["links"][0] if "links" in js else js["network"]["links"][0]
+        assert link["drop_recv"] == total and link["drop_source"] == 5 and link["drop_own"] == 5, js
+        print(f"\nmulticast filter: dropped {total} (source {source}, own {own}, iface {iface}); "
+              f"wrong-interface datagrams seen by the other socket on b2: {got_b2}; control + legit synced")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for n in created:
+            subprocess.run(["ip", "netns", "del", n], check=False)

@@ -4,14 +4,20 @@
 Each channel has a receive socket (always read) and a send socket; only the
 *current* channel sends.  Messages are batched per datagram up to ``MTU - 28``
 (``MTU - 40`` for TCP) like C.  Beyond C, a multicast receiver binds the group
-address and the interface (SO_BINDTODEVICE) and sets IP_MULTICAST_ALL=0, so it
-accepts only its configured group on its configured interface.
+address and the interface (SO_BINDTODEVICE) and sets IP_MULTICAST_ALL=0 (IPv6:
+IPV6_MULTICAST_ALL=0), so the kernel delivers only its configured group on its
+configured interface; then every datagram's IP_PKTINFO/IPV6_PKTINFO is checked again
+in userspace and a datagram is dropped and counted (``ChannelStats.drop_*``) when it
+arrived on another interface, was not sent to the group, comes from one of our own
+addresses, or comes from a source outside the prefixes of the configured interface
+(``mcast_verdict``; docs/sync.md "Multicast receive filter").
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,12 +25,18 @@ from ..config.model import Channel as ChannelCfg
 from ..config.model import Transport
 from .wire import Batcher
 
-__all__ = ["ChannelStats", "MultiChannel", "SyncChannel", "channel_block", "link_block"]
+__all__ = ["ChannelStats", "LinkAddresses", "MultiChannel", "SyncChannel", "channel_block", "link_block",
+           "mcast_verdict"]
 
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 SO_NO_CHECK = 11
 IP_MULTICAST_ALL = 49
+IP_PKTINFO = 8  # not in Python's socket module
+IPV6_MULTICAST_ALL = 29  # Linux >= 4.20
+_IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr (header destination)
+_IN6_PKTINFO = struct.Struct("=16si")  # ipi6_addr (destination), ipi6_ifindex
+_ANCBUF = socket.CMSG_SPACE(_IN6_PKTINFO.size) + 64
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 MAX_DGRAM = 65536
 
@@ -37,6 +49,12 @@ class ChannelStats:
     pkts_recv: int = 0
     err_send: int = 0
     err_recv: int = 0
+    # beyond C, multicast receive filter (mcast_verdict): datagrams dropped, and why
+    drop_recv: int = 0
+    drop_iface: int = 0  # arrived on another interface than the configured one
+    drop_group: int = 0  # destination is not the configured group
+    drop_own: int = 0  # source is one of this host's addresses (our own datagram looped back)
+    drop_source: int = 0  # source outside every prefix of the configured interface
 
 
 def _ifindex(name: str | None) -> int:
@@ -84,6 +102,147 @@ def _bufs(s: socket.socket, snd: int | None, rcv: int | None, checksum: bool) ->
             s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------------- multicast receive filter
+
+RTM_NEWADDR, RTM_GETADDR = 20, 22
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTATTR = struct.Struct("=HH")
+
+
+def dump_addresses() -> list[tuple[int, int, int, bytes, bytes]] | None:
+    """Every address of this network namespace (rtnetlink RTM_GETADDR dump):
+    ``[(family, ifindex, prefixlen, address, local)]`` (``local`` = IFA_LOCAL, else IFA_ADDRESS;
+    they differ only on point-to-point links, where IFA_ADDRESS is the peer).  None on error."""
+    out: list[tuple[int, int, int, bytes, bytes]] = []
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    except OSError:
+        return None
+    try:
+        s.settimeout(2.0)
+        s.send(_NLMSGHDR.pack(_NLMSGHDR.size + _IFADDRMSG.size, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+               + _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+        while True:
+            buf = s.recv(1 << 17)
+            off = 0
+            while off + _NLMSGHDR.size <= len(buf):
+                length, mtype, _flags, _seq, _pid = _NLMSGHDR.unpack_from(buf, off)
+                if length < _NLMSGHDR.size or off + length > len(buf):
+                    return None
+                if mtype == NLMSG_DONE:
+                    return out
+                if mtype == NLMSG_ERROR:
+                    return None
+                if mtype == RTM_NEWADDR and length >= _NLMSGHDR.size + _IFADDRMSG.size:
+                    fam, plen, _fl, _scope, idx = _IFADDRMSG.unpack_from(buf, off + _NLMSGHDR.size)
+                    attrs: dict[int, bytes] = {}
+                    a, end = off + _NLMSGHDR.size + _IFADDRMSG.size, off + length
+                    while a + 4 <= end:
+                        alen, atype = _RTATTR.unpack_from(buf, a)
+                        if alen < 4 or a + alen > end:
+                            break
+                        attrs[atype] = bytes(buf[a + 4:a + alen])
+                        a += (alen + 3) & ~3
+                    addr = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
+                    if addr is not None and fam in (socket.AF_INET, socket.AF_INET6):
+                        out.append((fam, idx, plen, addr, attrs.get(IFA_LOCAL) or addr))
+                off += (length + 3) & ~3
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def _prefix(addr: bytes, plen: int) -> tuple[int, int]:
+    """(network, mask) as integers of the address width."""
+    width = len(addr) * 8
+    plen = max(0, min(plen, width))
+    mask = ((1 << plen) - 1) << (width - plen)
+    return int.from_bytes(addr, "big") & mask, mask
+
+
+class LinkAddresses:
+    """What the source check needs, read from the kernel: the prefixes of the configured
+    interface (the link the peers share) and every local address (our own datagrams).
+
+    Re-read at most every ``min_age`` seconds when a source fails the check (an address added
+    after start), and every ``max_age`` seconds anyway (an address removed)."""
+
+    def __init__(self, family: int, ifindex: int, dump: Callable[[], list | None] = dump_addresses,
+                 min_age: float = 1.0, max_age: float = 30.0) -> None:
+        self.family, self.ifindex, self.dump = family, ifindex, dump
+        self.min_age, self.max_age = min_age, max_age
+        self.nets: list[tuple[int, int]] = []
+        self.own: set[bytes] = set()
+        self.loaded_at = -1e9
+        self.known = False  # False: never read successfully -> no source check
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.loaded_at = time.monotonic()
+        got = self.dump()
+        if got is None:
+            return
+        nets, own = [], set()
+        for fam, idx, plen, addr, local in got:
+            if fam != self.family:
+                continue
+            own.add(local)
+            if idx == self.ifindex:
+                nets.append(_prefix(addr, plen))
+                if local != addr:  # point-to-point: our end
+                    nets.append(_prefix(local, 8 * len(local)))
+        self.nets, self.own, self.known = nets, own, True
+
+    def stale(self, now: float) -> bool:
+        return now - self.loaded_at >= self.max_age
+
+    def may_refresh(self, now: float) -> bool:
+        """A source failed: re-read once, if the last read is older than min_age."""
+        if now - self.loaded_at < self.min_age:
+            return False
+        self.refresh()
+        return True
+
+
+def mcast_verdict(want_ifindex: int, group: bytes, arrived_ifindex: int, dst: bytes, src: bytes,
+                  link: LinkAddresses | None) -> str | None:
+    """Why a multicast datagram must be dropped ("iface", "group", "own", "source"), or None.
+
+    ``want_ifindex`` 0 (neither Interface nor an IPv4_interface address on some interface):
+    no interface or source check.  ``link`` None or never read: no own/source check.  The
+    source check needs the datagram to come from an address inside a prefix of the configured
+    interface: a peer on the dedicated link always does; a datagram from elsewhere was routed
+    onto the link or forged.
+    """
+    if want_ifindex and arrived_ifindex != want_ifindex:
+        return "iface"
+    if dst != group:
+        return "group"
+    if link is None or not link.known:
+        return None
+    if src in link.own:
+        return "own"
+    if not want_ifindex or not link.nets:
+        return None
+    n = int.from_bytes(src, "big")
+    for net, mask in link.nets:
+        if n & mask == net:
+            return None
+    return "source"
+
+
+def _ifindex_of_address(family: int, addr: bytes) -> int:
+    for fam, idx, _plen, _a, local in dump_addresses() or ():
+        if fam == family and local == addr:
+            return idx
+    return 0
 
 
 class SyncChannel:
@@ -222,6 +381,13 @@ class McastChannel(SyncChannel):
             r.bind((group, port, 0, self.ifindex))
             mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", self.ifindex)
             r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            try:
+                r.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            except OSError:
+                pass
+            r.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            self.group = socket.inet_pton(socket.AF_INET6, group)
+            self.want_ifindex = self.ifindex
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
             self.dest = (group, port, 0, self.ifindex)
@@ -235,6 +401,11 @@ class McastChannel(SyncChannel):
                 r.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
             except OSError:
                 pass
+            r.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            self.group = socket.inet_aton(group)
+            # no Interface: the link is the interface holding IPv4_interface (C joins there)
+            self.want_ifindex = self.ifindex or (
+                _ifindex_of_address(socket.AF_INET, socket.inet_aton(ifaddr)) if ifaddr != "0.0.0.0" else 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
             if self.ifname:
@@ -244,8 +415,78 @@ class McastChannel(SyncChannel):
         s.setblocking(False)
         self.recv_socks.append(r)
         self.sock = s
+        self.fam = fam
+        self.link = LinkAddresses(fam, self.want_ifindex) if self.want_ifindex else None
+        self.accepted: set[bytes] = set()  # sources that passed (the peers: few)
 
     _send = UdpChannel._send
+
+    def recv(self, sock: socket.socket) -> list[tuple[bytes, object]]:
+        """Drain one socket like SyncChannel.recv, dropping what ``mcast_verdict`` refuses."""
+        out: list[tuple[bytes, object]] = []
+        st = self.stats
+        link = self.link
+        if link is not None and link.stale(time.monotonic()):
+            link.refresh()
+            self.accepted.clear()
+        v6 = self.fam == socket.AF_INET6
+        level, ctype = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO) if v6 else (socket.IPPROTO_IP, IP_PKTINFO)
+        while True:
+            try:
+                data, anc, _flags, addr = sock.recvmsg(MAX_DGRAM, _ANCBUF)
+            except BlockingIOError:
+                return out
+            except OSError:
+                st.err_recv += 1
+                return out
+            st.bytes_recv += len(data)
+            st.pkts_recv += 1
+            ifindex, dst = 0, b""
+            for lvl, typ, cdata in anc:
+                if lvl == level and typ == ctype:
+                    if v6 and len(cdata) >= _IN6_PKTINFO.size:
+                        dst, ifindex = _IN6_PKTINFO.unpack_from(cdata)
+                    elif not v6 and len(cdata) >= _IN_PKTINFO.size:
+                        ifindex, _spec, dst = _IN_PKTINFO.unpack_from(cdata)
+            host = addr[0]
+            why = self._verdict(ifindex, dst, host)
+            if why is not None:
+                st.drop_recv += 1
+                if why == "iface":
+                    st.drop_iface += 1
+                elif why == "group":
+                    st.drop_group += 1
+                elif why == "own":
+                    st.drop_own += 1
+                else:
+                    st.drop_source += 1
+                continue
+            out.append((data, host))
+            if len(out) >= 64:
+                return out
+
+    def _verdict(self, ifindex: int, dst: bytes, host: str) -> str | None:
+        if self.want_ifindex and ifindex != self.want_ifindex:
+            return "iface"
+        if dst != self.group:
+            return "group"
+        try:
+            src = socket.inet_pton(self.fam, host.partition("%")[0])
+        except (OSError, ValueError):
+            return "source"
+        if src in self.accepted:
+            return None
+        # a refused source is checked again every time (a prefix scan), and may trigger a re-read
+        # of the addresses (at most once a second): an address added at runtime is picked up
+        why = mcast_verdict(self.want_ifindex, self.group, ifindex, dst, src, self.link)
+        if why is not None and self.link is not None and self.link.may_refresh(time.monotonic()):
+            self.accepted.clear()
+            why = mcast_verdict(self.want_ifindex, self.group, ifindex, dst, src, self.link)
+        if why is None:
+            if len(self.accepted) >= 1024:  # bounded whatever the link carries
+                self.accepted.clear()
+            self.accepted.add(src)
+        return why
 
     def close(self) -> None:
         super().close()
@@ -366,9 +607,12 @@ def open_channel(cfg: ChannelCfg) -> SyncChannel:
 
 
 def _counters(st: ChannelStats) -> str:
+    # the drop line is beyond C: only shown once something was dropped, so the block stays C's
+    drops = (f"{st.drop_recv:20} Dropped recv (wrong interface {st.drop_iface}, group {st.drop_group}, "
+             f"source {st.drop_source}, own {st.drop_own})\n") if st.drop_recv else ""
     return (f"{st.bytes_sent:20} Bytes sent {st.bytes_recv:20} Bytes recv\n"
             f"{st.pkts_sent:20} Pckts sent {st.pkts_recv:20} Pckts recv\n"
-            f"{st.err_send:20} Error send {st.err_recv:20} Error recv\n\n")
+            f"{st.err_send:20} Error send {st.err_recv:20} Error recv\n{drops}\n")
 
 
 def channel_block(ch: SyncChannel) -> str:
