@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.netns.daemon_proc import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "conntrack_tools"
 NS = f"ctpy-sec-{os.getpid()}"
@@ -433,14 +435,7 @@ def _rel_client(ns: str, conf: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _rel_wait(cond, timeout: float, what: str, show=lambda: ""):
-    end = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}: {show()}")
-        time.sleep(0.1)
+    return wait_for(cond, timeout, what, show, interval=0.1)
 
 
 C_DAEMON = "/usr/sbin/conntrackd"
@@ -554,12 +549,6 @@ def test_multicast_wrong_interface_or_source_is_dropped(tmp_path, impl) -> None:
               f"wrong-interface datagrams seen by the other socket on b2: {got_b2}; control + legit synced")
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop(p)
         for n in created:
             subprocess.run(["ip", "netns", "del", n], check=False)
