@@ -1,4 +1,4 @@
-"""Receiver stages of the sync path, microbenchmarked in-process (not a CI test).
+"""Sender and receiver stages of the sync path, microbenchmarked in-process (not a CI test).
 
     .venv/bin/python bench/sync_stages.py [--n 10000] [--runs 5]
 
@@ -7,7 +7,11 @@ status, timeout, mark and the all-zero SYNPROXY every kernel event carries) are 
 sender code (``wire.encode_flow_message``) and fed to each receive stage.  When the reference
 captures exist (/work/shared or ``CT_SHARED``), the C sender's conntrack messages are timed as well.
 
-Each stage prints the best of ``--runs`` runs in µs per message:
+The sender rows time N kernel-shaped NEW events (IPv4 TCP/UDP with the protoinfo, mark, id and
+all-zero SYNPROXY a kernel event carries) through the daemon's own stages: decode, cache update +
+enqueue, rendering by the reference path and by ``render.EntryRenderer``, and FTFW xmit.
+
+Each receiver stage prints the best of ``--runs`` runs in µs per message:
 
 * ``decode_attrs``, ``SyncFlow.from_attrs``, ``build_entry``: the reference path (docs/sync.md R1-R4);
 * ``reference total``: the three above in a row (what ``_apply`` did before the transcoder);
@@ -229,6 +233,81 @@ def engine_rows(msgs: list[bytes], runs: int, one_per_datagram: bool = False) ->
     return rows
 
 
+def kernel_events(n: int) -> list[tuple[memoryview, int, int]]:
+    """N kernel-shaped NEW events (what the sender's event socket reads), as (buffer, start, end)."""
+    from conntrack_tools.flow import AF_INET, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, Flow, TcpInfo, Tuple
+    from conntrack_tools.netlink.attrs import NLM_F_CREATE, NLM_F_EXCL, CtMsg, ct_type
+    from conntrack_tools.netlink.codec import encode_flow, nlmsg
+
+    out = []
+    for i in range(n):
+        src, dst = (10 << 24 | 1 << 16 | i >> 8 & 0xFF << 8 | i & 0xFF).to_bytes(4, "big"), bytes([10, 2, 0, 1])
+        proto = 17 if i % 2 else 6
+        f = Flow(AF_INET, Tuple(AF_INET, src, dst, proto, 1024 + i % 60000, 80),
+                 Tuple(AF_INET, dst, src, proto, 80, 1024 + i % 60000),
+                 status=IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED, timeout=3600, mark=0, id=i, synproxy=(0, 0, 0))
+        if proto == 6:
+            f.tcp = TcpInfo(3, 7, 7, 0x23, 0, 0x23, 0)
+        msg = nlmsg(ct_type(CtMsg.NEW), NLM_F_CREATE | NLM_F_EXCL, 0, AF_INET, encode_flow(f))
+        out.append((memoryview(msg), 16, len(msg)))
+    return out
+
+
+def sender_rows(n: int, runs: int) -> list[tuple[str, float]]:
+    """The sender's per-event stages (docs/sync.md S1-S5): decode, cache update + enqueue, render, xmit."""
+    from conntrack_tools.daemon.mode import SyncCacheMode
+    from conntrack_tools.daemon.stats import RuntimeStats
+    from conntrack_tools.daemon.sync.render import EntryRenderer, render_reference
+    from conntrack_tools.netlink.shapes import ShapeDecoder
+
+    events = kernel_events(n)
+    us = 1e6 / n
+    decode = ShapeDecoder().decode
+    flows = [decode(v, s, e) for v, s, e in events]
+
+    class Engine:  # what SyncCacheMode calls: the engine's enqueue
+        external = None
+
+        def __init__(self) -> None:
+            self.mode = Ftfw(SeqCounter(lambda: 1))
+
+        def on_local_new(self, e, flow, origin) -> None:
+            self.mode.enqueue(e.key, (e, MsgType.CT_NEW))
+
+        on_local_update = on_local_new
+
+    def fresh() -> SyncCacheMode:
+        return SyncCacheMode(1 << 22, RuntimeStats(), lambda f: [True] * len(f), lambda *a: None, lambda line: None,
+                             engine=Engine())
+
+    def new_all() -> SyncCacheMode:
+        m = fresh()
+        for f in flows:
+            m.new(f, None)
+        return m
+
+    m = new_all()
+    entries = [e for e, _ in m.engine.mode.tx.values()]
+    r = EntryRenderer(True, False)
+
+    def xmit() -> None:
+        mode = Ftfw(SeqCounter(lambda: 1))
+        for e in entries:
+            mode.enqueue(e.key, (e, MsgType.CT_NEW))
+        mode.xmit(lambda item: (item[1], r.body(item[0], item[0].timeout)))
+
+    return [
+        ("event decode (ShapeDecoder -> Flow)", best(lambda: [decode(v, s, e) for v, s, e in events], runs) * us),
+        ("cache update + enqueue (SyncCacheMode.new, new entries)", best(new_all, runs) * us),
+        ("cache update + enqueue (SyncCacheMode.upd, known entries)",
+         best(lambda: [m.upd(f, None) for f in flows], runs) * us),
+        ("render, reference path (entry_flow -> flow_to_sync -> encode_attrs)",
+         best(lambda: [render_reference(e, e.timeout, True, False) for e in entries], runs) * us),
+        ("render, compiled (render.EntryRenderer)", best(lambda: [r.body(e, e.timeout) for e in entries], runs) * us),
+        ("FTFW enqueue + xmit with compiled render (seq, resend queue)", best(xmit, runs) * us),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10000)
@@ -236,7 +315,8 @@ def main() -> None:
     args = ap.parse_args()
     flows = synthetic_flows(args.n)
     msgs = messages(flows)
-    rows = [(f"[ours, {args.n} synthetic] {k}", v) for k, v in stage_rows(msgs, args.runs)]
+    rows = [(f"[sender, {args.n} kernel events] {k}", v) for k, v in sender_rows(args.n, args.runs)]
+    rows += [(f"[ours, {args.n} synthetic] {k}", v) for k, v in stage_rows(msgs, args.runs)]
     rows += [(f"[ours, {args.n} synthetic] {k}", v) for k, v in engine_rows(msgs, args.runs)]
     cm = c_messages()
     if cm:
