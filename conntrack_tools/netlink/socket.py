@@ -151,14 +151,7 @@ class CtnlSocket:
         Chunks stay well under the receive buffer so error replies cannot overrun it.
         """
         errors: dict[int, int] = {}
-        if not self._batch_ready:
-            # Error replies queue up while a chunk is processed: give them room, and no echoed requests.
-            self.set_rcvbuf(8 << 20)
-            try:
-                self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            except OSError:
-                pass
-            self._batch_ready = True
+        self._prepare_batch()
         pending: list[bytes] = []
         size = 0
         last_seq = None
@@ -173,12 +166,33 @@ class CtnlSocket:
             self._flush_batch(pending, last_seq, errors)
         return errors
 
+    def batch_raw(self, data: bytes | bytearray, last_seq: int) -> dict[int, int]:
+        """One chunk of :meth:`batch` built by the caller: ``data`` is the messages back to back,
+        the last one (sequence ``last_seq``) already with NLM_F_ACK.  Returns {seq: errno}."""
+        errors: dict[int, int] = {}
+        self._prepare_batch()
+        self._send_chunk(data, last_seq, errors)
+        return errors
+
+    def _prepare_batch(self) -> None:
+        if not self._batch_ready:
+            # Error replies queue up while a chunk is processed: give them room, and no echoed requests.
+            self.set_rcvbuf(8 << 20)
+            try:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            except OSError:
+                pass
+            self._batch_ready = True
+
     def _flush_batch(self, pending: list[bytes], last_seq: int, errors: dict[int, int]) -> None:
         last = bytearray(pending[-1])
         flags = int.from_bytes(last[6:8], "little") | NLM_F_ACK
         last[6:8] = flags.to_bytes(2, "little")
         pending[-1] = bytes(last)
-        self.send(b"".join(pending))
+        self._send_chunk(b"".join(pending), last_seq, errors)
+
+    def _send_chunk(self, data: bytes | bytearray, last_seq: int, errors: dict[int, int]) -> None:
+        self.send(data)
         while True:
             try:
                 n = self.recv()

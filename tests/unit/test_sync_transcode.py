@@ -287,7 +287,7 @@ def _state(eng) -> dict:
         "hello": (getattr(m, "hello_state", None), getattr(m, "say_hello_back", None)),
         "errors": dict(eng.errors),
         "chan": (eng.channels.current, eng.channels.switches),
-        "ext": [(e.key, e.body, e.timeout, e.lifetime, e.related) for e in ext.entries.values()],
+        "ext": [(e.key, e.value) for e in ext],
         "stats": dataclasses.asdict(ext.stats) if dataclasses.is_dataclass(ext.stats) else vars(ext.stats),
     }
 

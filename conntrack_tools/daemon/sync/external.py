@@ -1,10 +1,14 @@
 """External cache (peer flows), direct inject and commit (C src/external_cache.c,
 src/external_inject.c, src/cache-ct.c ``cache_ct_commit``).
 
-Each external entry keeps its flow **as the body of its netlink create message**
-(nfgenmsg + CTA attributes, no timeout): commit is then a header, the body and a
-CTA_TIMEOUT per entry, sent in batches through ``CtnlSocket.batch`` -- no decoding,
-no per-entry round trip.  ``-e`` decodes the body again (rare, slow path is fine).
+Each external entry is **one bytes object** (``transcode.make_value``): 16 bytes of metadata
+(lastupdate, lifetime, timeout), the body of the flow's netlink create message (nfgenmsg + CTA
+attributes) and a CTA_TIMEOUT attribute whose value holds the flags.  No per-entry Python object
+besides the key and this value: about 150 B less per entry than an object with slots, a float and
+two ints.  Commit copies a chunk of values as they are into one buffer and overwrites, per entry,
+the metadata with the nlmsghdr and the flags with the timeout -- the buffer is then the batch of
+create messages (``CtnlSocket.batch_raw``): no per-entry message building, no decoding.
+``-e`` decodes the body again (rare, slow path is fine); :class:`ExtEntry` is a view for that.
 """
 
 from __future__ import annotations
@@ -16,22 +20,27 @@ import time
 from collections.abc import Callable, Iterator
 
 from ...flow import Flow
-from ...netlink.attrs import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, CtMsg, ct_type
-from ...netlink.codec import NLMSG_HDR, NLMSG_HDRLEN, decode_flow, encode_flow
+from ...netlink.attrs import CTA, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, CtMsg, ct_type
+from ...netlink.codec import NLMSG_HDR, NLMSG_HDRLEN, decode_flow, encode_flow, nlmsg
 from ...netlink.socket import CtnlSocket, NetlinkError
 from ..cache import CacheStats, pack_tuple
 from ..ctnl import encode_lookup
 from .convert import sync_key_tuple, sync_to_create_flow, update_flow
-from .transcode import Transcoder
+from .transcode import HAS_TIMEOUT, META, META_LEN, RELATED, TAIL, TAIL_LEN, Transcoder, make_value
 from .wire import SyncFlow
 
 __all__ = ["ExtEntry", "ExternalCache", "Injector", "commit"]
 
 _CTA_TIMEOUT_HDR = struct.Struct("=HH")
 _BE32 = struct.Struct("!I")
+_LASTUPDATE = struct.Struct("=d")
+_LIFETIME = struct.Struct("=I")  # at offset 8 of a value
+_FLAGS16 = struct.Struct("=H")
 _CTA_TIMEOUT = 7
 _NEW = ct_type(CtMsg.NEW)
+_DELETE = ct_type(CtMsg.DELETE)
 _CREATE_FLAGS = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL
+COMMIT_CHUNK = 1 << 16  # bytes of create messages per send (as CtnlSocket.batch)
 
 
 def _timeout_attr(t: int) -> bytes:
@@ -39,19 +48,37 @@ def _timeout_attr(t: int) -> bytes:
 
 
 class ExtEntry:
-    __slots__ = ("key", "body", "timeout", "lastupdate", "lifetime", "related", "deadline")
+    """A view of one external cache entry (``key`` and its value); built on demand (-e, tests)."""
 
-    def __init__(self, key: bytes, body: bytes, timeout: int | None, now: float, related: bool) -> None:
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: bytes, value: bytes) -> None:
         self.key = key
-        self.body = body  # nfgenmsg + attributes of the create request, without CTA_TIMEOUT
-        self.timeout = timeout
-        self.lastupdate = now
-        self.lifetime = int(now)
-        self.related = related
-        self.deadline = 0.0
+        self.value = value
+
+    @property
+    def body(self) -> bytes:
+        """nfgenmsg + attributes of the create request, without CTA_TIMEOUT."""
+        return self.value[META_LEN:-TAIL_LEN]
+
+    @property
+    def timeout(self) -> int | None:
+        return META.unpack_from(self.value)[2] if self.value[-4] & HAS_TIMEOUT else None
+
+    @property
+    def lastupdate(self) -> float:
+        return META.unpack_from(self.value)[0]
+
+    @property
+    def lifetime(self) -> int:
+        return META.unpack_from(self.value)[1]
+
+    @property
+    def related(self) -> bool:
+        return bool(self.value[-4] & RELATED)
 
     def flow(self) -> Flow:
-        return decode_flow(self.body, 0, len(self.body))
+        return decode_flow(self.value, META_LEN, len(self.value) - TAIL_LEN)
 
     def create_msg(self, seq: int, timeout: int) -> bytes:
         body = self.body
@@ -63,7 +90,12 @@ def build_entry(sf: SyncFlow, now: float, window_tracking: bool) -> ExtEntry:
     flow = sync_to_create_flow(sf, window_tracking=window_tracking)
     key = pack_tuple(flow.orig, flow.zone)
     body = bytes((flow.family, 0, 0, 0)) + encode_flow(flow)
-    return ExtEntry(key, body, sf.timeout, now, sf.master is not None)
+    return ExtEntry(key, make_value(body, sf.timeout, now, _lifetime(now), sf.master is not None))
+
+
+def _lifetime(now: float) -> int:
+    """``int(now)`` as the u32 a value stores it."""
+    return min(max(int(now), 0), 0xFFFFFFFF)
 
 
 def sync_key(sf: SyncFlow) -> bytes:
@@ -71,14 +103,30 @@ def sync_key(sf: SyncFlow) -> bytes:
     return pack_tuple(orig, sf.zone)
 
 
+def _refreshed(new: bytes, old: bytes) -> bytes:
+    """cache_update_force on an existing entry: ``new`` keeps the lifetime of ``old`` (and its
+    timeout when ``new`` has none)."""
+    lu, _lt, tmo = META.unpack_from(new)
+    lifetime = _LIFETIME.unpack_from(old, 8)[0]
+    flags = new[-4]
+    if flags & HAS_TIMEOUT:
+        return META.pack(lu, lifetime, tmo) + new[META_LEN:]
+    flags |= old[-4] & HAS_TIMEOUT
+    return META.pack(lu, lifetime, META.unpack_from(old)[2]) + new[META_LEN:-TAIL_LEN] + TAIL[flags]
+
+
 class ExternalCache:
-    """Duck-types the parts of :class:`~..cache.Cache` the daemon core uses (name, stats, len, flush)."""
+    """Duck-types the parts of :class:`~..cache.Cache` the daemon core uses (name, stats, len, flush).
+
+    ``entries`` maps the key (``cache.pack_tuple``) to the value (``transcode.make_value``), in
+    last-refresh order.
+    """
 
     def __init__(self, limit: int, window_tracking: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.name = "external"
         self.transcoder = Transcoder(window_tracking)
         self.limit = limit
-        self.entries: dict[bytes, ExtEntry] = {}  # insertion order = last-refresh order
+        self.entries: dict[bytes, bytes] = {}  # insertion order = last-refresh order
         self.stats = CacheStats()
         self.window_tracking = window_tracking
         self.clock = clock
@@ -89,16 +137,16 @@ class ExternalCache:
         return len(self.entries)
 
     def __iter__(self) -> Iterator[ExtEntry]:
-        return iter(self.entries.values())
+        return (ExtEntry(k, v) for k, v in self.entries.items())
 
     def live(self) -> list[ExtEntry]:
-        return list(self.entries.values())
+        return list(self)
 
     # ---------------------------------------------------------------- messages
     def apply(self, mtype: int, buf, start: int, end: int) -> bool:
         """The fast path of a CT_NEW/CT_UPD/CT_DEL whose attributes are ``buf[start:end]``.
 
-        The transcoder turns the attributes straight into the key and create body that
+        The transcoder turns the attributes straight into the key and value that
         ``build_entry`` would give; False (nothing done) when it cannot, and the caller then
         takes the reference path (``decode_attrs`` -> ``SyncFlow.from_attrs`` -> new/upd/delete),
         which also counts malformed messages.  Never raises.
@@ -106,17 +154,19 @@ class ExternalCache:
         tc = self.transcoder
         if tc.window_tracking != self.window_tracking:
             tc = self.transcoder = Transcoder(self.window_tracking)
-        r = tc.transcode(buf, start, end)
+        now = self.clock()
+        lifetime = int(now)
+        if not 0 <= lifetime <= 0xFFFFFFFF:  # a u32 in the value (a clock before 1970 or after 2106)
+            lifetime = _lifetime(now)
+        r = tc.entry(buf, start, end, now, lifetime)
         if r is None:
             return False
         if mtype == 2:  # CT_DEL
             self.delete_key(r[0])
+        elif mtype == 0:  # CT_NEW
+            self._new(r[0], r[1])
         else:
-            e = ExtEntry(r[0], r[1], r[2], self.clock(), False)
-            if mtype == 0:  # CT_NEW
-                self.new_entry(e)
-            else:
-                self.upd_entry(e)
+            self._upd(r[0], r[1])
         return True
 
     def new(self, sf: SyncFlow) -> ExtEntry | None:
@@ -129,46 +179,53 @@ class ExternalCache:
         return self.delete_key(sync_key(sf))
 
     def new_entry(self, e: ExtEntry) -> ExtEntry | None:
+        v = self._new(e.key, e.value)
+        return None if v is None else ExtEntry(e.key, v)
+
+    def upd_entry(self, e: ExtEntry) -> ExtEntry | None:
+        v = self._upd(e.key, e.value)
+        return None if v is None else ExtEntry(e.key, v)
+
+    def _new(self, key: bytes, value: bytes) -> bytes | None:
         """external_cache_ct_new: replace (counted as a deletion + creation, like C)."""
-        old = self.entries.pop(e.key, None)
+        ents = self.entries
+        old = ents.pop(key, None)
         s = self.stats
         if old is not None:
             s.del_ok += 1
             s.active -= 1
             s.objects -= 1
-        if len(self.entries) >= self.limit:
+        if len(ents) >= self.limit:
             s.add_fail += 1
             s.add_fail_enospc += 1
             return None
-        self.entries[e.key] = e
+        ents[key] = value
         s.objects += 1
         s.active += 1
         s.add_ok += 1
-        return e
+        return value
 
-    def upd_entry(self, e: ExtEntry) -> ExtEntry | None:
+    def _upd(self, key: bytes, value: bytes) -> bytes | None:
         """cache_update_force: update (moved to the end: refresh order) or create."""
-        old = self.entries.pop(e.key, None)
+        ents = self.entries
+        old = ents.pop(key, None)
+        s = self.stats
         if old is None:
-            if len(self.entries) >= self.limit:
-                self.stats.add_fail += 1
-                self.stats.add_fail_enospc += 1
+            if len(ents) >= self.limit:
+                s.add_fail += 1
+                s.add_fail_enospc += 1
                 return None
-            self.entries[e.key] = e
-            self.stats.objects += 1
-            self.stats.active += 1
-            self.stats.add_ok += 1
-            return e
-        e.lifetime = old.lifetime
-        if e.timeout is None:
-            e.timeout = old.timeout
-        self.entries[e.key] = e
-        self.stats.upd_ok += 1
-        return e
+            ents[key] = value
+            s.objects += 1
+            s.active += 1
+            s.add_ok += 1
+            return value
+        value = ents[key] = _refreshed(value, old)
+        s.upd_ok += 1
+        return value
 
     def delete_key(self, key: bytes) -> bool:
-        e = self.entries.pop(key, None)
-        if e is None:
+        if self.entries.pop(key, None) is None:
             self.stats.del_fail += 1
             self.stats.del_fail_enoent += 1
             return False
@@ -190,9 +247,10 @@ class ExternalCache:
         """ALARM mode: drop entries not refreshed for CacheTimeout seconds (oldest first)."""
         n = 0
         ents = self.entries
+        lastupdate = _LASTUPDATE.unpack_from
         while ents:
             k = next(iter(ents))
-            if now - ents[k].lastupdate < cache_timeout:
+            if now - lastupdate(ents[k])[0] < cache_timeout:
                 break
             del ents[k]
             n += 1
@@ -211,7 +269,7 @@ class ExternalCache:
 
         now = int(time.time())
         lines: list[str] = []
-        for e in list(self.entries.values()):
+        for e in self.live():
             f = e.flow()
             f.reply = None  # C's external objects have no reply tuple
             if f.tcp is not None:
@@ -230,13 +288,15 @@ class ExternalCache:
             yield "".join(lines)
 
 
-def _timeout_for(e: ExtEntry, commit_timeout: int | None, now: float) -> int:
+def _timeout_for(value: bytes, commit_timeout: int | None, now: float) -> int:
+    """The CTA_TIMEOUT a commit gives an entry (the per-entry loop of ``_send_creates`` inlines it)."""
     if commit_timeout:
         return commit_timeout
-    elapsed = int(now - e.lastupdate)
+    lastupdate, _lt, timeout = META.unpack_from(value)  # timeout 0 when the message had none
+    elapsed = int(now - lastupdate)
     if elapsed < 0:
         elapsed = 60
-    t = (e.timeout or 0) - elapsed
+    t = timeout - elapsed
     return t if t > 0 else 60
 
 
@@ -244,8 +304,8 @@ def commit(cache: ExternalCache, sock: CtnlSocket, commit_timeout: int | None,
            now: float | None = None) -> tuple[int, int]:
     """cache_ct_commit: masters first, then related, batched; EEXIST -> delete + create once.
 
-    The cyclic GC is paused meanwhile: building 100k+ messages in a heap of cache entries
-    would otherwise trigger repeated full collections that find nothing to free.
+    The cyclic GC is paused meanwhile: the commit allocates little, but a collection over a
+    heap of 1M cache entries would cost more than the commit's own work.
     """
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -260,66 +320,138 @@ def _commit(cache: ExternalCache, sock: CtnlSocket, commit_timeout: int | None,
             now: float | None) -> tuple[int, int]:
     now = time.time() if now is None else now
     ok = fail = 0
+    related_seen = False
     for related in (False, True):
-        ents = [e for e in cache.entries.values() if e.related == related]
-        if not ents:
-            continue
-        seq0 = sock.next_seq()
-        msgs = []
-        for i, e in enumerate(ents):
-            seq = (seq0 + i) & 0xFFFFFFFF
-            msgs.append((seq, e.create_msg(seq, _timeout_for(e, commit_timeout, now))))
-        sock.seq = (seq0 + len(ents)) & 0xFFFFFFFF
-        try:
-            errors = sock.batch(msgs)
-        except NetlinkError as exc:
-            errors = {s: exc.errno for s, _ in msgs}
-        retry = []
-        for (seq, _m), e in zip(msgs, ents, strict=True):
-            err = errors.get(seq)
-            if err is None:
-                ok += 1
-            elif err == errno.EEXIST:
-                retry.append(e)
-            else:
-                fail += 1
+        if related and not related_seen:
+            break
+        retry: list[bytes] = []
+        part: list[bytes] = []
+        size = 0
+        for v in cache.entries.values():
+            if v[-4] & RELATED:
+                related_seen = True
+                if not related:
+                    continue
+            elif related:
+                continue
+            part.append(v)
+            size += len(v)
+            if size >= COMMIT_CHUNK:
+                o, f = _send_creates(sock, part, commit_timeout, now, retry)
+                ok += o
+                fail += f
+                part, size = [], 0
+        if part:
+            o, f = _send_creates(sock, part, commit_timeout, now, retry)
+            ok += o
+            fail += f
         if retry:
-            ok2, fail2 = _delete_and_create(sock, retry, commit_timeout, now)
-            ok += ok2
-            fail += fail2
+            o, f = _delete_and_create(sock, retry, commit_timeout, now)
+            ok += o
+            fail += f
     cache.commit_ok += ok
     cache.commit_fail += fail
     return ok, fail
 
 
-def _delete_and_create(sock: CtnlSocket, ents: list[ExtEntry], commit_timeout: int | None,
+def _send_creates(sock: CtnlSocket, part: list[bytes], commit_timeout: int | None, now: float,
+                  retry: list[bytes] | None) -> tuple[int, int]:
+    """One batch of create messages for the values ``part``; (ok, failed).  EEXIST entries are
+    appended to ``retry`` (counted in neither) unless it is None (then they failed)."""
+    seq0 = sock.seq + 1
+    if seq0 + len(part) > 0xFFFFFFFF:
+        seq0 = 1
+    buf = bytearray().join(part)
+    hdr = NLMSG_HDR.pack_into
+    be32 = _BE32.pack_into
+    meta = META.unpack_from
+    fixed = commit_timeout & 0xFFFFFFFF if commit_timeout else None
+    off = 0
+    seq = seq0
+    for v in part:
+        n = len(v)
+        if fixed is not None:
+            t = fixed
+        else:  # _timeout_for
+            lastupdate, _lt, t = meta(v)
+            elapsed = int(now - lastupdate)
+            if elapsed < 0:
+                elapsed = 60
+            t -= elapsed
+            if t <= 0:
+                t = 60
+        hdr(buf, off, n - META_LEN + NLMSG_HDRLEN, _NEW, _CREATE_FLAGS, seq, 0)
+        be32(buf, off + n - 4, t)
+        off += n
+        seq += 1
+    last_seq = seq - 1
+    _FLAGS16.pack_into(buf, off - len(part[-1]) + 6, _CREATE_FLAGS | NLM_F_ACK)  # the last one is ACKed
+    sock.seq = last_seq
+    try:
+        errors = sock.batch_raw(buf, last_seq)
+    except NetlinkError as exc:
+        errors = dict.fromkeys(range(seq0, seq), exc.errno)
+    if not errors:
+        return len(part), 0
+    fail = retried = 0
+    for s, err in sorted(errors.items()):
+        i = s - seq0
+        if not 0 <= i < len(part):
+            continue  # not an answer to this batch
+        if err == errno.EEXIST and retry is not None:
+            retry.append(part[i])
+            retried += 1
+        else:
+            fail += 1
+    return len(part) - fail - retried, fail
+
+
+def _delete_msg(value: bytes, seq: int) -> bytes:
+    """``encode_lookup(CtMsg.DELETE, flow, seq)`` of the entry's flow, cut from its body:
+    the original tuple (the body's first attribute) and CTA_ZONE if any."""
+    body_end = len(value) - TAIL_LEN
+    start = META_LEN + 4
+    pos = start
+    orig = zone = b""
+    while pos + 4 <= body_end:
+        alen, atype = _CTA_TIMEOUT_HDR.unpack_from(value, pos)
+        if alen < 4 or pos + alen > body_end:
+            break
+        atype &= 0x3FFF
+        if pos == start and atype == CTA.TUPLE_ORIG:
+            orig = value[pos:pos + ((alen + 3) & ~3)]
+        elif atype == CTA.ZONE:
+            zone = value[pos:pos + ((alen + 3) & ~3)]
+        pos += (alen + 3) & ~3
+    if not orig:
+        return encode_lookup(CtMsg.DELETE, ExtEntry(b"", value).flow(), seq)
+    return nlmsg(_DELETE, 0, seq, value[META_LEN], orig + zone)
+
+
+def _delete_and_create(sock: CtnlSocket, ents: list[bytes], commit_timeout: int | None,
                        now: float) -> tuple[int, int]:
     dels = []
-    for e in ents:
-        f = e.flow()
+    for v in ents:
         seq = sock.next_seq()
-        dels.append((seq, encode_lookup(CtMsg.DELETE, f, seq)))
+        dels.append((seq, _delete_msg(v, seq)))
     try:
         derr = sock.batch(dels)
     except NetlinkError as exc:
         derr = {s: exc.errno for s, _ in dels}
-    creates = []
     fail = 0
     keep = []
-    for (seq, _m), e in zip(dels, ents, strict=True):
+    for (seq, _m), v in zip(dels, ents, strict=True):
         err = derr.get(seq)
         if err is None or err == errno.ENOENT:
-            s2 = sock.next_seq()
-            creates.append((s2, e.create_msg(s2, _timeout_for(e, commit_timeout, now))))
-            keep.append(e)
+            keep.append(v)
         else:
             fail += 1
-    try:
-        cerr = sock.batch(creates)
-    except NetlinkError as exc:
-        cerr = {s: exc.errno for s, _ in creates}
-    ok = sum(1 for s, _ in creates if s not in cerr)
-    return ok, fail + len(creates) - ok
+    ok = 0
+    for i in range(0, len(keep), 256):
+        o, f = _send_creates(sock, keep[i:i + 256], commit_timeout, now, None)
+        ok += o
+        fail += f
+    return ok, fail
 
 
 class Injector:

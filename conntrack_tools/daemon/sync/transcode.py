@@ -1,4 +1,4 @@
-"""Shape-compiled receiver: sync message attributes -> external cache key + netlink create body.
+"""Shape-compiled receiver: sync message attributes -> external cache key + value (create body).
 
 Why: the reference receive path (``decode_attrs`` -> ``SyncFlow.from_attrs`` ->
 ``external.build_entry``) builds an attribute tuple, a frozen dataclass, a ``Flow``, two
@@ -12,8 +12,8 @@ kernel messages, each layout is compiled once:
   the headers (and the L4 protocol byte) are compared with the recorded ones, so a different
   layout of the same length is never mis-read;
 * one generated function joins constant byte strings (netlink attribute and nest headers,
-  whose lengths are fixed by the layout) with the raw value slices into the create body and
-  the cache key -- no object is built.
+  whose lengths are fixed by the layout) with the raw value slices into the cache key and the
+  cache value (``make_value``: metadata, create body, CTA_TIMEOUT slot) -- no object is built.
 
 The generated code applies the receiver rules of ``convert.sync_to_create_flow`` (reply =
 swapped original with the ICMP reply type, IPS_EXPECTED cleared, TCP BE_LIBERAL flags unless
@@ -51,9 +51,29 @@ from ...netlink.attrs import (
 from ...netlink.attrs import DccpAttr as _DccpAttr
 from .wire_attrs import CT_ATTRS, NTA_HDR, CtAttr
 
-__all__ = ["Transcoder"]
+__all__ = ["META", "META_LEN", "TAIL", "TAIL_LEN", "HAS_TIMEOUT", "RELATED", "Transcoder", "make_value"]
 
 Result = tuple[bytes, bytes, "int | None"]  # external key, create body (nfgenmsg + attrs), timeout
+
+# ---- the external cache's value: one bytes object per flow (external.py), laid out so that commit
+# copies it as is and overwrites two fields per entry:
+#   META (16 bytes): lastupdate (double), lifetime (u32 s), timeout (u32, 0 if absent)
+#                    -> becomes the create message's nlmsghdr at commit
+#   body:            nfgenmsg + CTA attributes of the create request, without CTA_TIMEOUT
+#   TAIL (8 bytes):  CTA_TIMEOUT attribute header + flags byte (HAS_TIMEOUT, RELATED) + 3 zero bytes
+#                    -> the flags become the be32 timeout at commit
+META = struct.Struct("=dII")
+META_LEN = 16
+TAIL_LEN = 8
+HAS_TIMEOUT, RELATED = 1, 2
+_CTA_TIMEOUT = 7
+TAIL = tuple(struct.pack("=HHB3x", 8, _CTA_TIMEOUT, f) for f in range(4))  # indexed by flags
+
+
+def make_value(body: bytes, timeout: int | None, lastupdate: float, lifetime: int, related: bool) -> bytes:
+    """The external cache value of a flow (reference path; the compiled layouts build the same bytes)."""
+    flags = (HAS_TIMEOUT if timeout is not None else 0) | (RELATED if related else 0)
+    return META.pack(lastupdate, lifetime, timeout or 0) + body + TAIL[flags]
 
 A = CtAttr
 # Attributes the compiled path reads: struct codes of their payload ("s" = raw bytes).
@@ -202,7 +222,7 @@ def _compile(buf, start: int, end: int, window_tracking: bool) -> _Layout:
     hdr_vals.append(proto)
     src = _compile_build(idx, proto, window_tracking)
     ns: dict = {"S": struct.Struct(">I").pack, "H": struct.Struct(">H").pack, "B1": _B1,
-                "RT": _RT.get(proto, _B1)}
+                "RT": _RT.get(proto, _B1), "M": META.pack}
     exec(src, ns)  # noqa: S102 - generated from the fixed tables above and recorded integer indices
     getter = itemgetter(*hdr_idx)
     return _Layout(st, getter, tuple(hdr_vals), ns["build"])
@@ -321,15 +341,19 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
         key.append((bytes(6), 6))
     key += [(b"\0\0", 2), (_v(idx[A.ZONE][0]), 2) if zone else (b"\0\0", 2)]
 
-    timeout = _v(idx[A.TIMEOUT][0]) if A.TIMEOUT in idx else "None"
-    return f"def build(v):\n    return ({_join(key)}, {_join(body)}, {timeout})\n"
+    if A.TIMEOUT in idx:
+        value: list[Piece] = [(f"M(lu, lt, {_v(idx[A.TIMEOUT][0])})", META_LEN), *body, (TAIL[HAS_TIMEOUT], TAIL_LEN)]
+    else:
+        value = [("M(lu, lt, 0)", META_LEN), *body, (TAIL[0], TAIL_LEN)]
+    return f"def build(v, lu, lt):\n    return ({_join(key)}, {_join(value)})\n"
 
 
 class Transcoder:
-    """``transcode(buf, start, end)`` -> (key, body, timeout) of ``build_entry``, or None.
+    """``entry(buf, start, end, lastupdate, lifetime)`` -> (key, value) of ``build_entry``, or None.
 
-    ``start``/``end`` delimit the attributes of one CT message (after its 8-byte header).
-    ``related`` (a master tuple) is never set on this path: master layouts are not compiled.
+    ``start``/``end`` delimit the attributes of one CT message (after its 8-byte header); the value
+    is the external cache's (``make_value``).  ``transcode`` gives (key, body, timeout) instead
+    (tests).  ``related`` (a master tuple) is never set on this path: master layouts are not compiled.
     """
 
     def __init__(self, window_tracking: bool = False, max_layouts: int = 128,
@@ -343,17 +367,28 @@ class Transcoder:
         self.misses = 0
         self._reference = reference if reference is not None else _reference
 
-    def transcode(self, buf, start: int, end: int) -> Result | None:
+    def entry(self, buf, start: int, end: int, lastupdate: float, lifetime: int) -> tuple[bytes, bytes] | None:
         bucket = self.cache.get(end - start)
         if bucket is not None:
             for lay in bucket:
                 vals = lay.struct.unpack_from(buf, start)
                 if lay.getter(vals) == lay.headers:
                     self.hits += 1
-                    return lay.build(vals)
-        return self._miss(buf, start, end)
+                    return lay.build(vals, lastupdate, lifetime)
+        found = self._miss(buf, start, end)
+        if found is None:
+            return None
+        return found[0].build(found[1], lastupdate, lifetime)
 
-    def _miss(self, buf, start: int, end: int) -> Result | None:
+    def transcode(self, buf, start: int, end: int) -> Result | None:
+        r = self.entry(buf, start, end, 0.0, 0)
+        if r is None:
+            return None
+        key, value = r
+        timeout = META.unpack_from(value)[2] if value[-4] & HAS_TIMEOUT else None
+        return key, value[META_LEN:-TAIL_LEN], timeout
+
+    def _miss(self, buf, start: int, end: int) -> tuple[_Layout, tuple] | None:
         self.misses += 1
         if (self.layouts >= self.max_layouts or len(self.generic) >= 4 * self.max_layouts
                 or end - start > 0xFFFF or start < 0 or end > len(buf)):
@@ -367,29 +402,31 @@ class Transcoder:
             except (_Uncompilable, struct.error, KeyError, IndexError, ValueError):
                 self._give_up(sig)
                 return None
-            got = lay.build(lay.struct.unpack_from(buf, start))
+            vals = lay.struct.unpack_from(buf, start)
+            got = lay.build(vals, 0.0, 0)
         except _Uncompilable:  # malformed: the reference path counts the error
             return None
         try:
             want = self._reference(buf, start, end, self.window_tracking)
         except Exception:  # noqa: BLE001 - the reference path raises (and counts) it again
             return None
-        if want != (*got, False):
+        if want != got:
             self._give_up(sig)
             return None
         bucket = self.cache.setdefault(end - start, [])
         if len(bucket) < 8:  # a few layouts share a length at most; never let a bucket grow unbounded
             bucket.append(lay)
             self.layouts += 1
-        return got
+        return lay, vals
 
     def _give_up(self, sig: tuple) -> None:
         self.generic.add(sig)
 
 
-def _reference(buf, start: int, end: int, window_tracking: bool) -> tuple[bytes, bytes, int | None, bool]:
+def _reference(buf, start: int, end: int, window_tracking: bool) -> tuple[bytes, bytes]:
+    """(key, value) of the reference path, with lastupdate 0.0 and lifetime 0."""
     from .external import build_entry
     from .wire import SyncFlow, decode_attrs
 
     e = build_entry(SyncFlow.from_attrs(decode_attrs(buf, start, end, CT_ATTRS)), 0.0, window_tracking)
-    return e.key, e.body, e.timeout, e.related
+    return e.key, e.value
