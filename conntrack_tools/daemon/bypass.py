@@ -4,8 +4,7 @@ No internal cache: every local conntrack event is turned into its sync message a
 handed to the channel, ``-i`` prints the kernel table, ``-f``/``-f internal`` flush the kernel
 table selectively (C does, through the internal handler's flush), and a bulk send (``-B``, a
 peer's RESYNC) sends a kernel dump as CT_NEW.  ``-s`` shows C's ``internal bypass:`` counters
-instead of ``cache internal:``.  Expectation events are not sent in this mode (C sends them;
-not done here, see docs/sync.md).
+instead of ``cache internal:``.  With ExpectationSync, expectation events are sent the same way.
 
 Why a subclass of :class:`SyncCacheMode`: everything else (external cache, expectations' empty
 caches, the ``-s`` views, metrics) is the same, and the cache it keeps simply stays empty.
@@ -17,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..flow import Expect, Flow
+from ..formats.expect import render_expect_default
 from ..formats.text import render_default
 from ..formats.xml import render_flow_xml
 from .control import Action
@@ -25,7 +25,7 @@ from .stats import cache_stats_text
 
 __all__ = ["InternalBypass", "bypass_stats_text"]
 
-CT_NEW, CT_UPD, CT_DEL = 0, 1, 2  # sync message types (wire.MsgType)
+CT_NEW, CT_UPD, CT_DEL, EXP_NEW, EXP_UPD, EXP_DEL = range(6)  # sync message types (wire.MsgType)
 
 
 def bypass_stats_text(new: int, upd: int, deleted: int) -> str:
@@ -38,11 +38,14 @@ class InternalBypass(SyncCacheMode):
     """The internal handler without a cache; ``engine.send_flow`` does the sending."""
 
     def __init__(self, *args, dump_kernel: Callable[[Callable[[Flow], None]], int],
-                 flush_kernel: Callable[[], int], **kw) -> None:
+                 flush_kernel: Callable[[], int], dump_kernel_expect: Callable[[Callable[[Expect], None]], int],
+                 **kw) -> None:
         super().__init__(*args, **kw)
         self.dump_kernel = dump_kernel
+        self.dump_kernel_expect = dump_kernel_expect
         self.flush_kernel = flush_kernel
         self.sent = {CT_NEW: 0, CT_UPD: 0, CT_DEL: 0}
+        self.exp_sent = {EXP_NEW: 0, EXP_UPD: 0, EXP_DEL: 0}
 
     # ------------------------------------------------------------ kernel side: nothing to keep
     def populate(self, flow: Flow) -> None:
@@ -79,14 +82,20 @@ class InternalBypass(SyncCacheMode):
     def exp_resync(self, exp: Expect) -> None:
         pass
 
+    def _send_exp(self, exp: Expect, mtype: int, origin: str | None) -> None:
+        if origin is None and self.expect:
+            self.engine.send_expect(exp, mtype)  # type: ignore[attr-defined]
+            self.exp_sent[mtype] += 1
+
     def exp_new(self, exp: Expect, origin: str | None) -> None:
-        pass
+        self._send_exp(exp, EXP_NEW, origin)
 
     def exp_upd(self, exp: Expect, origin: str | None) -> None:
-        pass
+        self._send_exp(exp, EXP_UPD, origin)
 
     def exp_destroy(self, exp: Expect, origin: str | None) -> bool:
-        return False
+        self._send_exp(exp, EXP_DEL, origin)
+        return True
 
     def exp_purge(self) -> None:
         pass
@@ -99,7 +108,15 @@ class InternalBypass(SyncCacheMode):
         for f in flows:
             yield (render_flow_xml(f, now=now) if xml else render_default(f, now=now)) + "\n"
 
+    def _kernel_expect_lines(self) -> Iterator[str]:
+        exps: list[Expect] = []
+        self.dump_kernel_expect(exps.append)
+        for x in exps:
+            yield render_expect_default(x) + "\n"
+
     def local(self, action: int, as_json: bool) -> Chunks | None:
+        if action == Action.EXP_DUMP_INTERNAL:
+            return self._kernel_expect_lines() if self.expect else ()
         if action == Action.CT_DUMP_INTERNAL:
             return self._kernel_lines(False)
         if action == Action.CT_DUMP_INT_XML:

@@ -140,7 +140,8 @@ class Daemon:
             if sc is not None and sc.disable_internal_cache and sc.mode == SyncMode.NOTRACK:
                 self.mode = InternalBypass(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine,
                                            expect=ctnl.expect, exp_exists=ctnl.existing_expects,
-                                           dump_kernel=ctnl.dump, flush_kernel=ctnl.flush_selective)
+                                           dump_kernel=ctnl.dump, flush_kernel=ctnl.flush_selective,
+                                           dump_kernel_expect=ctnl.dump_expect)
             else:
                 self.mode = SyncCacheMode(g.hashlimit, self.runtime, ctnl.existing, log, log.flow, self.engine,
                                           expect=ctnl.expect, exp_exists=ctnl.existing_expects)

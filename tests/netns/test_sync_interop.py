@@ -501,3 +501,14 @@ def test_disable_internal_cache_sends_events_without_a_cache(pair, impls):
     wait_for(lambda: len(nb.external()) == 0, what="external flushed")
     assert na.client("-B").returncode == 0
     wait_for(lambda: len(nb.external()) == 1, what="bulk from the kernel table", show=na.logs)
+
+
+@pytest.mark.parametrize("impl", ["py", "c"])
+def test_expectation_sync_without_internal_cache(pair, impl, ftp_helper):
+    """NOTRACK + DisableInternalCache + ExpectationSync: the expectation event is sent at once."""
+    na, nb = pair("py", impl, "bypass", "udp", options="Options {\n ExpectationSync on\n}\n")
+    r = ns(NS_A, sys.executable, "-c", FTP_SESSION, str(40050 + (impl == "c")))
+    assert r.returncode == 0, r.stderr
+    assert "192.0.2.30" in na.client("-i", "expect").stdout  # the kernel's expectation table
+    wait_for(lambda: "192.0.2.30" in nb.client("-e", "expect").stdout, 8, "expectation in B's external cache",
+             show=lambda: f"{nb.client('-e', 'expect').stdout}\n--- A\n{na.logs()}")

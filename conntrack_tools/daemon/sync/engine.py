@@ -209,6 +209,21 @@ class SyncDaemonEngine:
         except WireError:
             self.errors["snd_malformed"] += 1
             return
+        self._send_direct(mtype, body)
+
+    def send_expect(self, exp, mtype: int) -> None:
+        """DisableInternalCache with ExpectationSync: an expectation event goes out as it is."""
+        se = expect_to_sync(exp, timeout=self.send_timeout)
+        if se is None:
+            return
+        try:
+            body = encode_attrs(se.to_attrs(), EXP_ATTRS)
+        except WireError:
+            self.errors["snd_malformed"] += 1
+            return
+        self._send_direct(mtype, body)
+
+    def _send_direct(self, mtype: int, body: bytes) -> None:
         self.channels.queue(encode_data(mtype, body, self.seq.next()))
         self._direct_pending = True
         self._schedule_tx()
