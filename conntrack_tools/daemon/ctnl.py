@@ -232,8 +232,17 @@ class Ctnl:
         return self.g.netlink_overrun_resync > 0
 
     # ------------------------------------------------------------------ dumps
-    def dump(self, callback: Callable[[Flow], None]) -> int:
-        """Dump the kernel table; filtered flows go to ``callback``. Returns flows seen."""
+    def dump(self, callback: Callable[[Flow], None], interleave: Callable[[], None] | None = None,
+             every: int = 4096) -> int:
+        """Dump the kernel table; filtered flows go to ``callback``. Returns flows seen.
+
+        ``interleave`` is called every ``every`` flows (the overrun resync drains the event socket
+        with it). Why: a resync dump of 1M entries takes seconds; events queued meanwhile overflowed
+        the socket again, which asked for the next full resync, and so on. Reading them between dump
+        messages is as safe as reading them after the dump: a dump message is generated when it is
+        received, so an event read later is either newer (and applied after it) or about a flow the
+        message already shows.
+        """
         seq = self.dumper.next_seq()
         msg = nlmsg(ct_type(CtMsg.GET), NLM_F_DUMP, seq, AF_UNSPEC)
         n = 0
@@ -244,6 +253,8 @@ class Ctnl:
             flow = decode(view, start, end)
             if sane(flow) and filt.accepts(flow):
                 callback(flow)
+            if interleave is not None and not n % every:
+                interleave()
         return n
 
     def dump_expect(self, callback: Callable[[Expect], None]) -> int:
