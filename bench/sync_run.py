@@ -180,6 +180,15 @@ def flush_kernels() -> None:
         ns(side, C_CONNTRACK, "-F", timeout=300)
 
 
+def read_created(pop: subprocess.Popen, s: Sync) -> None:
+    """populate.py's closing stats line: how long the creates took, failures."""
+    assert pop.stdout is not None
+    stats = json.loads(pop.stdout.readline() or "{}")
+    s.created_s = stats.get("seconds", float("nan"))
+    if stats.get("errors"):
+        s.notes.append(f"{stats['errors']} creates failed")
+
+
 def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float, max_wait: float, commits: int,
               res: Result, sender: str | None = None, measure_mem: bool = False) -> Sync:
     """One pair (sender A = ``sender`` or ``impl``, receiver B = ``impl``) from empty tables."""
@@ -202,10 +211,7 @@ def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float,
             if s.sender_s != s.sender_s and a.count("internal") >= n:
                 s.sender_s = now - t0
             if done is None and pop.poll() is not None:
-                stats = json.loads(pop.stdout.readline() or "{}")
-                s.created_s = stats.get("seconds", float("nan"))
-                if stats.get("errors"):
-                    s.notes.append(f"{stats['errors']} creates failed")
+                read_created(pop, s)
                 done = now
             if got != last:
                 last, last_change = got, now
@@ -220,6 +226,8 @@ def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float,
                 break
             time.sleep(0.2)
         pop.wait()
+        if done is None:  # the peer held all N before the creating process had exited
+            read_created(pop, s)
         s.present = last
         s.sender_internal = a.count("internal")
         for d in (a, b):
