@@ -169,12 +169,8 @@ class SyncDaemonEngine:
     def _render_exp(self, e: ExpEntry, mtype: int) -> tuple[int, bytes] | None:
         """exp2msg for a cached expectation (few of them: the reference encoder is fine)."""
         se = expect_to_sync(e.exp, timeout=self.send_timeout) if e.exp is not None else None
-        if se is None:
-            return None
-        try:
-            body = encode_attrs(se.to_attrs(), EXP_ATTRS)
-        except WireError:
-            self.errors["snd_malformed"] += 1
+        body = self._body(se, EXP_ATTRS)
+        if body is None:
             return None
         return (MsgType.EXP_DEL if e.dead else mtype), body
 
@@ -201,27 +197,27 @@ class SyncDaemonEngine:
         C (internal_bypass.c) appends it to the channel buffer and flushes at the next 1-s TX
         run; ours flushes at the end of this loop pass.
         """
-        sf = flow_to_sync(flow, timeout=self.send_timeout, window_tracking=self.window_tracking)
-        if sf is None:
-            return
-        try:
-            body = encode_attrs(sf.to_attrs(), CT_ATTRS)
-        except WireError:
-            self.errors["snd_malformed"] += 1
-            return
-        self._send_direct(mtype, body)
+        body = self._body(flow_to_sync(flow, timeout=self.send_timeout, window_tracking=self.window_tracking),
+                          CT_ATTRS)
+        if body is not None:
+            self._send_direct(mtype, body)
 
     def send_expect(self, exp, mtype: int) -> None:
         """DisableInternalCache with ExpectationSync: an expectation event goes out as it is."""
-        se = expect_to_sync(exp, timeout=self.send_timeout)
-        if se is None:
-            return
+        body = self._body(expect_to_sync(exp, timeout=self.send_timeout), EXP_ATTRS)
+        if body is not None:
+            self._send_direct(mtype, body)
+
+    def _body(self, obj: _SyncFlow | SyncExpect | None, table) -> bytes | None:
+        """The attributes of a SyncFlow/SyncExpect by the reference encoder; None when there is
+        nothing to send or a value does not fit its attribute (counted, as C's send errors)."""
+        if obj is None:
+            return None
         try:
-            body = encode_attrs(se.to_attrs(), EXP_ATTRS)
+            return encode_attrs(obj.to_attrs(), table)
         except WireError:
             self.errors["snd_malformed"] += 1
-            return
-        self._send_direct(mtype, body)
+            return None
 
     def _send_direct(self, mtype: int, body: bytes) -> None:
         self.channels.queue(encode_data(mtype, body, self.seq.next()))
