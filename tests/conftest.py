@@ -36,11 +36,11 @@ def require_c_tools() -> None:
         pytest.skip(f"{C_CONNTRACK} not installed (apt-get install conntrack)")
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 5) -> None:
-    """SIGTERM a daemon we started, SIGKILL it if it does not exit in time, and reap it."""
+def stop_process(proc: subprocess.Popen | None, timeout: float = 5, sig: int = signal.SIGTERM) -> None:
+    """Signal a daemon we started (SIGTERM, or ``sig``), SIGKILL it if it does not exit in time, and reap it."""
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 NS = f"ctpy-ovr-{os.getpid()}"
@@ -95,12 +96,7 @@ def daemon(netns, tmp_path):
         assert time.monotonic() < end, "daemon did not answer"
         time.sleep(0.1)
     yield client, tmp_path
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, 10)
     out.close()
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import stop_process
 from tests.netns.daemon_proc import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,16 +84,6 @@ def start(conf: Path, d: Path) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", NS, "setpriv", "--reuid=nobody", "--regid=nogroup",
                            "--clear-groups", *cmd], capture_output=True, text=True, timeout=30, cwd="/")
@@ -129,7 +119,7 @@ def test_control_socket_refuses_other_users(netns, workdir) -> None:
         assert proc.poll() is None
         assert "cache stats" in nsrun(NS, *OURS, "-C", str(conf), "-s").stdout
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 # ------------------------------------------------------------------------------------ no shell
@@ -235,7 +225,7 @@ def test_config_values_never_reach_a_shell(workdir) -> None:
                     time.sleep(0.05)
                 time.sleep(0.2)
                 outcomes["started"] += proc.poll() is None
-                stop(proc)
+                stop_process(proc)
             assert not any(m.exists() for m in marks), f"config value was executed: {line!r}"
     if IS_ROOT:
         subprocess.run(["ip", "netns", "del", NS + "c"], check=False, capture_output=True)
@@ -549,6 +539,6 @@ def test_multicast_wrong_interface_or_source_is_dropped(tmp_path, impl) -> None:
               f"wrong-interface datagrams seen by the other socket on b2: {got_b2}; control + legit synced")
     finally:
         for p in procs:
-            stop(p)
+            stop_process(p)
         for n in created:
             subprocess.run(["ip", "netns", "del", n], check=False)

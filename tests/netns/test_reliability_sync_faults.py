@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 TAG = f"{os.getpid() % 100000}"
 NS_A, NS_B = f"ctpy-sfA{TAG}", f"ctpy-sfB{TAG}"
@@ -109,13 +111,7 @@ class Node:
         return self
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10, signal.SIGKILL if kill else signal.SIGTERM)
         self.proc = None
 
     def logs(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root
+from tests.conftest import require_root, stop_process
 from tests.netns.daemon_proc import wait_for as _wait_for
 
 C_DAEMON = "/usr/sbin/conntrackd"
@@ -140,13 +140,7 @@ class Node:
         return self
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5, signal.SIGKILL if kill else signal.SIGTERM)
         self.proc = None
         if kill:
             for f in ("lock", "ctl"):
