@@ -195,6 +195,12 @@ class ExternalCache:
             s.del_ok += 1
             s.active -= 1
             s.objects -= 1
+        return self._add(key, value)
+
+    def _add(self, key: bytes, value: bytes) -> bytes | None:
+        """cache_object_new + cache_add of a key not in the cache; None (ENOSPC) when it is full."""
+        ents = self.entries
+        s = self.stats
         if len(ents) >= self.limit:
             s.add_fail += 1
             s.add_fail_enospc += 1
@@ -211,15 +217,7 @@ class ExternalCache:
         old = ents.pop(key, None)
         s = self.stats
         if old is None:
-            if len(ents) >= self.limit:
-                s.add_fail += 1
-                s.add_fail_enospc += 1
-                return None
-            ents[key] = value
-            s.objects += 1
-            s.active += 1
-            s.add_ok += 1
-            return value
+            return self._add(key, value)
         value = ents[key] = _refreshed(value, old)
         s.upd_ok += 1
         return value
