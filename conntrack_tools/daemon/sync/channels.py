@@ -86,6 +86,18 @@ def if_mtu(name: str | None, default: int = 1500) -> int:
         return default
 
 
+def _dgram(fam: int, cfg: ChannelCfg, recv: bool) -> socket.socket:
+    """A UDP socket of a UDP or Multicast channel: the receiver (SO_REUSEADDR, RcvSocketBuffer) or the
+    sender (SndSocketBuffer); Checksum on both."""
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if recv:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bufs(s, None, cfg.rcvbuf, cfg.checksum)
+    else:
+        _bufs(s, cfg.sndbuf, None, cfg.checksum)
+    return s
+
+
 def _bufs(s: socket.socket, snd: int | None, rcv: int | None, checksum: bool) -> None:
     if snd:
         try:
@@ -332,9 +344,7 @@ class UdpChannel(SyncChannel):
         super().__init__(cfg)
         fam = self.family()
         port = cfg.port or 3780
-        r = socket.socket(fam, socket.SOCK_DGRAM)
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bufs(r, None, cfg.rcvbuf, cfg.checksum)
+        r = _dgram(fam, cfg, recv=True)
         if fam == socket.AF_INET6:
             r.bind((cfg.ipv6_address or "::", port, 0, self.ifindex))
             self.dest = (cfg.ipv6_destination, port, 0, self.ifindex)
@@ -343,8 +353,7 @@ class UdpChannel(SyncChannel):
             self.dest = (cfg.ipv4_destination, port)
         r.setblocking(False)
         self.recv_socks.append(r)
-        s = socket.socket(fam, socket.SOCK_DGRAM)
-        _bufs(s, cfg.sndbuf, None, cfg.checksum)
+        s = _dgram(fam, cfg, recv=False)
         s.setblocking(False)
         self.sock = s
 
@@ -369,13 +378,10 @@ class McastChannel(SyncChannel):
         super().__init__(cfg)
         fam = self.family()
         port = cfg.port or 3780
-        r = socket.socket(fam, socket.SOCK_DGRAM)
-        r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bufs(r, None, cfg.rcvbuf, cfg.checksum)
+        r = _dgram(fam, cfg, recv=True)
         if self.ifname:
             r.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
-        s = socket.socket(fam, socket.SOCK_DGRAM)
-        _bufs(s, cfg.sndbuf, None, cfg.checksum)
+        s = _dgram(fam, cfg, recv=False)
         if fam == socket.AF_INET6:
             group = cfg.ipv6_address
             r.bind((group, port, 0, self.ifindex))
