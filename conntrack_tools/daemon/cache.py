@@ -318,12 +318,17 @@ class Cache:
         e.lastupdate = now
         self.stats.upd_ok += 1
 
-    def update_force(self, flow: Flow, now: int) -> tuple[Entry | None, bool]:
-        """C's cache_update_force: update a live entry, else (re)create it. Returns (entry, created)."""
-        key = self.key_of(flow)
+    def update_force(self, flow: Flow, now: int, key: bytes | None = None,
+                     e: Entry | None = None) -> tuple[Entry | None, bool]:
+        """C's cache_update_force: update a live entry, else (re)create it. Returns (entry, created).
+
+        A caller that has already looked the flow up passes its ``key`` and entry ``e`` (None: absent).
+        """
         if key is None:
-            return None, True
-        e = self.entries.get(key)
+            key = self.key_of(flow)
+            if key is None:
+                return None, True
+            e = self.entries.get(key)
         if e is not None:
             if not e.dead:
                 e.merge(flow)

@@ -324,7 +324,7 @@ class SyncCacheMode(_Base):
         key = flow_key(flow)
         old = self.cache.entries.get(key) if key is not None else None
         before = _sync_state(old) if old is not None and not old.dead else None
-        e, created = self.cache.update_force(flow, self._resync_stamp)
+        e, created = self.cache.update_force(flow, self._resync_stamp, key, old)
         if e is None:
             return
         if created:
