@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...netlink.socket import CtnlSocket
+from ..bypass import InternalBypass
 from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
@@ -302,7 +303,7 @@ class SyncDaemonEngine:
 
     def bulk(self) -> None:
         """resync_send: every internal object goes to the TX queue (without a cache: a kernel dump, as CT_NEW)."""
-        if self.cfg.disable_internal_cache and self.mode_name == SyncMode.NOTRACK:
+        if isinstance(self.d.mode, InternalBypass):
             self.d.ctnl.dump(lambda flow: self.send_flow(flow, MsgType.CT_NEW))
             return
         for e in self.internal.live():
