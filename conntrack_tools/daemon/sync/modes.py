@@ -134,6 +134,16 @@ class _Base:
         p.last_heard = now
         return p
 
+    def _resync_or_alive(self, h: NetHeader) -> MsgResult:
+        """The control messages every mode but ALARM understands; anything else is malformed."""
+        if h.is_resync:
+            if self.on_resync is not None:
+                self.on_resync()
+            return MsgResult.CTL
+        if h.is_alive:
+            return MsgResult.CTL
+        return MsgResult.BAD
+
     # ------------------------------------------------------------- stats
     @property
     def lost(self) -> int:
@@ -167,13 +177,7 @@ class Notrack(_Base):
     def _digest(self, h: NetHeader) -> MsgResult:
         if h.is_data:
             return MsgResult.DATA
-        if h.is_resync:
-            if self.on_resync is not None:
-                self.on_resync()
-            return MsgResult.CTL
-        if h.is_alive:
-            return MsgResult.CTL
-        return MsgResult.BAD
+        return self._resync_or_alive(h)
 
     def tick(self) -> None:
         """The alive alarm: it only fires after a whole idle second (re-armed by each xmit)."""
@@ -384,13 +388,7 @@ class Ftfw(_Base):
                 return MsgResult.BAD
             self._resend(h.from_, h.to)  # type: ignore[attr-defined]
             return MsgResult.CTL
-        if h.is_resync:
-            if self.on_resync is not None:
-                self.on_resync()
-            return MsgResult.CTL
-        if h.is_alive:
-            return MsgResult.CTL
-        return MsgResult.BAD
+        return self._resync_or_alive(h)
 
     # ------------------------------------------------------------- resend queue
     # An entry of ``rsq``/``evicted`` is ``[key or None, object or Ctl, acked_by]``: ``acked_by``
