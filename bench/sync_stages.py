@@ -257,7 +257,7 @@ def sender_rows(n: int, runs: int) -> list[tuple[str, float]]:
     """The sender's per-event stages (docs/sync.md S1-S5): decode, cache update + enqueue, render, xmit."""
     from conntrack_tools.daemon.mode import SyncCacheMode
     from conntrack_tools.daemon.stats import RuntimeStats
-    from conntrack_tools.daemon.sync.render import EntryRenderer, render_reference
+    from conntrack_tools.daemon.sync.entry_packer import EntryRenderer, render_reference
     from conntrack_tools.netlink.shapes import ShapeDecoder
 
     events = kernel_events(n)

@@ -136,7 +136,7 @@ ALLOWED_CALLS = {
 }
 # exec() of generated Python (speed: per-layout struct packers), with why no outside text gets in.
 ALLOWED_CODEGEN = {
-    ("daemon/sync/render.py", "_compile", "exec"):
+    ("daemon/sync/entry_packer.py", "_compile", "exec"):
         "sync sender: source built from the CtAttr table, struct codes and fixed expressions; the "
         "arguments are booleans and an address family, no string from a config or a peer",
     ("daemon/sync/transcode.py", "_compile", "exec"):

@@ -25,7 +25,7 @@ from .convert import flow_to_sync
 from .expect import ExpInjector, commit_expectations, expect_to_sync, external_exp_apply, sync_to_expect
 from .external import ExternalCache, Injector, commit
 from .modes import Alarm, Ftfw, MsgResult, Notrack, encode_data
-from .render import EntryRenderer
+from .entry_packer import EntryRenderer
 from .seq import SeqCounter
 from .wire import (
     CT_ATTRS,

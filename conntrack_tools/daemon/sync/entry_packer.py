@@ -11,7 +11,7 @@ precompiled ``struct.Struct`` per layout packs the whole body in one call.
 A layout is (family, protocol class, state?, timeout?, mark?, synproxy?, zone?); its attribute headers
 are constants baked into the generated packer.  Everything else (NAT, helper, labels, master,
 SCTP/DCCP protoinfo, window tracking, odd families) goes through the reference path, which
-stays the definition: ``tests/unit/test_sync_render.py`` checks both agree byte for byte.
+stays the definition: ``tests/unit/test_sync_entry_packer.py`` checks both agree byte for byte.
 """
 
 from __future__ import annotations

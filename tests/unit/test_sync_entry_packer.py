@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conntrack_tools.daemon.cache import Cache
-from conntrack_tools.daemon.sync.render import EntryRenderer, render_reference
+from conntrack_tools.daemon.sync.entry_packer import EntryRenderer, render_reference
 from conntrack_tools.daemon.sync.wire import WireError
 from conntrack_tools.flow import AF_INET, AF_INET6, Flow, SctpInfo, TcpInfo, Tuple
 
