@@ -42,6 +42,16 @@ class NetlinkError(OSError):
         self.seq = seq
 
 
+def socket_drops(sock: socket.socket) -> int:
+    """The kernel's count of datagrams it dropped on ``sock`` (SO_MEMINFO, SK_MEMINFO_DROPS; any
+    socket family: netlink event sockets and the sync channels' UDP sockets)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+    except OSError:
+        return 0
+    return _MEMINFO.unpack(raw)[8] if len(raw) == _MEMINFO.size else 0
+
+
 class CtnlSocket:
     """A NETLINK_NETFILTER socket with request/ack, dump and batch helpers."""
 
@@ -86,12 +96,8 @@ class CtnlSocket:
         self.sock.send(data)
 
     def drops(self) -> int:
-        """The kernel's count of datagrams it dropped on this socket (SO_MEMINFO, SK_MEMINFO_DROPS)."""
-        try:
-            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
-        except OSError:
-            return 0
-        return _MEMINFO.unpack(raw)[8] if len(raw) == _MEMINFO.size else 0
+        """The kernel's count of datagrams it dropped on this socket."""
+        return socket_drops(self.sock)
 
     def recv(self) -> int:
         """Receive one datagram into the shared buffer; raises OSError(ENOBUFS) on overrun."""

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...netlink.socket import socket_drops
 from ..config.model import Channel as ChannelCfg
 from ..config.model import Transport
 from .wire import Batcher
@@ -39,6 +40,13 @@ _IN6_PKTINFO = struct.Struct("=16si")  # ipi6_addr (destination), ipi6_ifindex
 _ANCBUF = socket.CMSG_SPACE(_IN6_PKTINFO.size) + 64
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 MAX_DGRAM = 65536
+# Receive buffer of a UDP/Multicast channel without RcvSocketBuffer (beyond C, which keeps the
+# system default, 208 KiB here).  A sender (C's or ours) writes a burst faster than a Python
+# receiver decodes it (~70 us per 1400-byte datagram of ~17 messages): with 208 KiB a 20k-flow
+# burst lost 10-80 % of its datagrams on this 2-vCPU VM; 2 MiB kept all of 20k and lost half of a
+# 200k burst from C; 16 MiB kept all of 200k (docs/sync.md, "Receive path").  It is a limit, not
+# an allocation: memory is used only while datagrams wait.
+DEFAULT_RCVBUF = 16 << 20
 
 
 @dataclass(slots=True)
@@ -55,6 +63,7 @@ class ChannelStats:
     drop_group: int = 0  # destination is not the configured group
     drop_own: int = 0  # source is one of this host's addresses (our own datagram looped back)
     drop_source: int = 0  # source outside every prefix of the configured interface
+    drop_kernel: int = 0  # beyond C: datagrams the kernel dropped on a full receive buffer (SO_MEMINFO)
 
 
 def _ifindex(name: str | None) -> int:
@@ -92,7 +101,7 @@ def _dgram(fam: int, cfg: ChannelCfg, recv: bool) -> socket.socket:
     s = socket.socket(fam, socket.SOCK_DGRAM)
     if recv:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bufs(s, None, cfg.rcvbuf, cfg.checksum)
+        _bufs(s, None, cfg.rcvbuf or DEFAULT_RCVBUF, cfg.checksum)
     else:
         _bufs(s, cfg.sndbuf, None, cfg.checksum)
     return s
@@ -268,6 +277,7 @@ class SyncChannel:
         self.ifindex = _ifindex(cfg.interface)
         self.stats = ChannelStats()
         self.recv_socks: list[socket.socket] = []
+        self._kernel_drops: dict[int, int] = {}  # fd -> the socket's drop counter when last read
         mtu = if_mtu(cfg.interface)
         self.batcher = Batcher(mtu - (40 if cfg.transport == Transport.TCP else 28))
 
@@ -313,6 +323,15 @@ class SyncChannel:
 
     def _send(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def kernel_drops(self, sock: socket.socket) -> int:
+        """Datagrams the kernel dropped on ``sock`` since the last call (counted in the stats)."""
+        total = socket_drops(sock)
+        new = (total - self._kernel_drops.get(sock.fileno(), 0)) & 0xFFFFFFFF
+        if new:
+            self._kernel_drops[sock.fileno()] = total
+            self.stats.drop_kernel += new
+        return new
 
     def recv(self, sock: socket.socket) -> list[tuple[bytes, object]]:
         """Drain one socket: [(datagram, peer address)]."""
@@ -616,6 +635,8 @@ def _counters(st: ChannelStats) -> str:
     # the drop line is beyond C: only shown once something was dropped, so the block stays C's
     drops = (f"{st.drop_recv:20} Dropped recv (wrong interface {st.drop_iface}, group {st.drop_group}, "
              f"source {st.drop_source}, own {st.drop_own})\n") if st.drop_recv else ""
+    if st.drop_kernel:
+        drops += f"{st.drop_kernel:20} Dropped by kernel (receive buffer full)\n"
     return (f"{st.bytes_sent:20} Bytes sent {st.bytes_recv:20} Bytes recv\n"
             f"{st.pkts_sent:20} Pckts sent {st.pkts_recv:20} Pckts recv\n"
             f"{st.err_send:20} Error send {st.err_recv:20} Error recv\n{drops}\n")

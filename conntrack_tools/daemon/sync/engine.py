@@ -8,7 +8,6 @@ of received flows in :mod:`.external`.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -22,31 +21,29 @@ from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
+from .entry_packer import EntryRenderer
 from .expect import ExpInjector, commit_expectations, expect_to_sync, external_exp_apply, sync_to_expect
 from .external import ExternalCache, Injector, commit
 from .modes import Alarm, Ftfw, MsgResult, Notrack, encode_data
-from .entry_packer import EntryRenderer
 from .seq import SeqCounter
 from .wire import (
     CT_ATTRS,
     EXP_ATTRS,
-    AckHeader,
+    HEADER,
     MsgType,
-    NetHeader,
     SyncExpect,
     WireError,
     WireErrorKind,
-    _frame,
     decode_attrs,
     encode_attrs,
+    frame,
     is_ack_shaped,
+    read_header,
 )
 from .wire import SyncFlow as _SyncFlow
 
 __all__ = ["SyncDaemonEngine", "build_engine"]
 
-_HDR = struct.Struct("!BBHI")
-_RANGE = struct.Struct("!II")
 TXQ_MAX = 2147483647
 # messages rendered per TX run: a long queue must not keep the event socket from being drained
 # (an overrun costs a full resync); 2,000 messages are ~120 datagrams, a few ms
@@ -230,6 +227,13 @@ class SyncDaemonEngine:
         if self.closed:
             return
         now = time.monotonic()
+        if self.mode.heal(time.time()):
+            p = self.mode.policy
+            self.log("notice", f"requesting resync: messages lost (sequence gaps {p.gap}, socket drops "
+                               f"{p.socket_drop}, unanswered NACKs {p.unanswered_nack}; request {p.requests}, "
+                               f"next no sooner than {p.current_holdoff:g} s)")
+            self.mode.request_resync()
+            self._run_tx()
         if now - self._last_xmit >= 1.0:
             if isinstance(self.mode, Ftfw):
                 self.mode.tick(time.time())
@@ -322,6 +326,9 @@ class SyncDaemonEngine:
         ch = self.channels.channels[idx]
         for data, peer in ch.recv(sock):
             self.handle_datagram(idx, data, peer)
+        dropped = ch.kernel_drops(sock)
+        if dropped:
+            self.mode.socket_dropped(time.time(), dropped)
         self._schedule_tx()
 
     def _on_accept(self, idx: int) -> None:
@@ -369,7 +376,7 @@ class SyncDaemonEngine:
             if remain < 8:
                 dec._pending = buf[off:]
                 return
-            vt, flags, mlen, _s = _HDR.unpack_from(buf, off)
+            vt, flags, mlen, _s = HEADER.unpack_from(buf, off)
             need = 16 if is_ack_shaped(vt & 15, flags) else 8
             if mlen == 0 or mlen < need:
                 self.errors["malformed"] += 1
@@ -392,73 +399,41 @@ class SyncDaemonEngine:
         off, end = 0, len(buf)
         mode = self.mode
         now = time.time()
-        # Fast path (docs/sync.md R5): a data message (version 1, type 0-5) without flags whose seq
-        # is the next one of a peer already in sync -- what Ftfw/Notrack/Alarm.recv would do with
-        # it, inline: no NetHeader, no IntFlag, same state and counters.  Everything else
-        # (control, HELLO, gaps, new peers, framing errors) takes mode.recv below.
-        kind = type(mode)
-        fast = 1 if kind is Ftfw else 2 if kind is Notrack else 3 if kind is Alarm else 0
-        peers = mode.peers
-        unpack = _HDR.unpack_from
+        # Fast path (docs/sync.md R5): a data message (version 1, type 0-5) without flags that the
+        # mode takes as the next seq of a peer in sync; everything else (control, HELLO, gaps, new
+        # peers, framing errors) gets a decoded header and mode.recv.
+        fast = mode.recv_fast
+        unpack = HEADER.unpack_from
         apply = self._apply
         chans = self.channels
         while off < end:
-            if fast and end - off >= 8:
+            if end - off >= 8:
                 vt, flags, mlen, seq = unpack(buf, off)
-                if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off:
-                    p = peers.get(peer)
-                    if p is not None:
-                        tr = p.tracker
-                        last = tr.last
-                        if fast == 3:  # Alarm: statistics only, the tracker is never updated
-                            if last is None:
-                                p.last_heard = now
-                                chans.set_current(idx)
-                                apply(vt & 0x0F, buf, off, mlen)
-                                off += mlen
-                                continue
-                        elif last is not None and seq == (last + 1) & 0xFFFFFFFF:
-                            p.last_heard = now
-                            if fast == 1:  # Ftfw.recv -> _in_sync for an in-order data message
-                                p.messages += 1
-                                p.in_hello = False
-                                if not p.ack_from_set:
-                                    p.ack_from_set = True
-                                    p.ack_from = seq
-                                p.window -= 1
-                                if p.window <= 0:
-                                    mode.window_ack(p, seq)  # type: ignore[union-attr]
-                            tr.last = seq
-                            chans.set_current(idx)
-                            apply(vt & 0x0F, buf, off, mlen)
-                            off += mlen
-                            continue
+                if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off and fast(peer, seq, now):
+                    chans.set_current(idx)
+                    apply(vt & 0x0F, buf, off, mlen)
+                    off += mlen
+                    continue
             try:
-                mlen = _frame(buf, off)
+                mlen = frame(buf, off)
             except WireError as exc:
                 err["malformed"] += 1
                 err["truncated" if exc.kind is WireErrorKind.TRUNCATED else "bad_size"] += 1
                 return
-            vt, flags, _len, seq = _HDR.unpack_from(buf, off)
-            if vt >> 4 != 1:
+            if buf[off] >> 4 != 1:
                 err["malformed"] += 1
                 err["bad_version"] += 1
                 off += mlen
                 continue
-            mtype = vt & 0x0F
-            if is_ack_shaped(mtype, flags):
-                fr, to = _RANGE.unpack_from(buf, off + 8)
-                h: NetHeader = AckHeader(type=mtype, flags=flags, len=mlen, seq=seq, from_=fr, to=to)
-            else:
-                h = NetHeader(type=mtype, flags=flags, len=mlen, seq=seq)
+            h = read_header(buf, off, mlen)
             res = mode.recv(peer, h, now)
             if res == MsgResult.BAD:
                 err["malformed"] += 1
                 err["bad_header"] += 1
             elif res in (MsgResult.DATA, MsgResult.CTL):
-                self.channels.set_current(idx)
+                chans.set_current(idx)
                 if res == MsgResult.DATA:
-                    self._apply(mtype, buf, off, mlen)
+                    apply(h.type, buf, off, mlen)
             off += mlen
 
     def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
@@ -683,7 +658,7 @@ class SyncDaemonEngine:
     def stats_json(self) -> dict:
         d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
-                   "links": self._links_json(), "auth": self._auth_json()}
+                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters()}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
         if isinstance(self.mode, Ftfw):

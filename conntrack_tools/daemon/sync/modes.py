@@ -30,29 +30,23 @@ Differences from C, both deliberate:
 from __future__ import annotations
 
 import itertools
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from .seq import SeqCounter, SeqStatus, SeqTracker, before
-from .wire import MsgFlag, NetHeader, encode_ctl
+from .heal import NackDebt, ResyncPolicy
+from .seq import SEQ_MASK, SeqCounter, SeqStatus, SeqTracker, before
+from .wire import MsgFlag, NetHeader, encode_ctl, encode_data
 
 __all__ = ["Alarm", "Ftfw", "MsgResult", "Notrack", "Peer", "encode_data"]
 
-_HDR = struct.Struct("!BBHI")
 _ACKISH = MsgFlag.ACK | MsgFlag.NACK | MsgFlag.RESYNC
 # plain ints for the TX hot loop: `&`/`|` on an IntFlag goes through enum.Flag's Python methods
 _ACKISH_INT, _NACK_INT = int(_ACKISH), int(MsgFlag.NACK)
 _HELLO_INT, _HELLO_BACK_INT = int(MsgFlag.HELLO), int(MsgFlag.HELLO_BACK)
 Render = Callable[[Any], "tuple[int, bytes] | None"]
-
-
-def encode_data(msgtype: int, body: bytes, seq: int, flags: int = 0) -> bytes:
-    """A data message from pre-encoded attributes (the hot path of every TX run)."""
-    return _HDR.pack(0x10 | msgtype, flags, 8 + len(body), seq) + body
 
 
 class MsgResult(IntEnum):
@@ -88,6 +82,7 @@ class Peer:
     last_heard: float = 0.0
     messages: int = 0
     in_hello: bool = False  # the last message from this peer carried HELLO
+    debt: NackDebt = field(default_factory=NackDebt)  # FTFW: NACKed messages not yet re-sent
 
 
 class _Base:
@@ -102,6 +97,7 @@ class _Base:
         self.peers: dict[Hashable, Peer] = {}
         self.on_resync: Callable[[], None] | None = None  # RESYNC received: bulk send
         self.tx_full = 0
+        self.policy = ResyncPolicy()  # beyond C: losses -> rate-limited RESYNC requests (heal.py)
 
     # ------------------------------------------------------------- queueing
     def enqueue(self, key: Hashable, obj: Any) -> None:
@@ -133,6 +129,22 @@ class _Base:
             p = self.peers[addr] = Peer()
         p.last_heard = now
         return p
+
+    def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
+        """A flagless data message: True when it was taken as the next seq of a known peer in
+        sync (the caller applies it), False when it needs ``recv`` with a decoded header.
+
+        The receive hot path (docs/sync.md R5): no NetHeader, no IntFlag, the same state and
+        counters as ``recv`` would leave."""
+        return False
+
+    def heal(self, now: float) -> bool:
+        """Every tick: True when a resync request should go out now (``request_resync``)."""
+        return self.policy.due(now)
+
+    def socket_dropped(self, now: float, count: int) -> None:
+        """The kernel dropped ``count`` datagrams on a full receive socket."""
+        self.policy.loss(now, count, "socket_drop")
 
     def _resync_or_alive(self, h: NetHeader) -> MsgResult:
         """The control messages every mode but ALARM understands; anything else is malformed."""
@@ -168,11 +180,25 @@ class Notrack(_Base):
 
     def recv(self, addr: Hashable, h: NetHeader, now: float = 0.0) -> MsgResult:
         p = self.peer(addr, now)
-        p.tracker.track(h.seq)
+        status, exp = p.tracker.track(h.seq)
         res = self._digest(h)
         if res != MsgResult.BAD:
+            if status == SeqStatus.AFTER:  # beyond C: nothing re-sends it, ask for a resync
+                self.policy.loss(now, (h.seq - exp) & SEQ_MASK, "gap")
             p.tracker.update(h.seq)
         return res
+
+    def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
+        p = self.peers.get(addr)
+        if p is None:
+            return False
+        tr = p.tracker
+        last = tr.last
+        if last is None or seq != (last + 1) & SEQ_MASK:
+            return False
+        p.last_heard = now
+        tr.last = seq
+        return True
 
     def _digest(self, h: NetHeader) -> MsgResult:
         if h.is_data:
@@ -206,11 +232,24 @@ class Alarm(Notrack):
         self.peer(addr, now).tracker.track(h.seq)  # statistics only, never updated (C)
         return MsgResult.DATA
 
+    def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
+        p = self.peers.get(addr)
+        if p is None or p.tracker.last is not None:
+            return False
+        p.last_heard = now  # statistics only: the tracker is never updated (C)
+        return True
+
     def tick(self) -> None:
         pass
 
     def request_resync(self) -> None:
         pass
+
+    def heal(self, now: float) -> bool:
+        return False  # C ignores RESYNC in ALARM: the refresh (every entry within RefreshTime) heals
+
+    def socket_dropped(self, now: float, count: int) -> None:
+        self.policy.socket_drop += count  # counted only
 
 
 class Ftfw(_Base):
@@ -218,6 +257,8 @@ class Ftfw(_Base):
 
     name = "ftfw"
     HELLO_INIT, HELLO_SAY, HELLO_DONE = 0, 1, 2
+
+    NACK_TIMEOUT = 3.0  # a NACK not answered this long after the last one: resync (heal.py)
 
     def __init__(self, seq: SeqCounter, window: int = 300, rsq_size: int = 131072,
                  peer_timeout: float = 5.0) -> None:
@@ -344,6 +385,7 @@ class Ftfw(_Base):
                         self.enqueue_ctl(MsgFlag.ACK, p.ack_from, (exp - 1) & 0xFFFFFFFF)
                         p.ack_from_set = False
                     self.enqueue_ctl(MsgFlag.NACK, exp, (h.seq - 1) & 0xFFFFFFFF)
+                    p.debt.nacked(now, (h.seq - exp) & SEQ_MASK)
                     p.window = W - 1
                     p.ack_from = h.seq
                     p.ack_from_set = True
@@ -359,6 +401,8 @@ class Ftfw(_Base):
         res = self._digest(p, h)
         if res == MsgResult.BAD:
             return res
+        if res == MsgResult.DATA and p.debt.owed:
+            p.debt.owed -= 1
         if not p.ack_from_set:
             p.ack_from_set = True
             p.ack_from = h.seq
@@ -367,10 +411,43 @@ class Ftfw(_Base):
             self.window_ack(p, h.seq)
         return res
 
-    def window_ack(self, p: Peer, seq: int) -> None:
-        """The ACK window of ``p`` is full at ``seq``: acknowledge [ack_from, seq], start a new window.
+    def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
+        """``recv`` -> ``_in_sync`` for an in-order flagless data message of a known peer."""
+        p = self.peers.get(addr)
+        if p is None:
+            return False
+        tr = p.tracker
+        last = tr.last
+        if last is None or seq != (last + 1) & SEQ_MASK:
+            return False
+        p.last_heard = now
+        p.messages += 1
+        p.in_hello = False
+        if not p.ack_from_set:
+            p.ack_from_set = True
+            p.ack_from = seq
+        if p.debt.owed:
+            p.debt.owed -= 1
+        p.window -= 1
+        if p.window <= 0:
+            self.window_ack(p, seq)
+        tr.last = seq
+        return True
 
-        Also called by the engine's inline receive fast path (``handle_datagram``)."""
+    def heal(self, now: float) -> bool:
+        """NACKs left unanswered (the sender does not hold those messages any more) become losses
+        for the resync policy; socket drops do not, they show up as gaps and get NACKed."""
+        for p in self.peers.values():
+            owed = p.debt.overdue(now, self.NACK_TIMEOUT)
+            if owed:
+                self.policy.loss(now, owed, "unanswered_nack")
+        return self.policy.due(now)
+
+    def socket_dropped(self, now: float, count: int) -> None:
+        self.policy.socket_drop += count  # counted only: the gap is NACKed
+
+    def window_ack(self, p: Peer, seq: int) -> None:
+        """The ACK window of ``p`` is full at ``seq``: acknowledge [ack_from, seq], start a new window."""
         self.enqueue_ctl(MsgFlag.ACK, p.ack_from, seq)
         p.window = self.window_size
         p.ack_from_set = False

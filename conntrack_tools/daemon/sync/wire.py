@@ -54,7 +54,8 @@ NETHDR_LEN = 8
 NETHDR_ACK_LEN = 16
 MAX_MESSAGE_LEN = 0xFFFF  # be16 len
 
-_HDR = struct.Struct("!BBHI")  # ver<<4|type, flags, len, seq
+HEADER = struct.Struct("!BBHI")  # ver<<4|type, flags, len, seq: the one definition of the sync header
+
 _ACK_RANGE = struct.Struct("!II")  # from, to
 _U32 = 0xFFFFFFFF
 
@@ -300,7 +301,7 @@ def encode_message(msg: Message) -> bytes:
     total = NETHDR_LEN + len(body)
     if total > MAX_MESSAGE_LEN:
         raise WireError(f"message of {total} bytes does not fit be16 len", WireErrorKind.ENCODE)
-    return _HDR.pack((h.version << 4) | h.type, h.flags, total, h.seq) + body
+    return HEADER.pack((h.version << 4) | h.type, h.flags, total, h.seq) + body
 
 
 def encode_datagram(msgs: Iterable[Message]) -> bytes:
@@ -313,12 +314,12 @@ def encode_datagram(msgs: Iterable[Message]) -> bytes:
 Buffer = bytes | bytearray | memoryview
 
 
-def _frame(buf: Buffer, off: int) -> int:
+def frame(buf: Buffer, off: int) -> int:
     """Length of the message at ``off``, with ``channel_handler_routine``'s checks."""
     remain = len(buf) - off
     if remain < NETHDR_LEN:
         raise WireError(f"{remain} trailing bytes, shorter than a header", WireErrorKind.TRUNCATED)
-    vt, flags, mlen, _seq = _HDR.unpack_from(buf, off)
+    vt, flags, mlen, _seq = HEADER.unpack_from(buf, off)
     if mlen == 0:
         raise WireError("message length 0", WireErrorKind.BAD_SIZE)
     if mlen > remain:
@@ -363,7 +364,7 @@ def decode_attrs(buf: Buffer, pos: int, end: int, table: Mapping[int, AttrSpec])
 
 
 def _decode_one(buf: Buffer, off: int, mlen: int) -> Message:
-    vt, flags, _len, seq = _HDR.unpack_from(buf, off)
+    vt, flags, _len, seq = HEADER.unpack_from(buf, off)
     version, type_ = vt >> 4, vt & 0x0F
     if version != PROTOCOL_VERSION:
         raise WireError(f"protocol version {version}", WireErrorKind.BAD_VERSION)
@@ -379,9 +380,18 @@ def _decode_one(buf: Buffer, off: int, mlen: int) -> Message:
     return Message(header, decode_attrs(buf, off + NETHDR_LEN, off + mlen, _table_for(type_)))
 
 
+def read_header(buf: Buffer, off: int, mlen: int) -> NetHeader:
+    """The header of a framed message (``frame`` checked its length), without its attributes."""
+    vt, flags, _len, seq = HEADER.unpack_from(buf, off)
+    if is_ack_shaped(vt & 0x0F, flags):
+        from_, to = _ACK_RANGE.unpack_from(buf, off + NETHDR_LEN)
+        return AckHeader(type=vt & 0x0F, flags=flags, len=mlen, seq=seq, from_=from_, to=to)
+    return NetHeader(type=vt & 0x0F, flags=flags, len=mlen, seq=seq)
+
+
 def decode_message(buf: Buffer, offset: int = 0) -> Message:
     """Decode the single message starting at ``offset`` (bytes after it are ignored)."""
-    return _decode_one(buf, offset, _frame(buf, offset))
+    return _decode_one(buf, offset, frame(buf, offset))
 
 
 def iter_datagram(buf: Buffer) -> Iterator[Message | WireError]:
@@ -393,7 +403,7 @@ def iter_datagram(buf: Buffer) -> Iterator[Message | WireError]:
     off, end = 0, len(buf)
     while off < end:
         try:
-            mlen = _frame(buf, off)
+            mlen = frame(buf, off)
         except WireError as exc:
             yield exc
             return
@@ -431,12 +441,12 @@ class StreamDecoder:
         off = 0
         while off < len(buf):
             try:
-                mlen = _frame(buf, off)
+                mlen = frame(buf, off)
             except WireError as exc:
                 remain = len(buf) - off
                 # Short header, short ack header or len beyond what we have: wait for more.
                 if exc.kind is WireErrorKind.TRUNCATED or (
-                    exc.kind is WireErrorKind.BAD_SIZE and _HDR.unpack_from(buf, off)[2] > remain
+                    exc.kind is WireErrorKind.BAD_SIZE and HEADER.unpack_from(buf, off)[2] > remain
                 ):
                     self._pending = buf[off:]
                 else:
@@ -799,6 +809,11 @@ def encode_expect_message(msgtype: int, exp: SyncExpect, seq: int, flags: int = 
     return encode_message(data_message(msgtype, exp.to_attrs(), seq, flags))
 
 
+def encode_data(msgtype: int, body: bytes, seq: int, flags: int = 0) -> bytes:
+    """A data message from pre-encoded attributes (the hot path of every TX run)."""
+    return HEADER.pack(0x10 | msgtype, flags, NETHDR_LEN + len(body), seq) + body
+
+
 def encode_ctl(flags: int, seq: int, from_: int = 0, to: int = 0) -> bytes:
     """ALIVE (8 bytes) or ACK/NACK/RESYNC (16 bytes, range inclusive)."""
     return encode_message(ctl_message(flags, seq, from_, to))
@@ -808,6 +823,7 @@ __all__: Sequence[str] = (
     "AckHeader",
     "Batcher",
     "FlowTuple",
+    "HEADER",
     "Message",
     "MsgFlag",
     "MsgType",
@@ -824,7 +840,10 @@ __all__: Sequence[str] = (
     "datagram_budget",
     "decode_datagram",
     "decode_message",
+    "frame",
+    "read_header",
     "encode_ctl",
+    "encode_data",
     "encode_datagram",
     "encode_expect_message",
     "encode_flow_message",
