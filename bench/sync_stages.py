@@ -9,7 +9,7 @@ captures exist (/work/shared or ``CT_SHARED``), the C sender's conntrack message
 
 The sender rows time N kernel-shaped NEW events (IPv4 TCP/UDP with the protoinfo, mark, id and
 all-zero SYNPROXY a kernel event carries) through the daemon's own stages: decode, cache update +
-enqueue, rendering by the reference path and by ``render.EntryRenderer``, and FTFW xmit.
+enqueue, rendering by the reference path and by ``entry_packer.EntryRenderer``, and FTFW xmit.
 
 Each receiver stage prints the best of ``--runs`` runs in µs per message:
 
@@ -122,7 +122,10 @@ class _Chans:
 
 
 class _SlowFtfw(Ftfw):
-    """type(mode) is not Ftfw: handle_datagram's R5 fast path is off (every header via mode.recv)."""
+    """handle_datagram's R5 fast path off: every header is decoded and goes through mode.recv."""
+
+    def recv_fast(self, addr, seq, now):
+        return False
 
 
 class _RefExternal(ExternalCache):
@@ -303,7 +306,7 @@ def sender_rows(n: int, runs: int) -> list[tuple[str, float]]:
          best(lambda: [m.upd(f, None) for f in flows], runs) * us),
         ("render, reference path (entry_flow -> flow_to_sync -> encode_attrs)",
          best(lambda: [render_reference(e, e.timeout, True, False) for e in entries], runs) * us),
-        ("render, compiled (render.EntryRenderer)", best(lambda: [r.body(e, e.timeout) for e in entries], runs) * us),
+        ("render, compiled (EntryRenderer)", best(lambda: [r.body(e, e.timeout) for e in entries], runs) * us),
         ("FTFW enqueue + xmit with compiled render (seq, resend queue)", best(xmit, runs) * us),
     ]
 

@@ -14,7 +14,7 @@ import pytest
 from conntrack_tools.daemon.sync.heal import NackDebt, ResyncPolicy
 from conntrack_tools.daemon.sync.modes import Alarm, Ftfw, MsgResult, Notrack
 from conntrack_tools.daemon.sync.seq import SeqCounter
-from conntrack_tools.daemon.sync.wire import MsgFlag, MsgType, NetHeader, decode_datagram
+from conntrack_tools.daemon.sync.wire import AckHeader, MsgFlag, MsgType, NetHeader, decode_datagram
 
 PEER = "10.0.0.1"
 
@@ -201,3 +201,60 @@ def test_fast_path_refuses_unknown_peers_and_gaps():
     m.recv(PEER, data(5), 0.0)
     assert not m.recv_fast(PEER, 7, 0.0)  # gap: needs the NACK logic
     assert m.recv_fast(PEER, 6, 0.0)
+
+
+# ----------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("cls", [Notrack, Ftfw])
+def test_spoofed_sequence_numbers_cannot_cause_a_resync_storm(cls):
+    """A minute of random headers (any seq, any flags) at 1000/s: requests stay within the bound."""
+    rnd = random.Random(11)
+    m = cls(SeqCounter(lambda: 1))
+    now, requests = 0.0, 0
+    while now < 60.0:
+        for _ in range(250):
+            flags = rnd.choice((0, 0, 0, int(MsgFlag.ALIVE), int(MsgFlag.HELLO), int(MsgFlag.NACK)))
+            mtype = MsgType.CTL if flags & (MsgFlag.ALIVE | MsgFlag.NACK) else MsgType.CT_NEW
+            seq = rnd.getrandbits(32)
+            h = (AckHeader(type=mtype, flags=flags, seq=seq, from_=rnd.getrandbits(32), to=rnd.getrandbits(32))
+                 if flags & MsgFlag.NACK else NetHeader(type=mtype, flags=flags, seq=seq))
+            m.recv(rnd.choice(("10.0.0.1", "10.0.0.2")), h, now)
+        now += 0.25
+        if m.heal(now):
+            requests += 1
+            m.request_resync()
+        m.tx.clear()
+    assert requests <= 8  # 2 + 4 + 8 + 16 + 32 s of hold-off fill the minute
+    assert m.policy.requests == requests
+    if cls is Notrack:  # every gap is a loss (FTFW NACKs them, and a NACK every 4 ms keeps its debt open)
+        assert requests >= 3 and m.policy.coalesced > 1000
+
+
+def test_kernel_drops_of_a_full_receive_socket_are_counted():
+    """SyncChannel.kernel_drops on a real UDP socket (loopback, no root): the drop counter moves."""
+    import socket
+
+    from conntrack_tools.daemon.sync.channels import SyncChannel
+
+    class _Cfg:
+        interface = None
+        transport = None
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        ch = SyncChannel(_Cfg())  # type: ignore[arg-type]
+        assert ch.kernel_drops(rx) == 0
+        for _ in range(200):
+            tx.sendto(b"x" * 1000, rx.getsockname())
+        got = len(ch.recv(rx))
+        dropped = ch.kernel_drops(rx)
+        assert dropped > 0 and got + dropped + len(ch.recv(rx)) == 200
+        assert ch.stats.drop_kernel == dropped and ch.kernel_drops(rx) == 0
+    finally:
+        rx.close()
+        tx.close()
