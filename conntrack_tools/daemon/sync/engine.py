@@ -482,60 +482,65 @@ class SyncDaemonEngine:
 
     # ============================================================ client requests
     def local(self, action: int, as_json: bool) -> Iterable[str] | None:
+        """A client request the sync engine answers (``_LOCAL``), None for the others (the core's)."""
+        handler = _LOCAL.get(action)
+        return None if handler is None else handler(self, action, as_json)
+
+    def _dump_external(self, action: int, as_json: bool) -> Iterable[str]:
         ext = self.external
-        if action in (Action.CT_DUMP_EXTERNAL, Action.CT_DUMP_EXT_XML):
-            if ext is None:
-                return ()
-            return ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
+        return () if ext is None else ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
+
+    def _commit_request(self, action: int, as_json: bool) -> Iterable[str]:
         if action == Action.CT_COMMIT:
             return self._commit("committing conntrack cache", ct=True, exp=False)
         if action == Action.ALL_COMMIT:
             return self._commit("committing all external caches", ct=True, exp=self.expect_sync)
-        if action == Action.EXP_COMMIT:
-            if not self.expect_sync:
-                return ()
-            return self._commit("committing expectation cache", ct=False, exp=True)
-        if action == Action.CT_FLUSH_EXT_CACHE:
-            self.log("notice", "flushing external cache")
-            if ext is not None:
-                ext.flush()
+        if not self.expect_sync:  # EXP_COMMIT
             return ()
-        if action == Action.SEND_BULK:
-            self.bulk()
+        return self._commit("committing expectation cache", ct=False, exp=True)
+
+    def _flush_external(self, action: int, as_json: bool) -> Iterable[str]:
+        self.log("notice", "flushing external cache")
+        if self.external is not None:
+            self.external.flush()
+        return ()
+
+    def _send_bulk(self, action: int, as_json: bool) -> Iterable[str]:
+        self.bulk()
+        return ()
+
+    def _request_dump(self, action: int, as_json: bool) -> Iterable[str]:
+        self.mode.request_resync()
+        self._schedule_tx()
+        return ()
+
+    def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
+        if self._reset_timer is None:
+            pt = self.cfg.purge_timeout
+            self.log("notice", f"flushing conntrack table in {pt} secs")
+            self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
+        return ()
+
+    def _stats_network(self, action: int, as_json: bool) -> Iterable[str]:
+        return [to_json("network", self.stats_json())] if as_json else [self.network_text()]
+
+    def _stats_link(self, action: int, as_json: bool) -> Iterable[str]:
+        if as_json:
+            return [to_json("link", {"links": self._links_json()})]
+        chs = self.channels
+        return [link_block(ch, i == chs.current) for i, ch in enumerate(chs.channels)]
+
+    def _stats_rsqueue(self, action: int, as_json: bool) -> Iterable[str]:
+        if not isinstance(self.mode, Ftfw):
             return ()
-        if action == Action.REQUEST_DUMP:
-            self.mode.request_resync()
-            self._schedule_tx()
-            return ()
-        if action == Action.RESET_TIMERS:
-            if self._reset_timer is None:
-                pt = self.cfg.purge_timeout
-                self.log("notice", f"flushing conntrack table in {pt} secs")
-                self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
-            return ()
-        if action == Action.STATS_NETWORK:
-            if as_json:
-                return [to_json("network", self.stats_json())]
-            return [self.network_text()]
-        if action == Action.STATS_LINK:
-            if as_json:
-                return [to_json("link", {"links": self._links_json()})]
-            chs = self.channels
-            return [link_block(ch, i == chs.current) for i, ch in enumerate(chs.channels)]
-        if action == Action.STATS_RSQUEUE:
-            if isinstance(self.mode, Ftfw):
-                if as_json:
-                    return [to_json("rsqueue", {"len": len(self.mode.rsq)})]
-                return [self.mode.rsqueue_text()]
-            return ()
-        if action == Action.STATS_QUEUE:
-            if as_json:
-                return [to_json("queue", self._queues_json())]
-            return [self.queue_text()]
-        if action in (Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML, Action.EXP_DUMP_INTERNAL,
-                      Action.EXP_DUMP_INT_XML):
-            return ()
-        return None
+        return [to_json("rsqueue", {"len": len(self.mode.rsq)})] if as_json else [self.mode.rsqueue_text()]
+
+    def _stats_queue(self, action: int, as_json: bool) -> Iterable[str]:
+        return [to_json("queue", self._queues_json())] if as_json else [self.queue_text()]
+
+    def _nothing(self, action: int, as_json: bool) -> Iterable[str]:
+        """Expectation dumps the mode did not answer before reaching the engine: handled, no output."""
+        return ()
 
     def _reset_fire(self) -> None:
         """do_reset_cache_alarm: flush the kernel table (selective) and the internal cache."""
@@ -682,6 +687,25 @@ class SyncDaemonEngine:
                         self.loop.remove(s.fileno())
         self.channels.close()
         self.nl.close()
+
+
+_E = SyncDaemonEngine
+# client requests the sync engine answers: Action -> handler(engine, action, as_json)
+_LOCAL = {
+    Action.CT_DUMP_EXTERNAL: _E._dump_external, Action.CT_DUMP_EXT_XML: _E._dump_external,
+    Action.CT_COMMIT: _E._commit_request, Action.ALL_COMMIT: _E._commit_request,
+    Action.EXP_COMMIT: _E._commit_request,
+    Action.CT_FLUSH_EXT_CACHE: _E._flush_external,
+    Action.SEND_BULK: _E._send_bulk,
+    Action.REQUEST_DUMP: _E._request_dump,
+    Action.RESET_TIMERS: _E._reset_timers,
+    Action.STATS_NETWORK: _E._stats_network,
+    Action.STATS_LINK: _E._stats_link,
+    Action.STATS_RSQUEUE: _E._stats_rsqueue,
+    Action.STATS_QUEUE: _E._stats_queue,
+    Action.EXP_DUMP_EXTERNAL: _E._nothing, Action.EXP_DUMP_EXT_XML: _E._nothing,
+    Action.EXP_DUMP_INTERNAL: _E._nothing, Action.EXP_DUMP_INT_XML: _E._nothing,
+}
 
 
 def vars_of(st) -> dict:
