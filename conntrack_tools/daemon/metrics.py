@@ -22,11 +22,12 @@ import socket
 import time
 from collections.abc import Iterable
 
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["Metrics", "families", "render"]
+__all__ = ["COMMIT_BUCKETS", "Metrics", "commit_histogram", "families", "kernel_table", "render"]
 
 TEXTFILE_PERIOD = 15.0
 CLIENT_TIMEOUT = 5.0  # a scrape connection that has not sent its request by then is closed
@@ -43,6 +44,14 @@ _RUNTIME_HELP = {
 # stats_json() subtrees whose keys are not names but instances: they become one label
 _LABELLED = {"peers": "peer"}
 _LINK_LABELS = ("device", "transport", "role", "status")
+# a commit of 1k entries takes ~10 ms, of 1M ~10 s (docs/benchmarks.md)
+COMMIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def commit_histogram() -> Histogram:
+    """Durations of external-cache commits (``-c``), kept by the sync engine, exported at scrape time."""
+    return Histogram("conntrackd_commit_duration_seconds", "duration of external cache commits (conntrackd -c)",
+                     buckets=COMMIT_BUCKETS, registry=None)
 
 
 def _number(v: object) -> bool:
@@ -80,10 +89,27 @@ def _sync_families(sync: dict) -> Iterable[Metric]:
         yield fam
 
 
+def kernel_table(proc: str = "/proc/sys/net/netfilter") -> dict[str, int]:
+    """Occupancy of the kernel table of the daemon's network namespace (count and max are per netns)."""
+    out = {}
+    for key, name in (("entries", "nf_conntrack_count"), ("max", "nf_conntrack_max")):
+        try:
+            with open(f"{proc}/{name}") as fh:
+                out[key] = int(fh.read().strip())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def families(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int,
-             sync: dict | None = None) -> list[Metric]:
+             sync: dict | None = None, kernel: dict[str, int] | None = None,
+             extra: Iterable[Metric] = ()) -> list[Metric]:
     """The daemon's counters as metric families (pure)."""
     out: list[Metric] = []
+    for key, help_ in (("entries", "entries in the kernel conntrack table of the daemon's netns"),
+                       ("max", "nf_conntrack_max of the daemon's netns")):
+        if kernel and key in kernel:
+            out.append(GaugeMetricFamily(f"conntrackd_kernel_table_{key}", help_, value=kernel[key]))
     for key, help_ in _RUNTIME_HELP.items():
         c = CounterMetricFamily(f"conntrackd_{key}", help_)
         c.add_metric([], runtime.get(key, 0))
@@ -112,6 +138,7 @@ def families(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: i
                                                  f"cache entries that failed to be {op}", labels=["cache"]), key))
     if sync:
         out.extend(_sync_families(sync))
+    out.extend(extra)
     return out
 
 
@@ -123,10 +150,11 @@ class _Snapshot(Collector):
         return self.fams
 
 
-def render(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int, sync: dict | None = None) -> str:
+def render(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int, sync: dict | None = None,
+           kernel: dict[str, int] | None = None, extra: Iterable[Metric] = ()) -> str:
     """The exposition text (Prometheus text format 0.0.4) of :func:`families`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families(runtime, caches, buffer_size, uptime, sync)))
+    registry.register(_Snapshot(families(runtime, caches, buffer_size, uptime, sync, kernel, extra)))
     return generate_latest(registry).decode()
 
 
@@ -167,17 +195,22 @@ class Metrics:
         mode = d.mode
         caches = {mode.cache.name: {**mode.cache.stats.as_dict(), "entries": len(mode.cache)}}
         sync = None
+        extra: list[Metric] = []
         engine = getattr(mode, "engine", None)
         if engine is not None:
             if engine.external is not None:
                 caches["external"] = {**engine.external.stats.as_dict(), "entries": len(engine.external)}
             sync = engine.stats_json()
+            hist = getattr(engine, "commit_seconds", None)
+            if hist is not None:
+                extra.extend(hist.collect())
         if getattr(mode, "expect", False):  # ExpectationSync: the expectation caches too
             for name, c in (("expect-internal", mode.exp_cache), ("expect-external", mode.exp_external)):
                 if c is not None:
                     caches[name] = {**c.stats.as_dict(), "entries": len(c)}
         buf = d.ctnl.buffer_size if d.ctnl is not None else 0
-        return render(d.runtime.as_dict(), caches, buf, int(time.time()) - d.runtime.daemon_start_time, sync)
+        return render(d.runtime.as_dict(), caches, buf, int(time.time()) - d.runtime.daemon_start_time, sync,
+                      kernel_table(), extra)
 
     def _write_textfile(self) -> None:
         assert self.textfile is not None

@@ -269,9 +269,8 @@ def test_metrics_scrape_parses_in_every_sync_mode(make, mode) -> None:
     d = make(mode.lower(), False, section, f"  Metrics {{\n    Listen 127.0.0.1:{port}\n  }}\n").start()
     nsrun(C_CONNTRACK, "-I", "-p", "udp", "-s", "10.9.0.1", "-d", "10.9.0.2", "--sport", "5", "--dport", "53",
           "-t", "300", check=True)
-    if mode == "FTFW":
-        wait_for(lambda: json.loads(d.client("-s", "network", "-o", "json").stdout).get("peers"),
-                 what="the daemon hears itself as a peer")
+    wait_for(lambda: json.loads(d.client("-s", "network", "-o", "json").stdout).get("peers"),
+             what="the daemon hears itself as a peer")
     text, secs = scrape(port, wait_silent=True)
     assert text.startswith("HTTP/1.0 200 OK"), text
     body = text.replace("\r\n", "\n").split("\n\n", 1)[1]
@@ -281,8 +280,10 @@ def test_metrics_scrape_parses_in_every_sync_mode(make, mode) -> None:
     assert not [n for n in names if re.search(r"\d+_\d+_\d+", n)], "an address in a metric name"
     links = [s for s in fams["conntrackd_sync_link_pkts_sent"].samples]
     assert links and links[0].labels["device"] == "lo", links
-    if mode == "FTFW":
-        peers = {s.labels["peer"] for s in fams["conntrackd_sync_peers_last_seq"].samples}
-        assert peers == {"127.0.0.1"}, peers
+    age = {s.labels["peer"]: s.value for s in fams["conntrackd_sync_peers_last_heard_seconds_ago"].samples}
+    assert set(age) == {"127.0.0.1"} and 0 <= age["127.0.0.1"] < 5, age
+    kernel = fams["conntrackd_kernel_table_entries"].samples[0].value
+    assert kernel >= 1 and fams["conntrackd_kernel_table_max"].samples[0].value > 0
+    assert "conntrackd_commit_duration_seconds" in fams
     assert secs < 0.5, f"scrape took {secs:.2f}s with a silent client connected (a blocking read waits 1 s)"
     assert d.client("-s").returncode == 0

@@ -100,3 +100,22 @@ def test_metrics_words_stay_names_elsewhere() -> None:
     cfg = parse_config(text)
     assert cfg.sync is not None and cfg.sync.channels[0].interface == "Metrics"
     assert cfg.sync.expectation_helpers == ("Listen", "ftp")
+
+
+def test_kernel_table_occupancy_and_commit_histogram(tmp_path) -> None:
+    from conntrack_tools.daemon.metrics import commit_histogram, kernel_table
+
+    (tmp_path / "nf_conntrack_count").write_text("1234\n")
+    (tmp_path / "nf_conntrack_max").write_text("262144\n")
+    assert kernel_table(str(tmp_path)) == {"entries": 1234, "max": 262144}
+    assert kernel_table(str(tmp_path / "absent")) == {}
+    hist = commit_histogram()
+    for dt in (0.004, 0.3, 7.0):
+        hist.observe(dt)
+    got = samples(render({}, {}, 0, 1, None, kernel_table(str(tmp_path)), hist.collect()))
+    assert got[("conntrackd_kernel_table_entries", ())] == 1234
+    assert got[("conntrackd_kernel_table_max", ())] == 262144
+    assert got[("conntrackd_commit_duration_seconds_count", ())] == 3
+    assert got[("conntrackd_commit_duration_seconds_bucket", (("le", "0.01"),))] == 1
+    assert got[("conntrackd_commit_duration_seconds_bucket", (("le", "0.5"),))] == 2
+    assert got[("conntrackd_commit_duration_seconds_sum", ())] == pytest.approx(7.304)

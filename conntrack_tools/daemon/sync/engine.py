@@ -17,6 +17,7 @@ from ..bypass import InternalBypass
 from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
+from ..metrics import commit_histogram
 from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
@@ -72,6 +73,7 @@ class SyncDaemonEngine:
             self.mode = Notrack(self.seq)
         self.mode.on_resync = self._on_resync_request
         self.errors = dict.fromkeys(ERROR_NAMES, 0)
+        self.commit_seconds = commit_histogram()
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
         self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
@@ -565,8 +567,10 @@ class SyncDaemonEngine:
         if ct:
             t0 = time.monotonic()
             ok, fail = commit(self.external, self.nl, timeout)
-            self._commit_done(ok, fail, time.monotonic() - t0, "entries")
-            self.last_commit = (ok, fail, time.monotonic() - t0)
+            dt = time.monotonic() - t0
+            self._commit_done(ok, fail, dt, "entries")
+            self.last_commit = (ok, fail, dt)
+            self.commit_seconds.observe(dt)
         if exp and self.external_exp is not None:
             t0 = time.monotonic()
             ok, fail = commit_expectations(self.external_exp, self.nl, timeout, self.log)
@@ -666,9 +670,11 @@ class SyncDaemonEngine:
                    "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters()}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
+        now = time.time()
+        d["peers"] = {str(a): {"last_seq": p.tracker.last, "last_heard_seconds_ago": round(now - p.last_heard, 3),
+                               **({"acked": p.acked} if isinstance(self.mode, Ftfw) else {})}
+                      for a, p in self.mode.peers.items()}
         if isinstance(self.mode, Ftfw):
-            d["peers"] = {str(a): {"last_seq": p.tracker.last, "acked": p.acked}
-                          for a, p in self.mode.peers.items()}
             m = self.mode
             d["resend"] = {"rsqueue": len(m.rsq), "overflow": m.rsq_overflow, "evicted_pending": len(m.evicted),
                            "targeted_resent": m.targeted_resent}
