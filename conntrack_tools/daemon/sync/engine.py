@@ -18,6 +18,7 @@ from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
 from ..metrics import commit_histogram
+from ..readiness import ReadinessTracker
 from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
@@ -132,6 +133,12 @@ class SyncDaemonEngine:
         self._reset_timer = None
         self._refresh_pos = 0
         self._refresh_list: list[Entry] = []
+        self.last_data: float | None = None  # when a peer's data message was last applied
+        self.readiness = getattr(daemon, "readiness", None)  # beyond C: keepalived track_file (daemon/readiness.py)
+        self.tracker: ReadinessTracker | None = None
+        if self.readiness is not None:
+            alarm = sc.mode == SyncMode.ALARM
+            self.tracker = ReadinessTracker(refresh_time=float(sc.refresh_time) if alarm else None)
         self.loop.add_timer(0, self._startup)
         self._tick_timer = self.loop.add_timer(0.25, self._tick)
         self.closed = False
@@ -142,9 +149,20 @@ class SyncDaemonEngine:
         return self.d.mode.cache
 
     def _startup(self) -> None:
-        if self.cfg.startup_resync and self.mode_name != SyncMode.ALARM:
+        # with a readiness file the daemon always asks: completeness is "the peer's answer is in"
+        if (self.cfg.startup_resync or self.tracker is not None) and self.mode_name != SyncMode.ALARM:
             self.mode.request_resync()
+            if self.tracker is not None:
+                self.tracker.resync_requested(time.time())
         self._schedule_tx()
+
+    def _check_ready(self, now: float) -> None:
+        mode = self.mode
+        peers = mode.peers.values()
+        heard = max((p.last_heard for p in peers), default=None)
+        if self.tracker.update(now, heard, self.last_data, mode.resync_pending(),  # type: ignore[union-attr]
+                               any(p.debt.owed for p in peers)):
+            self.readiness.ready()
 
     def _schedule_tx(self) -> None:
         if not self._tx_scheduled:
@@ -229,6 +247,8 @@ class SyncDaemonEngine:
         if self.closed:
             return
         now = time.monotonic()
+        if self.tracker is not None and not self.tracker.ready:
+            self._check_ready(time.time())
         if self.mode.heal(time.time()):
             p = self.mode.policy
             self.log("notice", f"requesting resync: messages lost (sequence gaps {p.gap}, socket drops "
@@ -414,6 +434,7 @@ class SyncDaemonEngine:
                 if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off and fast(peer, seq, now):
                     chans.set_current(idx)
                     apply(vt & 0x0F, buf, off, mlen)
+                    self.last_data = now
                     off += mlen
                     continue
             try:
@@ -436,6 +457,7 @@ class SyncDaemonEngine:
                 chans.set_current(idx)
                 if res == MsgResult.DATA:
                     apply(h.type, buf, off, mlen)
+                    self.last_data = now
             off += mlen
 
     def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:

@@ -66,6 +66,7 @@ class Ctl:
     from_: int = 0
     to: int = 0
     seq: int = 0  # the seq it was last sent with
+    sent: bool = False
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ class _Base:
         self.on_resync: Callable[[], None] | None = None  # RESYNC received: bulk send
         self.tx_full = 0
         self.policy = ResyncPolicy()  # beyond C: losses -> rate-limited RESYNC requests (heal.py)
+        self.pending_resync: Ctl | None = None  # our last RESYNC request until it is known to be through
 
     # ------------------------------------------------------------- queueing
     def enqueue(self, key: Hashable, obj: Any) -> None:
@@ -112,7 +114,13 @@ class _Base:
 
     def request_resync(self) -> None:
         """``-n`` / StartupResync: ask the peers for a bulk send."""
-        self.enqueue_ctl(MsgFlag.RESYNC)
+        c = self.pending_resync = Ctl(MsgFlag.RESYNC)
+        self.tx[("ctl", next(self._ctl_ids))] = c
+
+    def resync_pending(self) -> bool:
+        """Our last RESYNC request is not through yet (NOTRACK: not sent; FTFW: not acknowledged)."""
+        c = self.pending_resync
+        return c is not None and not c.sent
 
     def _take(self, limit: int | None) -> Iterable[tuple[Hashable, Any]]:
         """Up to ``limit`` queued items, oldest first (all of them when ``limit`` is None)."""
@@ -167,6 +175,7 @@ class _Base:
 
     def _ctl_bytes(self, c: Ctl, extra_flags: int = 0) -> bytes:
         c.seq = self.seq.next()
+        c.sent = True
         flags = int(c.flags) | extra_flags
         if flags & _ACKISH_INT:
             return encode_ctl(flags, c.seq, c.from_, c.to)
@@ -313,9 +322,9 @@ class Ftfw(_Base):
                 self.rs_index.pop(ent[0], None)
                 self.evicted[old_seq] = ent
                 self.evicted_index[ent[0]] = old_seq
-            elif ent[1].flags & _NACK_INT:
-                # beyond C: an unacknowledged NACK is asked again (if it was lost, nothing
-                # else would ever make the peer re-send that range)
+            elif ent[1].flags & _NACK_INT or ent[1] is self.pending_resync:
+                # beyond C: an unacknowledged NACK (or our resync request) is asked again (if it
+                # was lost, nothing else would ever make the peer re-send that range / its cache)
                 self.tx[("ctl", next(self._ctl_ids))] = ent[1]
             self.rsq_overflow += 1
         self.rsq[seq] = [key, item, None]
@@ -446,6 +455,9 @@ class Ftfw(_Base):
     def socket_dropped(self, now: float, count: int) -> None:
         self.policy.socket_drop += count  # counted only: the gap is NACKed
 
+    def resync_pending(self) -> bool:
+        return self.pending_resync is not None  # cleared when every live peer acknowledged it
+
     def window_ack(self, p: Peer, seq: int) -> None:
         """The ACK window of ``p`` is full at ``seq``: acknowledge [ack_from, seq], start a new window."""
         self.enqueue_ctl(MsgFlag.ACK, p.ack_from, seq)
@@ -505,6 +517,8 @@ class Ftfw(_Base):
                 ent[2] = got
                 return
         self._drop(d, seq)
+        if ent[1] is self.pending_resync:
+            self.pending_resync = None
 
     def _acked(self, p: Peer, from_: int, to: int) -> None:
         """rs_queue_empty: release what the ACK covers -- only [from, to], as C.
