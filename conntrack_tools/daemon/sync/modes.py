@@ -146,6 +146,17 @@ class _Base:
         counters as ``recv`` would leave."""
         return False
 
+    def _next_in_order(self, addr: Hashable, seq: int, now: float) -> Peer | None:
+        """The known peer ``addr`` when ``seq`` is the one it sends next (its last_heard updated)."""
+        p = self.peers.get(addr)
+        if p is None:
+            return None
+        last = p.tracker.last
+        if last is None or seq != (last + 1) & SEQ_MASK:
+            return None
+        p.last_heard = now
+        return p
+
     def heal(self, now: float) -> bool:
         """Every tick: True when a resync request should go out now (``request_resync``)."""
         return self.policy.due(now)
@@ -198,15 +209,10 @@ class Notrack(_Base):
         return res
 
     def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
-        p = self.peers.get(addr)
+        p = self._next_in_order(addr, seq, now)
         if p is None:
             return False
-        tr = p.tracker
-        last = tr.last
-        if last is None or seq != (last + 1) & SEQ_MASK:
-            return False
-        p.last_heard = now
-        tr.last = seq
+        p.tracker.last = seq
         return True
 
     def _digest(self, h: NetHeader) -> MsgResult:
@@ -422,14 +428,9 @@ class Ftfw(_Base):
 
     def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
         """``recv`` -> ``_in_sync`` for an in-order flagless data message of a known peer."""
-        p = self.peers.get(addr)
+        p = self._next_in_order(addr, seq, now)
         if p is None:
             return False
-        tr = p.tracker
-        last = tr.last
-        if last is None or seq != (last + 1) & SEQ_MASK:
-            return False
-        p.last_heard = now
         p.messages += 1
         p.in_hello = False
         if not p.ack_from_set:
@@ -440,7 +441,7 @@ class Ftfw(_Base):
         p.window -= 1
         if p.window <= 0:
             self.window_ack(p, seq)
-        tr.last = seq
+        p.tracker.last = seq
         return True
 
     def heal(self, now: float) -> bool:
