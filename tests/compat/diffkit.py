@@ -1,6 +1,6 @@
 """Differential-test kit: run /usr/sbin/conntrack and ours on the same kernel table and compare.
 
-* `mask()` hides what legitimately differs between two runs: timeouts, conntrack ids, `use=`,
+* `mask()` hides what legitimately differs between two runs: timeouts, conntrack ids (not ICMP ids), `use=`,
   `delta-time=`, the event `portid=`/`progname=`, print-time stamps and the binary's path.
 * `Topology` builds client <-> router (NAT, FTP helper) <-> server namespaces with real traffic;
   `start_helpers()` runs this file as the tiny server/client (`python diffkit.py serve|client`).
@@ -47,7 +47,8 @@ _LINE_MASKS = [
 ]
 _MASKS = [
     (re.compile(r"(^|\s)-t \d+"), r"\1-t T"),
-    (re.compile(r"\bid=\d+"), "id=N"),
+    # the conntrack id (-o id: after use=, at the end of the line); an ICMP id follows code=N and is kept
+    (re.compile(r"(\bcode=\d+ )?\bid=\d+"), lambda m: m[0] if m[1] else "id=N"),
     (re.compile(r"\bdelta-time=\d+"), "delta-time=N"),
     (re.compile(r"\buse=\d+"), "use=N"),
     (re.compile(r"\bportid=\d+"), "portid=N"),
