@@ -22,8 +22,9 @@ from conntrack_tools.cli.parse import (
     tokenize_line,
 )
 from conntrack_tools.cli.request import AF_INET, AF_INET6, AF_UNSPEC, Command, Table
+from tests.conftest import REFERENCE
 
-HELP_REF = "/work/shared/reference/c-tools-behaviour/help_conntrack.txt"
+HELP_REF = REFERENCE / "c-tools-behaviour" / "help_conntrack.txt"
 
 
 def p(line: str, **kw):
