@@ -309,3 +309,30 @@ def test_every_metric_the_alert_rules_use_is_exported(make) -> None:
         exported |= {s.name for f in text_string_to_metric_families(body) for s in f.samples}
     used = rule_metric_names()
     assert used and used <= exported, sorted(used - exported)
+
+
+def test_role_follows_the_notify_steps(make) -> None:
+    """The daemon learns its VRRP role from the notify hook's requests: commit = primary, -t = backup
+    (what conntrackd-notify and upstream's primary-backup.sh both send); JSON and metrics show it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = 9141
+    section = ("Sync {\n  Mode FTFW { }\n  UDP {\n    IPv4_address 127.0.0.1\n"
+               f"    IPv4_Destination_Address 127.0.0.1\n    Port {port + 100}\n    Interface lo\n  }}\n}}\n")
+    d = make("role", False, section, f"  Metrics {{\n    Listen 127.0.0.1:{port}\n  }}\n").start()
+
+    def role() -> dict:
+        return json.loads(d.client("-s", "network", "-o", "json").stdout)["role"]
+
+    assert role() == {"primary": 0, "backup": 0, "since": 0.0, "changes": 0}
+    notify = [str(Path(sys.executable).parent / "conntrackd-notify"), "-C", str(d.conf)]
+    assert nsrun(*notify, "primary").returncode == 0
+    r = role()
+    assert (r["primary"], r["backup"], r["changes"]) == (1, 0, 1) and r["since"] > 0
+    assert nsrun(*notify, "backup").returncode == 0
+    r = role()
+    assert (r["primary"], r["backup"], r["changes"]) == (0, 1, 2)
+    text, _ = scrape(port)
+    body = text.replace("\r\n", "\n").split("\n\n", 1)[1]
+    got = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
+    assert (got["conntrackd_sync_role_primary"], got["conntrackd_sync_role_changes"]) == (0, 2)

@@ -75,6 +75,9 @@ class SyncDaemonEngine:
         self.mode.on_resync = self._on_resync_request
         self.errors = dict.fromkeys(ERROR_NAMES, 0)
         self.commit_seconds = commit_histogram()
+        self.role: str | None = None  # "primary" / "backup" once a notify step told (_note_role)
+        self.role_since = 0.0
+        self.role_changes = 0
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
         self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
@@ -514,7 +517,18 @@ class SyncDaemonEngine:
         ext = self.external
         return () if ext is None else ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
 
+    def _note_role(self, role: str) -> None:
+        """Beyond C: the node's VRRP role as keepalived's notify hook reveals it. Both our
+        conntrackd-notify and upstream's primary-backup.sh commit the external cache on becoming
+        primary and schedule the purge (-t) on becoming backup or faulty, so the daemon learns
+        its role from the requests, with no extra protocol (a manual -c or -t counts too)."""
+        if role != self.role:
+            self.role, self.role_since = role, time.time()
+            self.role_changes += 1
+
     def _commit_request(self, action: int, as_json: bool) -> Iterable[str]:
+        if action in (Action.CT_COMMIT, Action.ALL_COMMIT):
+            self._note_role("primary")
         if action == Action.CT_COMMIT:
             return self._commit("committing conntrack cache", ct=True, exp=False)
         if action == Action.ALL_COMMIT:
@@ -539,6 +553,7 @@ class SyncDaemonEngine:
         return ()
 
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
+        self._note_role("backup")
         if self._reset_timer is None:
             pt = self.cfg.purge_timeout
             self.log("notice", f"flushing conntrack table in {pt} secs")
@@ -689,7 +704,9 @@ class SyncDaemonEngine:
     def stats_json(self) -> dict:
         d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
-                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters()}
+                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters(),
+                   "role": {"primary": int(self.role == "primary"), "backup": int(self.role == "backup"),
+                            "since": self.role_since, "changes": self.role_changes}}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
         now = time.time()
