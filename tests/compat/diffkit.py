@@ -301,7 +301,13 @@ class Topology:
                                text=True)
         self.procs.append(cli)
         assert cli.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
+
+    def burst(self) -> None:
+        """The client sends one UDP/ICMP request per flow and waits for every reply (counters +1 each way)."""
+        cli = self.procs[1]
+        cli.stdin.write("burst\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "done"
 
     def close(self) -> None:
         for p in self.procs:
@@ -432,13 +438,45 @@ def _client() -> None:
         icmp4.sendto(hdr[:2] + struct.pack("!H", _icmp_checksum(hdr)) + hdr[4:], ("10.77.2.2", 0))
         icmp6.sendto(struct.pack("!BBHHH", 128, 0, 0, 17883, 1) + b"ctpy", ("fd77:2::2", 0))
 
+    def burst():
+        """One request and its reply on each answered UDP/ICMP flow (not the unanswered UDP over IPv6), replies
+        awaited: the same counters each time."""
+        for s in (udp4, masq, icmp4, icmp6):  # drop earlier replies: the ones awaited below are this burst's
+            s.setblocking(False)
+            try:
+                while True:
+                    s.recv(2048)
+            except BlockingIOError:
+                pass
+            s.settimeout(10)
+        udp4.sendto(b"x", ("10.77.2.2", 53))
+        masq.sendto(b"x", ("10.77.2.2", 5555))
+        hdr = struct.pack("!BBHHH", 8, 0, 0, 17882, 2) + b"ctpy"
+        icmp4.sendto(hdr[:2] + struct.pack("!H", _icmp_checksum(hdr)) + hdr[4:], ("10.77.2.2", 0))
+        icmp6.sendto(struct.pack("!BBHHH", 128, 0, 0, 17883, 2) + b"ctpy", ("fd77:2::2", 0))
+        await_replies()
+
+    def await_replies():
+        for s in (udp4, masq, icmp4, icmp6):
+            s.settimeout(10)
+        udp4.recv(100)
+        masq.recv(100)
+        while (lambda d: d[(d[0] & 15) * 4])(icmp4.recv(2048)) != 0:  # IPv4 header, then the ICMP type
+            pass
+        while icmp6.recv(2048)[0] != 129:  # echo reply (not neighbour discovery)
+            pass
+
     ping_all()
-    time.sleep(0.3)
+    await_replies()  # the IPv6 UDP request stays unanswered (no server on fd77:2::2 port 53)
     print("ready", flush=True)
 
     # No refresh traffic: packets during the comparisons would change counters between the C run and ours.
     # The router's UDP/ICMP timeouts are raised instead (Topology.setup), so the entries outlive the session.
-    sys.stdin.read()
+    # A line `burst` on stdin sends one more burst (Topology.burst) and answers `done`.
+    for line in sys.stdin:
+        if line.strip() == "burst":
+            burst()
+            print("done", flush=True)
 
 
 def _ftp_lo(addr: str, port: int) -> None:

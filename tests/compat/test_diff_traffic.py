@@ -8,10 +8,13 @@ masking timeouts/ids (tests/compat/diffkit.py).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.compat.diffkit import STATS_MASK, Topology, check, compare, compare_all, run
-from tests.conftest import C_CONNTRACK, require_c_tools, require_root
+from tests.compat.diffkit import _diff as diffkit_diff
+from tests.conftest import C_CONNTRACK, PY_CONNTRACK, require_c_tools, require_root
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
 
@@ -113,6 +116,19 @@ def test_stats_format(topo, args):
 
 
 def test_zero_counters(topo):
-    """`-L -z` resets counters: after one C run both list the same zeroed table (runs last)."""
-    run(topo.rtr, C_CONNTRACK, "-L -z")
-    compare(topo.rtr, "-L -z -o extended")
+    """`-L -z` lists the counters, then zeroes them (runs last). Each binary runs after the same burst of
+    traffic on a zeroed table: same listing (with non-zero counters), and C lists every counter zero after."""
+    assert run(topo.rtr, C_CONNTRACK, "-L -z").rc == 0
+    got = {}
+    for who, binary in (("C", C_CONNTRACK), ("ours", PY_CONNTRACK)):
+        topo.burst()
+        before = run(topo.rtr, C_CONNTRACK, "-L -o extended").masked()
+        zeroed = run(topo.rtr, binary, "-L -z -o extended").masked()
+        after = run(topo.rtr, C_CONNTRACK, "-L -o extended").masked()
+        got[who] = (before, zeroed, after)
+    for who, (before, zeroed, after) in got.items():
+        assert re.search(r"packets=[1-9]", before.out), f"{who}: the burst left no counter to zero\n{before.out}"
+        assert zeroed == before, f"{who}: -L -z did not list the counters it zeroed\n{diffkit_diff(before, zeroed)}"
+        counters = re.findall(r"(?:packets|bytes)=(\d+)", after.out)
+        assert counters and set(counters) == {"0"}, f"{who}: counters left after -L -z\n{after.out}"
+    assert got["C"] == got["ours"], diffkit_diff(got["C"][1], got["ours"][1])
