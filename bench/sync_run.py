@@ -50,13 +50,14 @@ by pid; the namespaces are removed by name.  The namespaces and the veth are mad
 Per row: the flows in B's external cache at the end (``-s`` cache stats), the time from the first
 create until B holds N (else "stalled (s)": when B's count last moved; the watch gives up after
 ``--stall`` s without progress, default 20, or ``--max-wait`` s after the last create, default 60
-here), the sender daemon's CPU (utime+stime from /proc, first create -> converged or stalled) per
-event and the receiver's, B's ``-s network`` "Packets lost" (sequence gaps), B's namespace UDP
-RcvbufErrors (datagrams its socket buffer could not take), the datagrams the loss rule dropped, A's
-``-s runtime`` "netlink overrun" (event socket overflows, each followed by a resync from a kernel
-dump) and how many RESYNC requests A answered ("resync requested by other node" in its log, C's
-line too).  No argument but ``--matrix`` runs baseline_rows() (~4 minutes).  The header line says
-which commit the daemon ran, and whether conntrack_tools/ had uncommitted changes.
+here), the sender daemon's CPU per event and the receiver's (on-CPU time of all the daemon's threads,
+/proc/PID/task/*/schedstat, else utime+stime; first create -> converged or stalled), B's
+``-s network`` "Packets lost" (sequence gaps), B's namespace UDP RcvbufErrors (datagrams its socket
+buffer could not take), the datagrams the loss rule dropped, A's ``-s runtime`` "netlink overrun"
+(event socket overflows, each followed by a resync from a kernel dump) and how many RESYNC requests
+A answered ("resync requested by other node" in its log, C's line too).  No argument but ``--matrix``
+runs baseline_rows() (~4 minutes).  The header line says which commit the daemon ran, and whether
+conntrack_tools/ had uncommitted changes (``--code DIR`` runs a fixed snapshot instead).
 """
 
 from __future__ import annotations
@@ -199,9 +200,14 @@ class Daemon(Conntrackd):
             c0 = c1
 
     def cpu(self) -> float:
-        """utime + stime so far, seconds."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
+        """CPU time so far, seconds: the on-CPU nanoseconds of every thread (/proc/PID/task/*/schedstat), or
+        utime + stime (clock ticks, 10 ms: too coarse for a C daemon's 20k-event burst) without schedstats."""
+        try:
+            return sum(int(t.joinpath("schedstat").read_text().split()[0])
+                       for t in Path(f"/proc/{self.proc.pid}/task").iterdir()) / 1e9
+        except (OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK
 
 
 @dataclass
@@ -556,7 +562,8 @@ def matrix_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
 def tree_state(code: str | None = None) -> str:
     """HEAD and whether conntrack_tools/ has uncommitted changes (the daemon runs from this tree), or ``code``."""
     if code:
-        return f"from {code}"
+        stamp = Path(code) / "COMMIT"  # written by whoever made the snapshot, if they did
+        return f"from {code}" + (f" ({stamp.read_text().strip()})" if stamp.exists() else "")
     head = sh("git", "-C", str(REPO), "rev-parse", "--short", "HEAD").stdout.strip()
     dirty = sh("git", "-C", str(REPO), "status", "--short", "--", "conntrack_tools").stdout.split("\n")
     dirty = [x[3:] for x in dirty if x.strip()]
@@ -645,7 +652,7 @@ def main() -> int:
                         "daemon's own default: rmem_default for C, 16 MiB for ours); default 4194304")
     m.add_argument("--code", help="a directory holding another conntrack_tools/ for our daemons to run, a fixed "
                                   "snapshot while the tree changes (e.g. `mkdir /tmp/ctpy-base && git archive HEAD "
-                                  "conntrack_tools | tar -x -C /tmp/ctpy-base`)")
+                                  "conntrack_tools | tar -x -C /tmp/ctpy-base`; a COMMIT file there is printed)")
     m.add_argument("--out", help="also write the table to this file")
     a = ap.parse_args()
     if a.matrix:
