@@ -131,9 +131,18 @@ def _diff(a: Result, b: Result) -> str:
     return "".join(difflib.unified_diff(a.show().splitlines(True), b.show().splitlines(True), "C", "ours"))
 
 
-def compare(ns: Netns, args: str, *, labels: bool = False, extra=None, stdin: str | None = None) -> Result:
-    """Read-only command: ours must equal C run just before or just after (masked)."""
+def compare(ns: Netns, args: str, *, labels: bool = False, extra=None, stdin: str | None = None,
+            empty: bool = False) -> Result:
+    """Read-only command: ours must equal C run just before or just after (masked).
+
+    C's stdout must not be empty (an empty table or a filter matching nothing would compare nothing),
+    unless ``empty``: the case is about matching nothing, and then C's stdout must be empty.
+    """
     c1 = run(ns, C_CONNTRACK, args, labels=labels, stdin=stdin).masked(extra)
+    if bool(c1.out) == empty:
+        raise AssertionError(f"conntrack {args}: C printed {'something' if empty else 'nothing'} on stdout "
+                             f"({'listed as matching nothing' if empty else 'the case would compare nothing'})\n"
+                             f"{c1.show()}")
     py = run(ns, PY_CONNTRACK, args, labels=labels, stdin=stdin).masked(extra)
     if py == c1:
         return py
@@ -143,14 +152,15 @@ def compare(ns: Netns, args: str, *, labels: bool = False, extra=None, stdin: st
     raise AssertionError(f"conntrack {args}: ours differs from C\n{_diff(c1, py)}")
 
 
-def compare_all(ns: Netns, corpus: list[str], *, labels: bool = False, extra=None,
+def compare_all(ns: Netns, corpus: list[str], *, labels: bool = False, extra=None, empty: frozenset[str] = frozenset(),
                 workers: int = 6) -> dict[str, str | None]:
-    """`compare()` every read-only command line concurrently: {args: None if equal, else the diff}."""
+    """`compare()` every read-only command line concurrently: {args: None if equal, else the diff}.
+    ``empty``: the lines whose C output is expected to be empty (see `compare`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(args: str) -> str | None:
         try:
-            compare(ns, args, labels=labels, extra=extra)
+            compare(ns, args, labels=labels, extra=extra, empty=args in empty)
         except AssertionError as exc:
             return str(exc)
         return None
