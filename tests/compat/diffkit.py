@@ -234,6 +234,24 @@ def netlink_listeners(ns: Netns) -> int:
     return n
 
 
+def netlink_backlog(ns: Netns) -> int:
+    """Bytes queued unread on the namespace's NETLINK_NETFILTER listener sockets (Rmem of /proc/net/netlink)."""
+    text = ns.run(["cat", "/proc/net/netlink"]).stdout
+    return sum(int(cols[4]) for cols in (line.split() for line in text.splitlines()[1:])
+               if len(cols) > 4 and cols[1] == "12" and int(cols[3], 16) != 0)
+
+
+def drained(ns: Netns, polls: int = 3):
+    """A wait_for predicate: true once the listeners' queues were seen empty ``polls`` times in a row (each
+    listener has read every event; the last buffer read is printed by the time of the last poll)."""
+    seen = [0]
+
+    def pred() -> bool:
+        seen[0] = seen[0] + 1 if netlink_backlog(ns) == 0 else 0
+        return seen[0] >= polls
+    return pred
+
+
 def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
