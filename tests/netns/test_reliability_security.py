@@ -223,36 +223,41 @@ def test_config_values_never_reach_a_shell(workdir) -> None:
     marks = [mark, REPO / name, Path("/") / name]
     outcomes = {"rejected": 0, "accepted": 0, "started": 0}
     values = [v.replace("MARK", str(mark)) for v in INJECTIONS] + [v.replace("MARK", name) for v in INJECTIONS]
-    for i, v in enumerate(values):
-        for j, field in enumerate(FIELDS):
-            d = workdir / f"c{i}-{j}"
-            d.mkdir()
-            line = field.format(d=d, v=v)
-            conf = d / "conntrackd.conf"
-            if "LockFile" in field or "UNIX" in field:
-                conf.write_text(f"General {{\n  Systemd off\n{line}"
-                                + ("" if "LockFile" in field else f"  LockFile {d}/lock\n")
-                                + ("" if "UNIX" in field else f"  UNIX {{ Path {d}/ctl }}\n") + "}\n")
-            else:
-                conf.write_text(f"General {{\n  Systemd off\n  LockFile {d}/lock\n  UNIX {{ Path {d}/ctl }}\n"
-                                f"{line}}}\n")
-            r = subprocess.run([*OURS, "--config-test", "-C", str(conf)], capture_output=True, text=True,
-                               timeout=30, cwd=REPO)
-            assert "Traceback" not in r.stderr, r.stderr
-            outcomes["rejected" if r.returncode else "accepted"] += 1
-            if r.returncode == 0 and IS_ROOT:
-                subprocess.run(["ip", "netns", "add", NS + "c"], check=False, capture_output=True)
-                proc = subprocess.Popen(["ip", "netns", "exec", NS + "c", *OURS, "-C", str(conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
-                                        env={**os.environ, "PYTHONPATH": str(REPO)})
-                # started = answers -s on its control socket (or it exited: rejected at start-up)
-                answers = wait_for(lambda proc=proc, conf=conf: proc.poll() is not None or nsrun(
-                    NS + "c", *OURS, "-C", str(conf), "-s", check=False).returncode == 0, 10, f"daemon with {line!r}")
-                outcomes["started"] += answers and proc.poll() is None
-                stop_process(proc)
-            assert not any(m.exists() for m in marks), f"config value was executed: {line!r}"
-    if IS_ROOT:
-        subprocess.run(["ip", "netns", "del", NS + "c"], check=False, capture_output=True)
+    try:
+        for i, v in enumerate(values):
+            for j, field in enumerate(FIELDS):
+                d = workdir / f"c{i}-{j}"
+                d.mkdir()
+                line = field.format(d=d, v=v)
+                conf = d / "conntrackd.conf"
+                if "LockFile" in field or "UNIX" in field:
+                    conf.write_text(f"General {{\n  Systemd off\n{line}"
+                                    + ("" if "LockFile" in field else f"  LockFile {d}/lock\n")
+                                    + ("" if "UNIX" in field else f"  UNIX {{ Path {d}/ctl }}\n") + "}\n")
+                else:
+                    conf.write_text(f"General {{\n  Systemd off\n  LockFile {d}/lock\n  UNIX {{ Path {d}/ctl }}\n"
+                                    f"{line}}}\n")
+                r = subprocess.run([*OURS, "--config-test", "-C", str(conf)], capture_output=True, text=True,
+                                   timeout=30, cwd=REPO)
+                assert "Traceback" not in r.stderr, r.stderr
+                outcomes["rejected" if r.returncode else "accepted"] += 1
+                if r.returncode == 0 and IS_ROOT:
+                    subprocess.run(["ip", "netns", "add", NS + "c"], check=False, capture_output=True)
+                    proc = subprocess.Popen(["ip", "netns", "exec", NS + "c", *OURS, "-C", str(conf)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
+                                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                    # started = answers -s on its control socket (or it exited: rejected at start-up)
+                    try:
+                        answers = wait_for(lambda proc=proc, conf=conf: proc.poll() is not None or nsrun(
+                            NS + "c", *OURS, "-C", str(conf), "-s", check=False).returncode == 0, 10,
+                            f"daemon with {line!r}")
+                        outcomes["started"] += answers and proc.poll() is None
+                    finally:
+                        stop_process(proc)
+                assert not any(m.exists() for m in marks), f"config value was executed: {line!r}"
+    finally:
+        if IS_ROOT:
+            subprocess.run(["ip", "netns", "del", NS + "c"], check=False, capture_output=True)
     print(f"\nshell-syntax config values: {outcomes}; marker never created")
     assert not any(m.exists() for m in marks)
     assert outcomes["accepted"] and (outcomes["started"] or not IS_ROOT), outcomes
