@@ -55,9 +55,10 @@ here), the sender daemon's CPU per event and the receiver's (on-CPU time of all 
 ``-s network`` "Packets lost" (sequence gaps), B's namespace UDP RcvbufErrors (datagrams its socket
 buffer could not take), the datagrams the loss rule dropped, A's ``-s runtime`` "netlink overrun"
 (event socket overflows, each followed by a resync from a kernel dump) and how many RESYNC requests
-A answered ("resync requested by other node" in its log, C's line too).  No argument but ``--matrix``
-runs baseline_rows() (~4 minutes).  The header line says which commit the daemon ran, and whether
-conntrack_tools/ had uncommitted changes (``--code DIR`` runs a fixed snapshot instead).
+A answered ("resync requested by other node" in its LogFile, C's line too; not stdout, which repeats
+it).  No argument but ``--matrix`` runs baseline_rows() (~4 minutes).  The header line says which
+commit the daemon ran, and whether conntrack_tools/ had uncommitted changes (``--code DIR`` runs a
+fixed snapshot instead).
 """
 
 from __future__ import annotations
@@ -521,7 +522,7 @@ def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, soc
                         sndbuf_errors=snmp1["A"].get("SndbufErrors", -1) - snmp0["A"].get("SndbufErrors", 0),
                         injected=injected_drops() - inj0 if row.loss else 0,
                         overruns=stat_num(a.stats(Action.STATS_RUNTIME), "netlink overrun"),
-                        resyncs=a.logs().count("resync requested by other node"))
+                        resyncs=a.log_file.read_text(errors="replace").count("resync requested by other node"))
         conv = f"converged {s.converge_s:.1f}s" if s.converge_s == s.converge_s else \
             f"NOT converged ({'; '.join(s.notes)})"
         print(f"  {row}: created in {s.created_s:.2f}s; B external {s.present:,}/{row.n:,} "
