@@ -613,7 +613,10 @@ def run_matrix(a: argparse.Namespace) -> int:
         if int(MAX.read_text()) != old_max:
             MAX.write_text(str(old_max))
             print(f"nf_conntrack_max restored to {old_max}", flush=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep:
+            print(f"daemon configs and logs kept in {tmp} (<side>-<impl>-<row number>/)", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
     text = (f"\n## Sync matrix ({time.strftime('%Y-%m-%d %H:%M')}, code {state}, {os.cpu_count()} CPUs, load average "
             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end, run took {time.monotonic() - t_start:.0f}s; "
@@ -655,6 +658,7 @@ def main() -> int:
                                   "snapshot while the tree changes (e.g. `mkdir /tmp/ctpy-base && git archive HEAD "
                                   "conntrack_tools | tar -x -C /tmp/ctpy-base`; a COMMIT file there is printed)")
     m.add_argument("--out", help="also write the table to this file")
+    m.add_argument("--keep", action="store_true", help="keep the daemons' configs and logs (printed where)")
     a = ap.parse_args()
     if a.matrix:
         a.sockbuf = None if a.sockbuf == "default" else int(a.sockbuf)
