@@ -218,8 +218,7 @@ def _warm_decoders() -> list[ShapeDecoder]:
 def _fresh(warm: ShapeDecoder) -> ShapeDecoder:
     """A decoder holding the pre-compiled shapes (so fuzzed bytes hit the compiled path too)."""
     d = ShapeDecoder(line_factory=warm.line_factory, reference=warm.reference)
-    d.cache = {k: list(v) for k, v in warm.cache.items()}
-    d.generic = set(warm.generic)
+    d.layouts = warm.layouts.copy()
     return d
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from ..compiled import define
 from ._tables import L3_PREFIX, L4_PREFIX, SCTP_STATE_TEXT, TCP_STATE_TEXT
 from .options import OutputOptions
 
@@ -118,9 +119,7 @@ def make_line_factory(opts: OutputOptions) -> Callable[[dict[str, int], int], Ca
         if show_id and "id" in slots:
             code += f"id={{v[{slots['id']}]}} "
         src = f"def line(v):\n    return f\"{code}\"[:-1]\n"
-        namespace = {"_ntoa": ntoa, "_ntop6": ntop6, "_KIND": _KIND, "_other_l4": _other_l4,
-                     "_L4": L4_PREFIX, "_TS": TCP_STATE_TEXT, "_SS": SCTP_STATE_TEXT}
-        exec(src, namespace)  # noqa: S102 - generated from the slot table above, no external text
-        return namespace["line"]
+        return define(src, "line", {"_ntoa": ntoa, "_ntop6": ntop6, "_KIND": _KIND, "_other_l4": _other_l4,
+                                    "_L4": L4_PREFIX, "_TS": TCP_STATE_TEXT, "_SS": SCTP_STATE_TEXT})
 
     return factory

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from ...compiled import define
 from ...flow import AF_INET, AF_INET6
 from ..cache import Entry, entry_flow
 from .convert import flow_to_sync
@@ -92,9 +93,7 @@ def _compile(fam: int, pclass: str, state: bool, timeout: bool, mark: bool, synp
     if zone:
         add(CtAttr.ZONE, f"key[{l4 + 8}] << 8 | key[{l4 + 9}]")
     src = f"def pack(key, status, state, timeout, mark, sp):\n    return _S.pack({', '.join(args)})\n"
-    namespace: dict = {"_S": struct.Struct("".join(fmt))}
-    exec(src, namespace)  # noqa: S102 - generated from the fixed table above
-    return namespace["pack"]
+    return define(src, "pack", {"_S": struct.Struct("".join(fmt))})
 
 
 class EntryRenderer:

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from operator import itemgetter
 
+from ...compiled import Layout, Layouts, StructFormat, Uncompilable, define
 from ...flow import ICMP_PROTOS, ICMP_REPLY_TYPE, IPS_EXPECTED, TCP_FLAG_BE_LIBERAL
 from ...netlink.attrs import (
     CTA,
@@ -105,7 +105,6 @@ _CODES: dict[int, tuple[str, ...]] = {
     A.SYNPROXY: ("4s", "4s", "4s"),  # its, isn, tsoff
     A.ZONE: ("2s",),
 }
-_SIZE = {"4s": 4, "16s": 16, "2s": 2, "B": 1, "c": 1, "I": 4}
 _AF_INET, _AF_INET6 = 2, 10
 _Z_FLOW = 2  # cache.pack_tuple: the flow has a CTA_ZONE
 _STATUS_KEEP = 0xFFFFFFFF & ~IPS_EXPECTED
@@ -114,10 +113,6 @@ _LIBERAL = bytes((TCP_FLAG_BE_LIBERAL, TCP_FLAG_BE_LIBERAL))
 # Values the generated code indexes: one bytes object per u8, and the ICMP reply type maps.
 _B1 = tuple(bytes((i,)) for i in range(256))
 _RT = {p: tuple(bytes((ICMP_REPLY_TYPE.get((p, i), i),)) for i in range(256)) for p in ICMP_PROTOS}
-
-
-class _Uncompilable(Exception):
-    pass
 
 
 # A piece of generated output: (bytes constant | source expression, size in bytes).
@@ -151,23 +146,16 @@ def _join(pieces: list[Piece]) -> str:
     return f"b''.join(({', '.join(srcs)},))"
 
 
-class _Layout:
-    __slots__ = ("struct", "getter", "headers", "build")
-
-    def __init__(self, st: struct.Struct, getter: Callable, headers: tuple, build: Callable) -> None:
-        self.struct, self.getter, self.headers, self.build = st, getter, headers, build
-
-
 def _signature(buf, start: int, end: int) -> tuple[int, ...]:
     """(nta_len, id) of every attribute the way ``decode_attrs`` walks them, and the L4 protocol.
 
-    Raises _Uncompilable where ``decode_attrs`` would raise."""
+    Raises Uncompilable where ``decode_attrs`` would raise."""
     sig: list[int] = []
     pos = start
     while end - pos > 4:
         nta_len, aid = NTA_HDR.unpack_from(buf, pos)
         if nta_len > end - pos or nta_len < 4:
-            raise _Uncompilable
+            raise Uncompilable
         sig += (nta_len, aid)
         if aid == A.L4PROTO and nta_len == 5:
             sig.append(buf[pos + 4])
@@ -175,57 +163,36 @@ def _signature(buf, start: int, end: int) -> tuple[int, ...]:
     return tuple(sig)
 
 
-def _compile(buf, start: int, end: int, window_tracking: bool) -> _Layout:
-    fmt: list[str] = []
-    nvals = 0
-    pos = 0  # struct offset, relative to start
-    hdr_idx: list[int] = []
-    hdr_vals: list = []
+def _compile(buf, start: int, end: int, window_tracking: bool) -> Layout:
+    fmt = StructFormat()
     idx: dict[int, list[int]] = {}  # attr id -> indices of its values
     offs: dict[int, int] = {}  # value index -> byte offset
     p = start
     while end - p > 4:
         nta_len, aid = NTA_HDR.unpack_from(buf, p)
         if nta_len > end - p or nta_len < 4 or aid in idx:
-            raise _Uncompilable
+            raise Uncompilable
         codes = _CODES.get(aid)
         spec = CT_ATTRS.get(aid)
         if codes is None or spec is None or spec.nta_len != nta_len:
-            raise _Uncompilable
+            raise Uncompilable
         off = p - start
-        if off > pos:
-            fmt.append(f"{off - pos}x")
-        fmt.append("4s")
-        hdr_idx.append(nvals)
-        hdr_vals.append(bytes(buf[p:p + 4]))
-        nvals += 1
-        pos = off + 4
+        fmt.header(off, bytes(buf[p:p + 4]))
         idx[aid] = []
         for c in codes:
-            fmt.append(c)
-            idx[aid].append(nvals)
-            offs[nvals] = pos
-            nvals += 1
-            pos += _SIZE[c]
-        if pos != off + nta_len:
-            raise _Uncompilable
+            offs[fmt.nvals] = fmt.pos
+            idx[aid].append(fmt.field(fmt.pos, c))
+        if fmt.pos != off + nta_len:
+            raise Uncompilable
         p += (nta_len + 3) & ~3
-    if end - start > pos:
-        fmt.append(f"{end - start - pos}x")
-    st = struct.Struct(">" + "".join(fmt))
-    if st.size != end - start:
-        raise _Uncompilable
     if (A.IPV4 in idx) == (A.IPV6 in idx) or A.L4PROTO not in idx:
-        raise _Uncompilable  # from_attrs rejects a missing group; both groups: rare, reference path
+        raise Uncompilable  # from_attrs rejects a missing group; both groups: rare, reference path
     proto = buf[start + offs[idx[A.L4PROTO][0]]]
-    hdr_idx.append(idx[A.L4PROTO][0])
-    hdr_vals.append(proto)
+    fmt.signature(idx[A.L4PROTO][0], proto)
     src = _compile_build(idx, proto, window_tracking)
     ns: dict = {"S": struct.Struct(">I").pack, "H": struct.Struct(">H").pack, "B1": _B1,
                 "RT": _RT.get(proto, _B1), "M": META.pack}
-    exec(src, ns)  # noqa: S102 - generated from the fixed tables above and recorded integer indices
-    getter = itemgetter(*hdr_idx)
-    return _Layout(st, getter, tuple(hdr_vals), ns["build"])
+    return Layout(fmt, end - start, define(src, "build", ns))
 
 
 def _v(i: int) -> str:
@@ -273,10 +240,10 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
     for atype, a4, a6, pat in ((CTA.NAT_SRC, A.SNAT_IPV4, A.SNAT_IPV6, A.SPAT_PORT),
                                (CTA.NAT_DST, A.DNAT_IPV4, A.DNAT_IPV6, A.DPAT_PORT)):
         if a4 in idx and a6 in idx:
-            raise _Uncompilable
+            raise Uncompilable
         addr = a6 if a6 in idx else a4 if a4 in idx else None
         if addr is not None and (addr == a6) != v6:
-            raise _Uncompilable  # NAT address of the other family: reference path
+            raise Uncompilable  # NAT address of the other family: reference path
         parts: list[Piece] = []
         if addr is not None:
             ap: Piece = (_v(idx[addr][0]), 16 if v6 else 4)
@@ -359,16 +326,19 @@ class Transcoder:
     def __init__(self, window_tracking: bool = False, max_layouts: int = 128,
                  reference: Callable | None = None) -> None:
         self.window_tracking = window_tracking
-        self.cache: dict[int, list[_Layout]] = {}  # attribute bytes -> layouts of that length
-        self.generic: set[tuple[int, tuple[int, ...]]] = set()  # layouts known not to compile
-        self.max_layouts = max_layouts
-        self.layouts = 0
+        # buckets by attribute bytes; generic: the (length, signature) of layouts known not to compile
+        self.compiled = Layouts(max_layouts=max_layouts, per_bucket=8, max_generic=4 * max_layouts)
+        self._buckets = self.compiled.buckets
         self.hits = 0
         self.misses = 0
         self._reference = reference if reference is not None else _reference
 
+    @property
+    def layouts(self) -> int:
+        return self.compiled.count
+
     def entry(self, buf, start: int, end: int, lastupdate: float, lifetime: int) -> tuple[bytes, bytes] | None:
-        bucket = self.cache.get(end - start)
+        bucket = self._buckets.get(end - start)
         if bucket is not None:
             for lay in bucket:
                 vals = lay.struct.unpack_from(buf, start)
@@ -388,39 +358,33 @@ class Transcoder:
         timeout = META.unpack_from(value)[2] if value[-4] & HAS_TIMEOUT else None
         return key, value[META_LEN:-TAIL_LEN], timeout
 
-    def _miss(self, buf, start: int, end: int) -> tuple[_Layout, tuple] | None:
+    def _miss(self, buf, start: int, end: int) -> tuple[Layout, tuple] | None:
         self.misses += 1
-        if (self.layouts >= self.max_layouts or len(self.generic) >= 4 * self.max_layouts
-                or end - start > 0xFFFF or start < 0 or end > len(buf)):
+        compiled = self.compiled
+        if compiled.full() or end - start > 0xFFFF or start < 0 or end > len(buf):
             return None  # full (a peer sending ever new layouts): the reference path from now on
         try:
             sig = (end - start, _signature(buf, start, end))
-            if sig in self.generic:
+            if sig in compiled.generic:
                 return None
             try:
                 lay = _compile(buf, start, end, self.window_tracking)
-            except (_Uncompilable, struct.error, KeyError, IndexError, ValueError):
-                self._give_up(sig)
+            except (Uncompilable, struct.error, KeyError, IndexError, ValueError):
+                compiled.give_up(sig)
                 return None
             vals = lay.struct.unpack_from(buf, start)
             got = lay.build(vals, 0.0, 0)
-        except _Uncompilable:  # malformed: the reference path counts the error
+        except Uncompilable:  # malformed: the reference path counts the error
             return None
         try:
             want = self._reference(buf, start, end, self.window_tracking)
         except Exception:  # noqa: BLE001 - the reference path raises (and counts) it again
             return None
         if want != got:
-            self._give_up(sig)
+            compiled.give_up(sig)
             return None
-        bucket = self.cache.setdefault(end - start, [])
-        if len(bucket) < 8:  # a few layouts share a length at most; never let a bucket grow unbounded
-            bucket.append(lay)
-            self.layouts += 1
+        compiled.add(end - start, lay)
         return lay, vals
-
-    def _give_up(self, sig: tuple) -> None:
-        self.generic.add(sig)
 
 
 def _reference(buf, start: int, end: int, window_tracking: bool) -> tuple[bytes, bytes]:
