@@ -16,6 +16,7 @@ from ..flow import (
     IPS_CONFIRMED,
     IPS_DST_NAT_DONE,
     IPS_SRC_NAT_DONE,
+    PORT_PROTOS,
     DccpInfo,
     Expect,
     Flow,
@@ -28,7 +29,6 @@ from .request import Request
 from .request import Tuple as ReqTuple
 
 GRE = 47
-_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))  # tcp udp dccp sctp udplite: ports always sent (as 0 if unset)
 
 
 def _family(req: Request) -> int:
@@ -131,7 +131,7 @@ def build_get(req: Request) -> Flow | None:
         flow.orig.src = zero
     if flow.orig.dst is None:
         flow.orig.dst = zero
-    if flow.orig.proto in _PORT_PROTOS:
+    if flow.orig.proto in PORT_PROTOS:  # ports always sent (as 0 if unset)
         flow.orig.sport = flow.orig.sport or 0
         flow.orig.dport = flow.orig.dport or 0
     flow.orig.zone = req.orig_zone

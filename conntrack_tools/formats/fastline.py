@@ -17,15 +17,15 @@ import socket
 from collections.abc import Callable
 
 from ..compiled import define
-from ._tables import L3_PREFIX, L4_PREFIX, SCTP_STATE_TEXT, TCP_STATE_TEXT
+from ._tables import K_GRE, K_PORTS, L3_PREFIX, L4_KIND, L4_PREFIX, SCTP_STATE_TEXT, TCP_STATE_TEXT
 from .options import OutputOptions
 
-_KIND = tuple(1 if n in (6, 17, 136, 132, 33) else 2 if n == 47 else 3 if n in (1, 58) else 0 for n in range(256))
+_KIND = L4_KIND
 
 
 def _other_l4(proto: int, a: int, b: int) -> str:
     kind = _KIND[proto]
-    if kind == 2:
+    if kind == K_GRE:
         return f"srckey=0x{a:x} dstkey=0x{b:x} "
     return ""
 
@@ -58,7 +58,7 @@ def _tuple_code(slots: dict[str, int], name: str, proto_idx: int) -> str | None:
     sp, dp = slots.get(f"{name}.sport"), slots.get(f"{name}.dport")
     it, ic, ii = (slots.get(f"{name}.icmp_type"), slots.get(f"{name}.icmp_code"), slots.get(f"{name}.icmp_id"))
     if sp is not None and dp is not None:
-        code += (f"{{f'sport={{v[{sp}]}} dport={{v[{dp}]}} ' if _KIND[v[{proto_idx}]] == 1 "
+        code += (f"{{f'sport={{v[{sp}]}} dport={{v[{dp}]}} ' if _KIND[v[{proto_idx}]] == {K_PORTS} "
                  f"else _other_l4(v[{proto_idx}], v[{sp}], v[{dp}])}}")
     elif it is not None and ic is not None and ii is not None:
         code += f"type={{v[{it}]}} code={{v[{ic}]}} id={{v[{ii}]}} "

@@ -26,7 +26,11 @@ from conntrack_tools.flow import (
 from conntrack_tools.formats._tables import (
     DCCP_STATE_TEXT,
     EVENT_TAG,
+    K_GRE,
+    K_ICMP,
+    K_PORTS,
     L3_PREFIX,
+    L4_KIND,
     L4_PREFIX,
     SCTP_STATE_TEXT,
     TCP_STATE_TEXT,
@@ -39,12 +43,6 @@ from conntrack_tools.formats._tables import (
 _ntoa = socket.inet_ntoa
 _ntop = socket.inet_ntop
 
-# L4 kinds: how a tuple's protocol part is printed (__snprintf_proto).
-_K_NONE, _K_PORTS, _K_GRE, _K_ICMP = 0, 1, 2, 3
-_L4_KIND: tuple[int, ...] = tuple(
-    _K_PORTS if n in (6, 17, 136, 132, 33) else _K_GRE if n == 47 else _K_ICMP if n in (1, 58) else _K_NONE
-    for n in range(256)
-)
 
 
 def tuple_text(t: Tuple | None, src_tag: str = "src", dst_tag: str = "dst") -> str:
@@ -58,12 +56,12 @@ def tuple_text(t: Tuple | None, src_tag: str = "src", dst_tag: str = "dst") -> s
         s = f"{src_tag}={_ntop(AF_INET6, t.src or ZERO16)} {dst_tag}={_ntop(AF_INET6, t.dst or ZERO16)} "
     else:
         s = ""
-    kind = _L4_KIND[(t.proto or 0) & 0xFF]
-    if kind == _K_PORTS:
+    kind = L4_KIND[(t.proto or 0) & 0xFF]
+    if kind == K_PORTS:
         return f"{s}sport={(t.sport or 0) & 0xFFFF} dport={(t.dport or 0) & 0xFFFF} "
-    if kind == _K_ICMP:
+    if kind == K_ICMP:
         return f"{s}type={(t.icmp_type or 0) & 0xFF} code={(t.icmp_code or 0) & 0xFF} id={(t.icmp_id or 0) & 0xFFFF} "
-    if kind == _K_GRE:
+    if kind == K_GRE:
         return f"{s}srckey=0x{(t.sport or 0) & 0xFFFF:x} dstkey=0x{(t.dport or 0) & 0xFFFF:x} "
     return s
 
@@ -124,7 +122,7 @@ def render_default(
     cr = flow.counters_reply
     if (
         orig.family == AF_INET
-        and _L4_KIND[proto & 0xFF] == 1
+        and L4_KIND[proto & 0xFF] == K_PORTS
         and reply is not None
         and reply.family == AF_INET
         and reply.proto == proto

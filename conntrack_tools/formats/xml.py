@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from conntrack_tools.flow import IPS_ASSURED, IPS_SEEN_REPLY, Flow, Tuple, label_bits
+from conntrack_tools.flow import GRE_PROTO, IPS_ASSURED, IPS_SEEN_REPLY, PORT_PROTOS, Flow, Tuple, label_bits
 from conntrack_tools.formats._tables import TCP_STATE_TEXT, U64, addr_text, l3_name, l4_name
 
 XML_DECL = '<?xml version="1.0" encoding="utf-8"?>'
@@ -32,15 +32,12 @@ _FLOW_OPEN: dict[str | None, str] = {
     "destroy": '<flow type="destroy">',
 }
 
-_PORT_PROTOS = frozenset((6, 17, 136, 132, 33))
-
-
 def l4_xml(t: Tuple) -> str:
     """The inside of ``<layer4>`` (__snprintf_proto_xml called for src then dst)."""
     p = (t.proto or 0) & 0xFF
-    if p in _PORT_PROTOS:
+    if p in PORT_PROTOS:
         return f"<sport>{(t.sport or 0) & 0xFFFF}</sport><dport>{(t.dport or 0) & 0xFFFF}</dport>"
-    if p == 47:
+    if p == GRE_PROTO:
         return f"<srckey>0x{(t.sport or 0) & 0xFFFF:x}</srckey><dstkey>0x{(t.dport or 0) & 0xFFFF:x}</dstkey>"
     return ""
 
