@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Action",
+    "Answers",
     "DEFAULT_CONFIGFILE",
     "Invocation",
     "JSON_FLAG",
@@ -29,6 +31,7 @@ __all__ = [
     "VERSION_TEXT",
     "decode_request",
     "encode_request",
+    "handles",
     "parse_argv",
 ]
 
@@ -95,6 +98,44 @@ def decode_request(data: bytes) -> int | None:
 def split_json(code: int) -> tuple[int, bool]:
     """(action, json wanted) of a received code."""
     return code & ~JSON_FLAG, bool(code & JSON_FLAG)
+
+
+# ------------------------------------------------------------------------------ answering requests
+
+def handles(*actions: int) -> Callable[[Callable], Callable]:
+    """Mark a method ``(self, action, as_json) -> chunks`` as the answer to these actions (see Answers)."""
+    def mark(fn: Callable) -> Callable:
+        fn.actions = actions  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+class Answers:
+    """A dispatch table for control-socket requests: ``local(action, as_json)`` looks the action up.
+
+    The table is built once per class from its ``@handles`` methods and its bases' (action ->
+    method name, so a subclass's method of the same name answers instead of its base's, and may
+    call ``super()``); an action nobody handles goes to ``unhandled`` (None: not this object's)."""
+
+    answers: dict[int, str] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        table: dict[int, str] = {}
+        for klass in reversed(cls.__mro__):
+            for name, fn in vars(klass).items():
+                for action in getattr(fn, "actions", ()):
+                    table[action] = name
+        cls.answers = table
+
+    def local(self, action: int, as_json: bool) -> Iterable[str] | None:
+        name = self.answers.get(action)
+        if name is None:
+            return self.unhandled(action, as_json)
+        return getattr(self, name)(action, as_json)
+
+    def unhandled(self, action: int, as_json: bool) -> Iterable[str] | None:
+        return None
 
 
 # ------------------------------------------------------------------------------ command line
