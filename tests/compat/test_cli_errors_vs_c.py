@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from conntrack_tools.cli.batch import parse_batch_requests
 from conntrack_tools.cli.errors import CliError
-from conntrack_tools.cli.parse import parse_args, parse_batch_requests
+from conntrack_tools.cli.parse import parse_args
 
 C_BIN = "/usr/sbin/conntrack"
 TESTSUITE = Path("/work/shared/reference/upstream-tests/conntrack-testsuite")
