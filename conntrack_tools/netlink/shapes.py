@@ -68,113 +68,123 @@ def _walk(b: StructFormat, buf, start: int, end: int, base: int):
         raise Uncompilable
 
 
+class _Compiler:
+    """Walks one message, recording its struct format, its slots and the source of its Flow builder."""
+
+    def __init__(self, buf, base: int) -> None:
+        self.b = StructFormat()
+        self.buf, self.base = buf, base
+        self.slots: dict[str, int] = {}  # "orig.src", "status", "tcp.state", ... -> index in the unpacked values
+        self.lines = [f"def build(v):\n    f = Flow({buf[base]})"]
+
+    def walk(self, start: int, end: int):
+        return _walk(self.b, self.buf, start, end, self.base)
+
+    def field(self, s: int, e: int, code: str, slot: str | None) -> int:
+        """The value of ``code`` at ``s`` (its attribute ends at ``e``); recorded as ``slot``."""
+        if e - s < SIZES[code]:
+            raise Uncompilable
+        idx = self.b.field(s - self.base, code)
+        if slot is not None:
+            self.slots[slot] = idx
+        return idx
+
+    def tuple_(self, a: int, s: int, e: int) -> None:
+        name = "orig" if a == CTA.TUPLE_ORIG else "reply"
+        lines = self.lines
+        lines.append(f"    t = Tuple({self.buf[self.base]})")
+        tfam = None
+        for ta, s2, e2 in self.walk(s, e):
+            if ta == TupleAttr.ZONE:
+                code, slot = _TUPLE_LEAVES[(TupleAttr.ZONE,)]
+                lines.append(f"    t.{slot} = v[{self.field(s2, e2, code, f'{name}.{slot}')}]")
+                continue
+            if ta not in (TupleAttr.IP, TupleAttr.PROTO):
+                raise Uncompilable
+            for la, s3, e3 in self.walk(s2, e2):
+                leaf = _TUPLE_LEAVES.get((ta, la))
+                if leaf is None:
+                    raise Uncompilable
+                code, slot = leaf
+                if e3 - s3 < SIZES[code]:
+                    raise Uncompilable
+                if ta == TupleAttr.IP:
+                    tfam = AF_INET6 if la >= IpAttr.V6_SRC else 2
+                lines.append(f"    t.{slot} = v[{self.field(s3, e3, code, f'{name}.{slot}')}]")
+        if tfam is not None:
+            lines.append(f"    t.family = {tfam}")
+            self.slots[f"{name}.family"] = -tfam
+        lines.append(f"    f.{name} = t")
+
+    def counters(self, a: int, s: int, e: int) -> None:
+        name = "counters_orig" if a == CTA.COUNTERS_ORIG else "counters_reply"
+        self.lines.append("    c = Counters()")
+        for ca, s2, e2 in self.walk(s, e):
+            if ca in (CountersAttr.PACKETS, CountersAttr.BYTES) and e2 - s2 >= 8:
+                slot = "packets" if ca == CountersAttr.PACKETS else "bytes"
+                self.lines.append(f"    c.{slot} = v[{self.field(s2, e2, 'Q', f'{name}.{slot}')}]")
+            else:
+                raise Uncompilable
+        self.lines.append(f"    f.{name} = c")
+
+    def protoinfo(self, a: int, s: int, e: int) -> None:
+        lines = self.lines
+        for pa, s2, e2 in self.walk(s, e):
+            if pa == ProtoinfoAttr.TCP:
+                table, cls, slot_name = _TCP_LEAVES, "TcpInfo", "tcp"
+            elif pa == ProtoinfoAttr.SCTP:
+                table, cls, slot_name = _SCTP_LEAVES, "SctpInfo", "sctp"
+            else:
+                raise Uncompilable
+            lines.append(f"    p = {cls}()")
+            for la, s3, e3 in self.walk(s2, e2):
+                leaf = table.get(la)
+                if leaf is None:
+                    raise Uncompilable
+                code, slot = leaf
+                idx = self.field(s3, e3, code, f"{slot_name}.{slot}")
+                if code == "BB":
+                    mask_slot = slot.replace("flags", "mask")
+                    lines.append(f"    p.{slot} = v[{idx}]; p.{mask_slot} = v[{idx + 1}]")
+                else:
+                    lines.append(f"    p.{slot} = v[{idx}]")
+            lines.append(f"    f.{slot_name} = p")
+
+    def synproxy(self, a: int, s: int, e: int) -> None:
+        # Sent on every entry since Linux 5.x; the values matter only for synproxy flows.
+        vals = [f"v[{self.field(s2, e2, 'I', None)}]" for _sa, s2, e2 in self.walk(s, e)]
+        if len(vals) != 3:
+            raise Uncompilable
+        self.lines.append(f"    f.synproxy = ({', '.join(vals)})")
+
+    def u32(self, a: int, s: int, e: int) -> None:
+        self.lines.append(f"    f.{_TOP_U32[a]} = v[{self.field(s, e, 'I', _TOP_U32[a])}]")
+
+    def zone(self, a: int, s: int, e: int) -> None:
+        self.lines.append(f"    f.zone = v[{self.field(s, e, 'H', 'zone')}]")
+
+
+# top-level attribute -> the _Compiler method that records it; any other attribute: generic only
+_TOP: dict[int, Callable] = {CTA.TUPLE_ORIG: _Compiler.tuple_, CTA.TUPLE_REPLY: _Compiler.tuple_,
+                             CTA.COUNTERS_ORIG: _Compiler.counters, CTA.COUNTERS_REPLY: _Compiler.counters,
+                             CTA.PROTOINFO: _Compiler.protoinfo, CTA.SYNPROXY: _Compiler.synproxy,
+                             CTA.ZONE: _Compiler.zone, **dict.fromkeys(_TOP_U32, _Compiler.u32)}
+
+
 def _compile(buf, start: int, end: int):
     """The compiled shape of this message (raises Uncompilable for layouts the fast path does not cover)."""
-    b = StructFormat()
-    slots: dict[str, int] = {}  # "orig.src", "status", "tcp.state", ... -> index in the unpacked values
-    base = start
-    family = buf[start]
+    c = _Compiler(buf, start)
     key_spans: list[tuple[int, int]] = [(0, NFGEN_HDRLEN)]
-    lines = [f"def build(v):\n    f = Flow({family})"]
-    for a, s, e in _walk(b, buf, start + NFGEN_HDRLEN, end, base):
+    for a, s, e in c.walk(start + NFGEN_HDRLEN, end):
         if a in (CTA.TUPLE_ORIG, CTA.ZONE, CTA.ID):
-            key_spans.append((s - 4 - base, min(((e + 3) & ~3), end) - base))
-        if a in (CTA.TUPLE_ORIG, CTA.TUPLE_REPLY):
-            name = "orig" if a == CTA.TUPLE_ORIG else "reply"
-            lines.append(f"    t = Tuple({family})")
-            tfam = None
-            for ta, s2, e2 in _walk(b, buf, s, e, base):
-                if ta == TupleAttr.ZONE:
-                    code, slot = _TUPLE_LEAVES[(TupleAttr.ZONE,)]
-                    if e2 - s2 < 2:
-                        raise Uncompilable
-                    idx = b.field(s2 - base, code)
-                    slots[f"{name}.{slot}"] = idx
-                    lines.append(f"    t.{slot} = v[{idx}]")
-                    continue
-                if ta not in (TupleAttr.IP, TupleAttr.PROTO):
-                    raise Uncompilable
-                for la, s3, e3 in _walk(b, buf, s2, e2, base):
-                    leaf = _TUPLE_LEAVES.get((ta, la))
-                    if leaf is None:
-                        raise Uncompilable
-                    code, slot = leaf
-                    size = SIZES[code]
-                    if e3 - s3 < size:
-                        raise Uncompilable
-                    if ta == TupleAttr.IP:
-                        tfam = AF_INET6 if la >= IpAttr.V6_SRC else 2
-                    idx = b.field(s3 - base, code)
-                    slots[f"{name}.{slot}"] = idx
-                    lines.append(f"    t.{slot} = v[{idx}]")
-            if tfam is not None:
-                lines.append(f"    t.family = {tfam}")
-                slots[f"{name}.family"] = -tfam
-            lines.append(f"    f.{name} = t")
-        elif a in _TOP_U32:
-            if e - s < 4:
-                raise Uncompilable
-            idx = b.field(s - base, 'I')
-            slots[_TOP_U32[a]] = idx
-            lines.append(f"    f.{_TOP_U32[a]} = v[{idx}]")
-        elif a == CTA.ZONE:
-            if e - s < 2:
-                raise Uncompilable
-            idx = b.field(s - base, 'H')
-            slots["zone"] = idx
-            lines.append(f"    f.zone = v[{idx}]")
-        elif a in (CTA.COUNTERS_ORIG, CTA.COUNTERS_REPLY):
-            name = "counters_orig" if a == CTA.COUNTERS_ORIG else "counters_reply"
-            lines.append("    c = Counters()")
-            for ca, s2, e2 in _walk(b, buf, s, e, base):
-                if ca in (CountersAttr.PACKETS, CountersAttr.BYTES) and e2 - s2 >= 8:
-                    slot = "packets" if ca == CountersAttr.PACKETS else "bytes"
-                    idx = b.field(s2 - base, 'Q')
-                    slots[f"{name}.{slot}"] = idx
-                    lines.append(f"    c.{slot} = v[{idx}]")
-                else:
-                    raise Uncompilable
-            lines.append(f"    f.{name} = c")
-        elif a == CTA.PROTOINFO:
-            for pa, s2, e2 in _walk(b, buf, s, e, base):
-                if pa == ProtoinfoAttr.TCP:
-                    table, cls, slot_name = _TCP_LEAVES, "TcpInfo", "tcp"
-                elif pa == ProtoinfoAttr.SCTP:
-                    table, cls, slot_name = _SCTP_LEAVES, "SctpInfo", "sctp"
-                else:
-                    raise Uncompilable
-                lines.append(f"    p = {cls}()")
-                for la, s3, e3 in _walk(b, buf, s2, e2, base):
-                    leaf = table.get(la)
-                    if leaf is None:
-                        raise Uncompilable
-                    code, slot = leaf
-                    size = SIZES[code]
-                    if e3 - s3 < size:
-                        raise Uncompilable
-                    idx = b.field(s3 - base, code)
-                    slots[f"{slot_name}.{slot}"] = idx
-                    if code == "BB":
-                        mask_slot = slot.replace("flags", "mask")
-                        lines.append(f"    p.{slot} = v[{idx}]; p.{mask_slot} = v[{idx + 1}]")
-                    else:
-                        lines.append(f"    p.{slot} = v[{idx}]")
-                lines.append(f"    f.{slot_name} = p")
-        elif a == CTA.SYNPROXY:
-            # Sent on every entry since Linux 5.x; the values matter only for synproxy flows.
-            vals = []
-            for _sa, s2, e2 in _walk(b, buf, s, e, base):
-                if e2 - s2 < 4:
-                    raise Uncompilable
-                vals.append(f"v[{b.field(s2 - base, 'I')}]")
-            if len(vals) != 3:
-                raise Uncompilable
-            lines.append(f"    f.synproxy = ({', '.join(vals)})")
-        else:
+            key_spans.append((s - 4 - start, min(((e + 3) & ~3), end) - start))
+        record = _TOP.get(a)
+        if record is None:
             raise Uncompilable
-    lines.append("    return f")
+        record(c, a, s, e)
+    c.lines.append("    return f")
     namespace = {"Flow": Flow, "Tuple": Tuple, "Counters": Counters, "TcpInfo": TcpInfo, "SctpInfo": SctpInfo}
-    return _Shape(b, end - base, define("\n".join(lines), "build", namespace), slots, key_spans)
+    return _Shape(c.b, end - start, define("\n".join(c.lines), "build", namespace), c.slots, key_spans)
 
 
 class _Shape(Layout):

@@ -199,44 +199,45 @@ def _v(i: int) -> str:
     return f"v[{i}]"
 
 
-def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
-    v6 = A.IPV6 in idx
-    fam = _AF_INET6 if v6 else _AF_INET
-    alen = 16 if v6 else 4
-    s_i, d_i = idx[A.IPV6 if v6 else A.IPV4]
-    src, dst = (_v(s_i), alen), (_v(d_i), alen)
+Idx = dict[int, list[int]]  # attribute id -> indices of its values in the unpacked message
 
-    # ---- tuples (sync_key_tuple + Tuple.reversed + encode_tuple)
+
+def _icmp(idx: Idx, proto: int) -> tuple[int, Piece, Piece] | None:
+    """(type value index, code piece, id piece) of an ICMP layout with its type, else None."""
+    if proto not in ICMP_PROTOS or A.ICMP_TYPE not in idx:
+        return None
+    code: Piece = (_v(idx[A.ICMP_CODE][0]), 1) if A.ICMP_CODE in idx else (b"\0", 1)
+    ident: Piece = (f"v[{idx[A.ICMP_ID][0]}][::-1]", 2) if A.ICMP_ID in idx else (b"\0\0", 2)
+    return idx[A.ICMP_TYPE][0], code, ident
+
+
+def _tuple(idx: Idx, proto: int, v6: bool, atype: int, src: Piece, dst: Piece, reply: bool) -> list[Piece]:
+    """One CTA_TUPLE_* nest (sync_key_tuple + Tuple.reversed + encode_tuple)."""
+    a, b = (dst, src) if reply else (src, dst)
+    ip = _nested(TupleAttr.IP, _attr(IpAttr.V6_SRC if v6 else IpAttr.V4_SRC, [a]),
+                 _attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, [b]))
+    leaves = _attr(ProtoAttr.NUM, [(bytes((proto,)), 1)])
     ports = idx.get(A.PORT)
-    icmp = proto in ICMP_PROTOS and A.ICMP_TYPE in idx
-    if icmp:
-        it = idx[A.ICMP_TYPE][0]
-        code: Piece = (_v(idx[A.ICMP_CODE][0]), 1) if A.ICMP_CODE in idx else (b"\0", 1)
-        ident: Piece = (f"v[{idx[A.ICMP_ID][0]}][::-1]", 2) if A.ICMP_ID in idx else (b"\0\0", 2)
+    if ports is not None:
+        sp, dp = (_v(ports[0]), 2), (_v(ports[1]), 2)
+        if reply:
+            sp, dp = dp, sp
+        leaves += _attr(ProtoAttr.SRC_PORT, [sp]) + _attr(ProtoAttr.DST_PORT, [dp])
+    icmp = _icmp(idx, proto)
+    if icmp is not None:
+        it, code, ident = icmp
+        typ: Piece = (f"{'RT' if reply else 'B1'}[v[{it}]]", 1)
+        if proto == 58:
+            ids = (ProtoAttr.ICMPV6_ID, ProtoAttr.ICMPV6_TYPE, ProtoAttr.ICMPV6_CODE)
+        else:
+            ids = (ProtoAttr.ICMP_ID, ProtoAttr.ICMP_TYPE, ProtoAttr.ICMP_CODE)
+        leaves += _attr(ids[0], [ident]) + _attr(ids[1], [typ]) + _attr(ids[2], [code])
+    return _nested(atype, ip, _nested(TupleAttr.PROTO, leaves))
 
-    def tup(atype: int, reply: bool) -> list[Piece]:
-        a, b = (dst, src) if reply else (src, dst)
-        ip = _nested(TupleAttr.IP, _attr(IpAttr.V6_SRC if v6 else IpAttr.V4_SRC, [a]),
-                     _attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, [b]))
-        leaves = _attr(ProtoAttr.NUM, [(bytes((proto,)), 1)])
-        if ports is not None:
-            sp, dp = (_v(ports[0]), 2), (_v(ports[1]), 2)
-            if reply:
-                sp, dp = dp, sp
-            leaves += _attr(ProtoAttr.SRC_PORT, [sp]) + _attr(ProtoAttr.DST_PORT, [dp])
-        if icmp:
-            typ: Piece = (f"{'RT' if reply else 'B1'}[v[{it}]]", 1)
-            if proto == 58:
-                ids = (ProtoAttr.ICMPV6_ID, ProtoAttr.ICMPV6_TYPE, ProtoAttr.ICMPV6_CODE)
-            else:
-                ids = (ProtoAttr.ICMP_ID, ProtoAttr.ICMP_TYPE, ProtoAttr.ICMP_CODE)
-            leaves += _attr(ids[0], [ident]) + _attr(ids[1], [typ]) + _attr(ids[2], [code])
-        return _nested(atype, ip, _nested(TupleAttr.PROTO, leaves))
 
-    body: list[Piece] = [(bytes((fam, 0, 0, 0)), 4)]
-    body += tup(CTA.TUPLE_ORIG, False) + tup(CTA.TUPLE_REPLY, True)
-
-    # ---- NAT (sync_to_create_flow + encode_nat): address ranges of one address, port ranges of one port
+def _nat(idx: Idx, v6: bool) -> list[Piece]:
+    """sync_to_create_flow + encode_nat: address ranges of one address, port ranges of one port."""
+    body: list[Piece] = []
     for atype, a4, a6, pat in ((CTA.NAT_SRC, A.SNAT_IPV4, A.SNAT_IPV6, A.SPAT_PORT),
                                (CTA.NAT_DST, A.DNAT_IPV4, A.DNAT_IPV6, A.DPAT_PORT)):
         if a4 in idx and a6 in idx:
@@ -254,8 +255,36 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
             parts += _nested(NatAttr.PROTO, _attr(ProtoNatAttr.PORT_MIN, [pp]), _attr(ProtoNatAttr.PORT_MAX, [pp]))
         if parts:
             body += _nested(atype, parts)
+    return body
 
-    # ---- flow attributes, in encode_flow order
+
+def _protoinfo(idx: Idx, proto: int, wt: bool) -> list[Piece]:
+    """CTA_PROTOINFO: TCP (BE_LIBERAL flags unless TCPWindowTracking), SCTP/DCCP only with a state."""
+    def leaf(atype: int, attr_id: int, size: int) -> list[Piece]:
+        return _attr(atype, [(_v(idx[attr_id][0]), size)]) if attr_id in idx else []
+
+    info: list[Piece] | None = None
+    if proto == 6:
+        tcp = (leaf(TcpAttr.STATE, A.TCP_STATE, 1) + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
+               + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1))
+        if not wt:
+            info = _nested(ProtoinfoAttr.TCP, tcp + _attr(TcpAttr.FLAGS_ORIGINAL, [(_LIBERAL, 2)])
+                           + _attr(TcpAttr.FLAGS_REPLY, [(_LIBERAL, 2)]))
+        elif A.TCP_STATE in idx:
+            info = _nested(ProtoinfoAttr.TCP, tcp)
+    elif proto == 132 and A.SCTP_STATE in idx:
+        info = _nested(ProtoinfoAttr.SCTP, leaf(SctpAttr.STATE, A.SCTP_STATE, 1)
+                       + leaf(SctpAttr.VTAG_ORIGINAL, A.SCTP_VTAG_ORIG, 4)
+                       + leaf(SctpAttr.VTAG_REPLY, A.SCTP_VTAG_REPL, 4))
+    elif proto == 33 and A.DCCP_STATE in idx:
+        info = _nested(ProtoinfoAttr.DCCP, leaf(_DccpAttr.STATE, A.DCCP_STATE, 1)
+                       + leaf(_DccpAttr.ROLE, A.DCCP_ROLE, 1))
+    return _nested(CTA.PROTOINFO, info) if info is not None else []
+
+
+def _flow_attrs(idx: Idx, proto: int, wt: bool) -> list[Piece]:
+    """The flow attributes after the tuples and NAT, in encode_flow order."""
+    body: list[Piece] = []
     if A.STATUS in idx:
         body += _attr(CTA.STATUS, [(f"S(v[{idx[A.STATUS][0]}] & {_STATUS_KEEP})", 4)])
     else:
@@ -264,41 +293,23 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
         body += _attr(CTA.MARK, [(_v(idx[A.MARK][0]), 4)])
     if A.ZONE in idx:
         body += _attr(CTA.ZONE, [(_v(idx[A.ZONE][0]), 2)])
-
-    def leaf(atype: int, attr_id: int, size: int) -> list[Piece]:
-        return _attr(atype, [(_v(idx[attr_id][0]), size)]) if attr_id in idx else []
-
-    info: list[Piece] | None = None
-    if proto == 6:
-        if not wt:
-            info = _nested(ProtoinfoAttr.TCP, leaf(TcpAttr.STATE, A.TCP_STATE, 1)
-                           + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
-                           + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1)
-                           + _attr(TcpAttr.FLAGS_ORIGINAL, [(_LIBERAL, 2)])
-                           + _attr(TcpAttr.FLAGS_REPLY, [(_LIBERAL, 2)]))
-        elif A.TCP_STATE in idx:
-            info = _nested(ProtoinfoAttr.TCP, leaf(TcpAttr.STATE, A.TCP_STATE, 1)
-                           + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
-                           + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1))
-    elif proto == 132 and A.SCTP_STATE in idx:
-        info = _nested(ProtoinfoAttr.SCTP, leaf(SctpAttr.STATE, A.SCTP_STATE, 1)
-                       + leaf(SctpAttr.VTAG_ORIGINAL, A.SCTP_VTAG_ORIG, 4)
-                       + leaf(SctpAttr.VTAG_REPLY, A.SCTP_VTAG_REPL, 4))
-    elif proto == 33 and A.DCCP_STATE in idx:
-        info = _nested(ProtoinfoAttr.DCCP, leaf(_DccpAttr.STATE, A.DCCP_STATE, 1)
-                       + leaf(_DccpAttr.ROLE, A.DCCP_ROLE, 1))
-    if info is not None:
-        body += _nested(CTA.PROTOINFO, info)
+    body += _protoinfo(idx, proto, wt)
     if A.SYNPROXY in idx:
         its, isn, tsoff = idx[A.SYNPROXY]
         body += _nested(CTA.SYNPROXY, _attr(SynproxyAttr.ISN, [(_v(isn), 4)]),
                         _attr(SynproxyAttr.ITS, [(_v(its), 4)]), _attr(SynproxyAttr.TSOFF, [(_v(tsoff), 4)]))
+    return body
 
-    # ---- key (cache.pack_tuple of the original tuple + the flow's zone)
+
+def _key(idx: Idx, proto: int, fam: int, src: Piece, dst: Piece) -> list[Piece]:
+    """cache.pack_tuple of the original tuple + the flow's zone."""
     zone = A.ZONE in idx
     key: list[Piece] = [(bytes((fam, proto, _Z_FLOW if zone else 0)), 3), src, dst]
+    ports = idx.get(A.PORT)
+    icmp = _icmp(idx, proto)
     if proto in ICMP_PROTOS:
-        if icmp:
+        if icmp is not None:
+            it, code, ident = icmp
             key += [(f"B1[v[{it}]]", 1), code, ident, (b"\0\0", 2)]
         else:
             key.append((bytes(6), 6))
@@ -307,12 +318,26 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
     else:
         key.append((bytes(6), 6))
     key += [(b"\0\0", 2), (_v(idx[A.ZONE][0]), 2) if zone else (b"\0\0", 2)]
+    return key
 
+
+def _compile_build(idx: Idx, proto: int, wt: bool) -> str:
+    """Source of ``build(v, lu, lt) -> (key, value)`` for this layout."""
+    v6 = A.IPV6 in idx
+    fam = _AF_INET6 if v6 else _AF_INET
+    alen = 16 if v6 else 4
+    s_i, d_i = idx[A.IPV6 if v6 else A.IPV4]
+    src, dst = (_v(s_i), alen), (_v(d_i), alen)
+    body: list[Piece] = [(bytes((fam, 0, 0, 0)), 4)]
+    body += _tuple(idx, proto, v6, CTA.TUPLE_ORIG, src, dst, False)
+    body += _tuple(idx, proto, v6, CTA.TUPLE_REPLY, src, dst, True)
+    body += _nat(idx, v6)
+    body += _flow_attrs(idx, proto, wt)
     if A.TIMEOUT in idx:
         value: list[Piece] = [(f"M(lu, lt, {_v(idx[A.TIMEOUT][0])})", META_LEN), *body, (TAIL[HAS_TIMEOUT], TAIL_LEN)]
     else:
         value = [("M(lu, lt, 0)", META_LEN), *body, (TAIL[0], TAIL_LEN)]
-    return f"def build(v, lu, lt):\n    return ({_join(key)}, {_join(value)})\n"
+    return f"def build(v, lu, lt):\n    return ({_join(_key(idx, proto, fam, src, dst))}, {_join(value)})\n"
 
 
 class Transcoder:
