@@ -114,46 +114,9 @@ def render_default(
         out += SCTP_STATE_TEXT[flow.sctp.state & 0xFF] + " "
     if flow.dccp is not None and flow.dccp.state is not None:
         out += DCCP_STATE_TEXT[flow.dccp.state & 0xFF] + " "
-
-    # Both tuples; the common IPv4 + ports case is one f-string.
-    reply = flow.reply
-    status = flow.status
-    co = flow.counters_orig
-    cr = flow.counters_reply
-    if (
-        orig.family == AF_INET
-        and L4_KIND[proto & 0xFF] == K_PORTS
-        and reply is not None
-        and reply.family == AF_INET
-        and reply.proto == proto
-        and orig.zone is None
-        and reply.zone is None
-    ):
-        out += (
-            f"src={_ntoa(orig.src or ZERO4)} dst={_ntoa(orig.dst or ZERO4)} "
-            f"sport={orig.sport or 0} dport={orig.dport or 0} "
-            f"{'' if co is None else f'packets={co.packets} bytes={co.bytes} '}"
-            f"{'[UNREPLIED] ' if status is not None and not status & IPS_SEEN_REPLY else ''}"
-            f"src={_ntoa(reply.src or ZERO4)} dst={_ntoa(reply.dst or ZERO4)} "
-            f"sport={reply.sport or 0} dport={reply.dport or 0} "
-            f"{'' if cr is None else f'packets={cr.packets} bytes={cr.bytes} '}"
-        )
-    else:
-        out += tuple_text(orig)
-        if orig.zone is not None:
-            out += f"zone-orig={orig.zone} "
-        if co is not None:
-            out += f"packets={co.packets} bytes={co.bytes} "
-        if status is not None and not status & IPS_SEEN_REPLY:
-            out += "[UNREPLIED] "
-        if reply is not None:
-            out += tuple_text(reply)
-            if reply.zone is not None:
-                out += f"zone-reply={reply.zone} "
-        if cr is not None:
-            out += f"packets={cr.packets} bytes={cr.bytes} "
-
-    if status is not None:
+    out += _tuples_text(flow, orig, proto)
+    if flow.status is not None:
+        status = flow.status
         if status & IPS_HW_OFFLOAD:
             out += "[HW_OFFLOAD] "
         elif status & IPS_OFFLOAD:
@@ -186,3 +149,45 @@ def render_default(
     if label_map is not None and flow.labels is not None:
         out += labels_text(flow.labels, label_map)
     return out[:-1]
+
+
+def _tuples_text(flow: Flow, orig: Tuple, proto: int) -> str:
+    """Both tuples with their zones and counters, and [UNREPLIED]; the common IPv4 + ports case is one f-string."""
+    reply = flow.reply
+    status = flow.status
+    co = flow.counters_orig
+    cr = flow.counters_reply
+    if (
+        orig.family == AF_INET
+        and L4_KIND[proto & 0xFF] == K_PORTS
+        and reply is not None
+        and reply.family == AF_INET
+        and reply.proto == proto
+        and orig.zone is None
+        and reply.zone is None
+    ):
+        return (
+            f"src={_ntoa(orig.src or ZERO4)} dst={_ntoa(orig.dst or ZERO4)} "
+            f"sport={orig.sport or 0} dport={orig.dport or 0} "
+            f"{'' if co is None else f'packets={co.packets} bytes={co.bytes} '}"
+            f"{'[UNREPLIED] ' if status is not None and not status & IPS_SEEN_REPLY else ''}"
+            f"src={_ntoa(reply.src or ZERO4)} dst={_ntoa(reply.dst or ZERO4)} "
+            f"sport={reply.sport or 0} dport={reply.dport or 0} "
+            f"{'' if cr is None else f'packets={cr.packets} bytes={cr.bytes} '}"
+        )
+    out = tuple_text(orig)
+    if orig.zone is not None:
+        out += f"zone-orig={orig.zone} "
+    if co is not None:
+        out += f"packets={co.packets} bytes={co.bytes} "
+    if status is not None and not status & IPS_SEEN_REPLY:
+        out += "[UNREPLIED] "
+    if reply is not None:
+        out += tuple_text(reply)
+        if reply.zone is not None:
+            out += f"zone-reply={reply.zone} "
+    if cr is not None:
+        out += f"packets={cr.packets} bytes={cr.bytes} "
+    return out
+
+
