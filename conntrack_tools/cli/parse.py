@@ -413,39 +413,17 @@ class _Parser:
             elif ch and ch in "sdrq[]{}":
                 self.addr_opt(ch, arg or "", ch not in "{}")
             elif ch == "p":
-                self.set_opt("protonum")
-                found = self.findproto(arg or "")
-                if found is None:
-                    raise self.fail(f"`{arg}' unsupported protocol")
-                h, protonum = found
-                self.offset += O.OPTION_OFFSET
-                self.ext_offsets[h.name] = self.offset
-                self.opts += [O.LongOpt(name, O.REQUIRED_ARG, val + self.offset) for name, val in h.opts]
-                self.state.handler = h
-                req.proto, req.l4proto = h.name, protonum
-                req.orig.l4proto = protonum
+                self.proto_opt(arg)
             elif ch == "t":
                 self.set_opt("timeout")
                 req.timeout = c_atol(arg or "") & 0xFFFFFFFF
             elif ch == "u":
-                self.set_opt("status")
-                self.parse_status(arg or "")
-                req.status = self.status
-                if self.status_mask == 0:
-                    self.status_mask = self.status
-                req.mark_value = self.status
-                req.status_filter = (self.status, self.status_mask)
+                self.status_opt(arg)
             elif ch == "e":
                 self.set_opt("event-mask")
                 req.event_mask |= self.parse_parameter(arg or "", O.EVENT_KEYWORDS)
             elif ch == "o":
-                self.set_opt("output")
-                self.state.output_mask |= self.parse_parameter(arg or "", O.OUTPUT_KEYWORDS)
-                if self.state.output_mask & O.O_CL:
-                    self.labelmap_init()
-                if self.state.output_mask & O.O_SAVE and self.state.output_mask & O.O_SAVE_CONFLICTS:
-                    raise self.fail("cannot combine save output with any other output type, use -o save only",
-                                    OTHER_PROBLEM)
+                self.output_opt(arg)
             elif ch == "z":
                 self.set_opt("zero")
             elif ch and ch in "ngj":
@@ -457,25 +435,13 @@ class _Parser:
                 self.set_opt(_OPT2NAME[ch])
                 setattr(req, "id" if ch == "i" else "secmark", c_strtoul(arg or "") & 0xFFFFFFFF)
             elif ch == "m":
-                self.set_opt("mark")
-                text = arg or ""
-                value, end = c_strtox(text, 0, False)
-                mask = c_strtoul(text[end + 1 :]) if text[end : end + 1] == "/" else 0xFFFFFFFF
-                req.mark_value, req.mark_mask = value & 0xFFFFFFFF, mask & 0xFFFFFFFF
-                req.mark_filter = (req.mark_value, req.mark_mask)
+                self.mark_opt(arg)
             elif ch and ch in "l<>":
                 self.label_opt(ch, arg)
             elif ch == "a":
                 self.warnings.append("WARNING: ignoring -a, deprecated option.")
             elif ch == "f":
-                self.set_opt("family")
-                text = arg or ""
-                if text.startswith("ipv4"):
-                    self.set_family(AF_INET)
-                elif text.startswith("ipv6"):
-                    self.set_family(AF_INET6)
-                else:
-                    raise self.fail(f"`{text}' unsupported protocol")
+                self.family_opt(arg)
             elif ch == "b":
                 self.set_opt("buffer-size")
                 req.buffer_size = c_atol(arg or "") & ULONG_MAX
@@ -486,6 +452,59 @@ class _Parser:
             else:
                 self.ext_option(c, arg)
         return self.finish()
+
+    def proto_opt(self, arg: str | None) -> None:
+        """-p: the protocol's handler adds its options (at a new offset) to the long options."""
+        self.set_opt("protonum")
+        found = self.findproto(arg or "")
+        if found is None:
+            raise self.fail(f"`{arg}' unsupported protocol")
+        h, protonum = found
+        self.offset += O.OPTION_OFFSET
+        self.ext_offsets[h.name] = self.offset
+        self.opts += [O.LongOpt(name, O.REQUIRED_ARG, val + self.offset) for name, val in h.opts]
+        self.state.handler = h
+        req = self.req
+        req.proto, req.l4proto = h.name, protonum
+        req.orig.l4proto = protonum
+
+    def status_opt(self, arg: str | None) -> None:
+        self.set_opt("status")
+        self.parse_status(arg or "")
+        req = self.req
+        req.status = self.status
+        if self.status_mask == 0:
+            self.status_mask = self.status
+        req.mark_value = self.status
+        req.status_filter = (self.status, self.status_mask)
+
+    def output_opt(self, arg: str | None) -> None:
+        self.set_opt("output")
+        self.state.output_mask |= self.parse_parameter(arg or "", O.OUTPUT_KEYWORDS)
+        if self.state.output_mask & O.O_CL:
+            self.labelmap_init()
+        if self.state.output_mask & O.O_SAVE and self.state.output_mask & O.O_SAVE_CONFLICTS:
+            raise self.fail("cannot combine save output with any other output type, use -o save only",
+                            OTHER_PROBLEM)
+
+    def mark_opt(self, arg: str | None) -> None:
+        self.set_opt("mark")
+        text = arg or ""
+        value, end = c_strtox(text, 0, False)
+        mask = c_strtoul(text[end + 1 :]) if text[end : end + 1] == "/" else 0xFFFFFFFF
+        req = self.req
+        req.mark_value, req.mark_mask = value & 0xFFFFFFFF, mask & 0xFFFFFFFF
+        req.mark_filter = (req.mark_value, req.mark_mask)
+
+    def family_opt(self, arg: str | None) -> None:
+        self.set_opt("family")
+        text = arg or ""
+        if text.startswith("ipv4"):
+            self.set_family(AF_INET)
+        elif text.startswith("ipv6"):
+            self.set_family(AF_INET6)
+        else:
+            raise self.fail(f"`{text}' unsupported protocol")
 
     def label_opt(self, ch: str, arg: str | None) -> None:
         self.set_opt(_OPT2NAME[ch])
