@@ -96,6 +96,16 @@ def render_flow_xml(
     out += _tuple_meta(flow, flow.orig, "original", counters_on, False)
     out += _tuple_meta(flow, flow.reply, "reply", counters_on, True)
 
+    out += _independent_meta(flow, ktimestamp, label_map, now)
+    if show_time:
+        out += when_xml(now)
+    if flow.helper is not None:
+        out += f"<helper>{flow.helper}</helper>"
+    return out + userspace + "</flow>"
+
+
+def _independent_meta(flow: Flow, ktimestamp: bool, label_map: Mapping[int, str] | None, now: int) -> str:
+    """``<meta direction="independent">``: state, timeout, mark, labels, ..., timestamps (none: '')."""
     state = None
     for info in (flow.tcp, flow.sctp, flow.dccp):
         if info is not None and info.state is not None:
@@ -115,8 +125,7 @@ def render_flow_xml(
         or start is not None
         or stop is not None
     )
-    if independent:
-        out += '<meta direction="independent">'
+    out = '<meta direction="independent">' if independent else ""
     # C prints one <state> per protoinfo attribute present, all from the TCP table.
     for info in (flow.tcp, flow.sctp, flow.dccp):
         if info is not None and info.state is not None:
@@ -155,11 +164,7 @@ def render_flow_xml(
         out += f"<deltatime>{(now - start // 1_000_000_000) & U64}</deltatime>"
     if independent:
         out += "</meta>"
-    if show_time:
-        out += when_xml(now)
-    if flow.helper is not None:
-        out += f"<helper>{flow.helper}</helper>"
-    return out + userspace + "</flow>"
+    return out
 
 
 def _label_names(labels: bytes, label_map: Mapping[int, str]) -> list[str]:
