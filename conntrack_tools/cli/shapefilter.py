@@ -17,6 +17,7 @@ from ..compiled import define
 from ..flow import ICMP_PROTOS
 from .request import Request
 from .request import Tuple as ReqTuple
+from .template import template_mark
 
 _ICMP = tuple(sorted(ICMP_PROTOS))
 
@@ -89,6 +90,9 @@ def make_predicate_factory(req: Request, *, use_mark: bool = True, use_status: b
         if use_mark and req.mark_filter is not None and not kernel_filtered:
             value, mask = req.mark_filter
             conds.append(f"({_slot(slots, 'mark') or 0} & {mask}) == {value}")
+        tmark = template_mark(req) if use_mark else None
+        if tmark is not None:
+            conds.append(f"({_slot(slots, 'mark') or 0} & {tmark[1]}) == {tmark[0]}")
         if proto is not None and not kernel_tuples:
             val = _slot(slots, "orig.proto")
             conds.append("False" if val is None else f"{val} == {proto}")

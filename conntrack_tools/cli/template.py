@@ -65,8 +65,9 @@ def _labels_bitmap(bits) -> bytes:
     return value.to_bytes(nwords * 4, "little")
 
 
-def _protoinfo(req: Request, flow: Flow) -> None:
-    if req.proto == "tcp" and req.state is not None:
+def apply_protoinfo(req: Request, flow: Flow, *, update: bool = False) -> None:
+    """The protocol info of the template; ``update``: TCP flags even without --state (C's -U sends them)."""
+    if req.proto == "tcp" and (req.state is not None or (update and req.tcp_flags is not None)):
         flow.tcp = TcpInfo(state=req.state)
         if req.tcp_flags is not None:
             flow.tcp.flags_orig = flow.tcp.mask_orig = req.tcp_flags
@@ -108,7 +109,7 @@ def build_create(req: Request) -> Flow:
     flow.zone = req.zone
     if req.label_modify:
         flow.labels = _labels_bitmap(req.label_modify)
-    _protoinfo(req, flow)
+    apply_protoinfo(req, flow)
     flow.nat_src = _nat(req.src_nat, family)
     flow.nat_dst = _nat(req.dst_nat, family)
     return flow
@@ -330,11 +331,25 @@ def _tuple_filter(req: Request, family: int) -> tuple[Tuple, int, Tuple, int]:
     return orig, oflags, reply, rflags
 
 
-def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
+def template_mark(req: Request) -> tuple[int, int] | None:
+    """C's userspace mark comparison when `-u` came after `-m`: (value, mask) or None.
+
+    `-u` overwrites the template's mark value with the status bits (see request.py) while the
+    kernel dump filter keeps the `-m` value, so `-L/-D -m 42 -u SEEN_REPLY` also requires
+    `mark & mask == 2`: C 1.4.7 lists/deletes only what satisfies both.
+    """
+    if req.mark_filter is None or req.mark_value == req.mark_filter[0]:
+        return None
+    return req.mark_value, req.mark_mask
+
+
+def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True, use_protoinfo: bool = True,
                 kernel_filtered: bool = False, kernel_tuples: bool = False) -> Callable[[Flow], bool]:
     """The userspace filter of nfct_filter() for this request.
 
-    ``use_mark``/``use_status`` are False for `-U` (there -m and -u are new values, not filters).
+    ``use_mark``/``use_status``/``use_protoinfo`` are False for `-U`: there -m, -u and the protocol
+    options (`--state`, SCTP vtags) are new values, not filters (`-U -p tcp --state X` sets X on every
+    entry the tuple options match).
     ``kernel_filtered`` skips the mark/status filters the dump request already carries;
     ``kernel_tuples`` skips family, protocol and exact tuple fields (see `kernel_dumps`).
     """
@@ -347,15 +362,14 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
     if family and not kernel_tuples:
         checks.append(lambda f: f.family == family)
     _nat_checks(req, checks)
-    if use_mark and req.mark_filter is not None and not kernel_filtered:
-        value, mmask = req.mark_filter
-        checks.append(lambda f: ((f.mark or 0) & mmask) == value)
+    if use_mark:
+        _mark_checks(req, kernel_filtered, checks)
     _label_and_net_checks(req, checks)
     _tuple_checks(req, kernel_tuples, masked, checks)
     if use_status and req.status_filter is not None and not kernel_filtered:
         svalue, smask = req.status_filter
         checks.append(lambda f: ((f.status or 0) & smask) == svalue)
-    _value_checks(req, checks)
+    _value_checks(req, use_protoinfo, checks)
 
     if not checks:
         return accept_all
@@ -374,6 +388,17 @@ def _nat_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
             checks.append(lambda f: _nat_match(f, snat, True))
         if dnat is not None:
             checks.append(lambda f: _nat_match(f, dnat, False))
+
+
+def _mark_checks(req: Request, kernel_filtered: bool, checks: list[Callable[[Flow], bool]]) -> None:
+    """-m (unless the dump request carried it), then the template's mark when -u came after -m."""
+    if req.mark_filter is not None and not kernel_filtered:
+        value, mmask = req.mark_filter
+        checks.append(lambda f: ((f.mark or 0) & mmask) == value)
+    tmark = template_mark(req)
+    if tmark is not None:
+        tvalue, tmask = tmark
+        checks.append(lambda f: ((f.mark or 0) & tmask) == tvalue)
 
 
 def _label_and_net_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
@@ -413,9 +438,9 @@ def _tuple_checks(req: Request, kernel_tuples: bool, masked: tuple[bool, bool],
         checks.append(lambda f: _tuple_match(f.reply, reply_rt, req, False, (False, False)))
 
 
-def _value_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
-    """--state, --secmark, --id, the zones and the SCTP verification tags."""
-    if req.state is not None:
+def _value_checks(req: Request, use_protoinfo: bool, checks: list[Callable[[Flow], bool]]) -> None:
+    """--state, --secmark, --id, the zones and the SCTP verification tags (protoinfo: not for -U)."""
+    if req.state is not None and use_protoinfo:
         state = req.state
         checks.append(lambda f: f.proto_state() == state)
     if req.secmark is not None:
@@ -433,7 +458,7 @@ def _value_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
     if req.reply_zone is not None:
         rz = req.reply_zone
         checks.append(lambda f: f.reply is not None and (f.reply.zone or 0) == rz)
-    if req.proto == "sctp":
+    if req.proto == "sctp" and use_protoinfo:
         if req.sctp_vtag_orig is not None:
             vo = req.sctp_vtag_orig
             checks.append(lambda f: f.sctp is not None and f.sctp.vtag_orig == vo)

@@ -21,6 +21,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from dataclasses import replace as _replace
+from operator import attrgetter
 
 from ..flow import (
     AF_INET,
@@ -52,6 +53,8 @@ EXTRA_FIELDS = ("secmark", "secctx", "helper", "labels", "ts_stop", "sctp", "dcc
 # Current kernels put CTA_SYNPROXY (all zeros) on every event and dump entry, and C syncs it: a slot
 # holding one shared tuple instead of an ``extra`` dict per entry (~230 B each)
 _SYNPROXY_ZERO = (0, 0, 0)
+_get_extra = attrgetter(*EXTRA_FIELDS)
+_NO_EXTRA = (None,) * len(EXTRA_FIELDS)
 
 _interned: dict[int, int] = {}
 
@@ -68,11 +71,25 @@ def _intern(v: int | None) -> int | None:
     return got
 
 
+# the whole key of an IPv4/IPv6 tuple in one pack: _HDR + src + dst + L4 (ports or ICMP) + _ZONES
+_KEY = {(AF_INET, False): struct.Struct("!BBB4s4sHHHHH"), (AF_INET, True): struct.Struct("!BBB4s4sBBHHHH"),
+        (AF_INET6, False): struct.Struct("!BBB16s16sHHHHH"), (AF_INET6, True): struct.Struct("!BBB16s16sBBHHHH")}
+_ALEN = {AF_INET: 4, AF_INET6: 16}
+
+
 def pack_tuple(t: Tuple, flow_zone: int | None = None) -> bytes:
     """Compact, hashable form of a tuple (+ the flow's CTA_ZONE): the cache key."""
     fam = t.family
     proto = t.proto or 0
     zflags = (_Z_TUPLE if t.zone is not None else 0) | (_Z_FLOW if flow_zone is not None else 0)
+    src, dst = t.src, t.dst
+    alen = _ALEN.get(fam)
+    if alen is not None and src is not None and dst is not None and len(src) == alen == len(dst):
+        if proto in ICMP_PROTOS:
+            return _KEY[fam, True].pack(fam, proto, zflags, src, dst, t.icmp_type or 0, t.icmp_code or 0,
+                                        t.icmp_id or 0, 0, t.zone or 0, flow_zone or 0)
+        return _KEY[fam, False].pack(fam, proto, zflags, src, dst, t.sport or 0, t.dport or 0, 0, t.zone or 0,
+                                     flow_zone or 0)
     zero = _ZERO.get(fam, b"")
     if proto in ICMP_PROTOS:
         l4 = _ICMP.pack(t.icmp_type or 0, t.icmp_code or 0, t.icmp_id or 0, 0)
@@ -179,28 +196,39 @@ class Entry:
             self.synproxy = _SYNPROXY_ZERO if sp == _SYNPROXY_ZERO else tuple(sp)
         tcp = flow.tcp
         if tcp is not None and (tcp.wscale_orig is not None or tcp.flags_orig is not None):
-            self.tcpx = _intern(_pack_tcp(tcp))  # every kernel TCP dump/event has them; the state is in .state
-        for name in EXTRA_FIELDS:
-            v = getattr(flow, name)
-            if v is not None:
-                if self.extra is None:
-                    self.extra = {}
-                self.extra[name] = v
+            self.tcpx = _pack_tcp(tcp)  # every kernel TCP dump/event has them; the state is in .state
+        rare = _get_extra(flow)
+        if rare != _NO_EXTRA:  # one C-level comparison for the common flow that has none of them
+            for name, v in zip(EXTRA_FIELDS, rare, strict=True):
+                if v is not None:
+                    if self.extra is None:
+                        self.extra = {}
+                    self.extra[name] = v
 
 
 _TCP_PACKED = ("wscale_orig", "wscale_reply", "flags_orig", "mask_orig", "flags_reply", "mask_reply")
+
+
+_get_tcp = attrgetter(*_TCP_PACKED)
+_tcpx_memo: dict[tuple, int] = {}
 
 
 def _pack_tcp(t: TcpInfo) -> int:
     """The six u8 TCP protoinfo leaves in one int (9 bits each, value + 1, 0 = absent).
 
     Kept in a slot instead of a TcpInfo in ``extra`` (a dict + an object per TCP entry, ~300 B);
-    equal values are interned, so most TCP entries share one int.
+    equal values give the same (interned) int, so most TCP entries share one.  Kernel flows carry
+    a handful of distinct combinations: they are memoised (bounded) instead of packed per event.
     """
-    n = 0
-    for name in _TCP_PACKED:
-        v = getattr(t, name)
-        n = n << 9 | (0 if v is None else (v & 0xFF) + 1)
+    vals = _get_tcp(t)
+    n = _tcpx_memo.get(vals)
+    if n is None:
+        n = 0
+        for v in vals:
+            n = n << 9 | (0 if v is None else (v & 0xFF) + 1)
+        n = _intern(n)
+        if len(_tcpx_memo) < 4096:
+            _tcpx_memo[vals] = n
     return n
 
 

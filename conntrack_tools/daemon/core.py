@@ -26,6 +26,7 @@ from .filter import compile_filter
 from .log import Logger
 from .loop import Loop, Timer
 from .mode import StatsMode, SyncCacheMode, SyncEngine
+from .readiness import ReadinessFile
 from .stats import RuntimeStats, runtime_text, to_json
 
 __all__ = ["Daemon", "StartError"]
@@ -56,6 +57,7 @@ class Daemon:
         self.server: ControlServer | None = None
         self.ctnl: Ctnl | None = None
         self.resync_timer: Timer | None = None
+        self.readiness: ReadinessFile | None = None
         self.metrics = None
         self.exit_code = 0
         self.stopped = False
@@ -127,6 +129,9 @@ class Daemon:
             log("ERROR", "no ctnetlink kernel support?")
             raise StartError from None
         ctnl = self.ctnl
+        if g.readiness_file:  # beyond C: not ready until the synced state is complete (readiness.py)
+            self.readiness = ReadinessFile(g.readiness_file, g.readiness_weight, log)
+            self.readiness.not_ready()
         if self.cfg.mode == "stats":
             if self.cfg.stats is None:
                 log("warning", "No running mode specified. Defaulting to statistics mode.")
@@ -166,6 +171,8 @@ class Daemon:
             ev = ctnl.open_events()
             self.loop.add_reader(ev.fileno(), self._on_events)
         self.runtime.daemon_start_time = int(time.time())
+        if self.readiness is not None and self.engine is None:
+            self.readiness.ready()  # nothing to wait for: no peer holds state for us
         log("notice", "initialization completed")
 
     def _tame_gc(self) -> None:
@@ -377,6 +384,8 @@ class Daemon:
             self.mode.engine.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.readiness is not None:
+            self.readiness.not_ready()  # a stopped daemon holds no state for a takeover
         lockfile.release(self.lock_fd, self.g.lockfile)
         self.lock_fd = None
         sys.stdout.flush()

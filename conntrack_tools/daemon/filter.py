@@ -63,7 +63,11 @@ class CompiledFilter:
             if nets is not None:
                 a = int.from_bytes(orig.src or b"", "big")
                 b = int.from_bytes(flow.reply.src or b"", "big") if flow.reply is not None else a
-                hit = any((a & m) == n or (b & m) == n for n, m in nets)
+                hit = False
+                for n, m in nets:  # a loop, not any(genexpr): this runs once per event
+                    if (a & m) == n or (b & m) == n:
+                        hit = True
+                        break
                 if hit != self.address_accept:
                     return False
         if self.states is not None and proto == 6 and flow.tcp is not None and flow.tcp.state is not None:

@@ -1,73 +1,173 @@
-"""Beyond C: Prometheus text-format metrics (``--metrics-listen ADDR:PORT`` / ``--metrics-textfile PATH``,
-or ``General { Metrics { Listen ADDR:PORT  Textfile PATH } }`` in conntrackd.conf).
+"""Beyond C: Prometheus metrics (``--metrics-listen ADDR:PORT`` / ``--metrics-textfile PATH``, or
+``General { Metrics { Listen ADDR:PORT  Textfile PATH } }`` in conntrackd.conf).
 
-:func:`render` is pure (counters in, exposition text out); :class:`Metrics` serves it over a
-minimal HTTP/1.0 responder on the daemon loop, or rewrites a node-exporter textfile
-atomically every 15 s.  The sync engine can add samples through ``stats_json()``: every
-numeric leaf becomes ``conntrackd_sync_<path>``.
+:func:`families` is pure (counters in, metric families out) and :func:`render` turns them into the
+exposition text with prometheus_client, the well-kept library for the types and the text format
+(its parser checks our output in the tests).  The families are built at scrape time from the
+daemon's own counters: nothing is updated on the event hot path.
+
+:class:`Metrics` serves them on the daemon loop without blocking it: the request is read and the
+answer written by non-blocking callbacks (a slow or silent client costs a file descriptor until
+``CLIENT_TIMEOUT``, never loop time), or rewrites a node-exporter textfile atomically every 15 s.
+
+Sync statistics (``engine.stats_json()``) become ``conntrackd_sync_<path>``; what varies per peer or
+per link is a label, never part of a name (an address in a name is not a valid metric name, and
+a Prometheus scrape of such a page fails whole).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable
 
-__all__ = ["Metrics", "render"]
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+__all__ = ["COMMIT_BUCKETS", "Metrics", "commit_histogram", "families", "kernel_table", "render"]
 
 TEXTFILE_PERIOD = 15.0
+CLIENT_TIMEOUT = 5.0  # a scrape connection that has not sent its request by then is closed
 _RUNTIME_HELP = {
-    "nl_events_received": ("counter", "ctnetlink events received"),
-    "nl_events_filtered": ("counter", "ctnetlink events dropped by the Filter block"),
-    "nl_catch_event_failed": ("counter", "errors reading the event socket"),
-    "nl_overrun": ("counter", "event socket overruns (ENOBUFS)"),
-    "nl_silent_drops": ("counter", "event reads after which the socket's drop counter grew with no ENOBUFS"),
-    "nl_kernel_table_flush": ("counter", "kernel table flushes (-F)"),
-    "nl_kernel_table_resync": ("counter", "resyncs with the kernel table"),
-    "local_read_failed": ("counter", "control socket reads that failed"),
+    "nl_events_received": "ctnetlink events received",
+    "nl_events_filtered": "ctnetlink events dropped by the Filter block",
+    "nl_catch_event_failed": "errors reading the event socket",
+    "nl_overrun": "event socket overruns (ENOBUFS)",
+    "nl_silent_drops": "event reads after which the socket's drop counter grew with no ENOBUFS",
+    "nl_kernel_table_flush": "kernel table flushes (-F)",
+    "nl_kernel_table_resync": "resyncs with the kernel table",
+    "local_read_failed": "control socket reads that failed",
 }
+# stats_json() subtrees whose keys are not names but instances: they become one label
+_LABELLED = {"peers": "peer"}
+_LINK_LABELS = ("device", "transport", "role", "status")
+# a commit of 1k entries takes ~10 ms, of 1M ~10 s (docs/benchmarks.md)
+COMMIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def _flatten(prefix: str, data: dict) -> Iterable[tuple[str, float]]:
-    for k, v in data.items():
-        name = f"{prefix}_{k}"
-        if isinstance(v, dict):
-            yield from _flatten(name, v)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            yield name, v
+def commit_histogram() -> Histogram:
+    """Durations of external-cache commits (``-c``), kept by the sync engine, exported at scrape time."""
+    return Histogram("conntrackd_commit_duration_seconds", "duration of external cache commits (conntrackd -c)",
+                     buckets=COMMIT_BUCKETS, registry=None)
 
 
-def render(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int, sync: dict | None = None) -> str:
-    lines: list[str] = []
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    def metric(name: str, kind: str, help_: str, samples: Iterable[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{labels} {value}")
 
-    for key, (kind, help_) in _RUNTIME_HELP.items():
-        metric(f"conntrackd_{key}_total", kind, help_, [("", runtime.get(key, 0))])
-    metric("conntrackd_netlink_buffer_bytes", "gauge", "event socket receive buffer", [("", buffer_size)])
-    metric("conntrackd_uptime_seconds", "gauge", "seconds since initialisation", [("", uptime)])
-    metric("conntrackd_traffic_bytes_total", "counter", "bytes of destroyed flows",
-           [("", runtime.get("bytes_orig", 0) + runtime.get("bytes_repl", 0))])
-    metric("conntrackd_traffic_packets_total", "counter", "packets of destroyed flows",
-           [("", runtime.get("packets_orig", 0) + runtime.get("packets_repl", 0))])
-    metric("conntrackd_cache_entries", "gauge", "entries in a cache",
-           [(f'{{cache="{n}"}}', c.get("entries", 0)) for n, c in caches.items()])
-    metric("conntrackd_cache_active", "gauge", "live entries in a cache",
-           [(f'{{cache="{n}"}}', c.get("active", 0)) for n, c in caches.items()])
+def _sync_families(sync: dict) -> Iterable[Metric]:
+    """Every numeric leaf of ``stats_json()`` as an untyped gauge; instances as labels."""
+    flat: dict[str, list[tuple[dict[str, str], float]]] = {}
+
+    def walk(prefix: str, data: dict, labels: dict[str, str]) -> None:
+        for k, v in data.items():
+            if isinstance(v, dict):
+                label = _LABELLED.get(k)
+                if label is not None:
+                    for inst, sub in v.items():
+                        if isinstance(sub, dict):
+                            walk(f"{prefix}_{k}", sub, {**labels, label: str(inst)})
+                else:
+                    walk(f"{prefix}_{k}", v, labels)
+            elif _number(v):
+                flat.setdefault(f"{prefix}_{k}", []).append((labels, v))
+
+    walk("conntrackd_sync", {k: v for k, v in sync.items() if k != "links"}, {})
+    for link in sync.get("links", ()):
+        labels = {k: str(link.get(k, "")) for k in _LINK_LABELS}
+        for k, v in link.items():
+            if k not in _LINK_LABELS and _number(v):
+                flat.setdefault(f"conntrackd_sync_link_{k}", []).append((labels, v))
+    for name, samples in flat.items():
+        keys = sorted({k for labels, _ in samples for k in labels})
+        fam = GaugeMetricFamily(name, f"sync statistic {name[len('conntrackd_sync_'):]}", labels=keys)
+        for labels, v in samples:
+            fam.add_metric([labels.get(k, "") for k in keys], v)
+        yield fam
+
+
+def kernel_table(proc: str = "/proc/sys/net/netfilter") -> dict[str, int]:
+    """Occupancy of the kernel table of the daemon's network namespace (count and max are per netns)."""
+    out = {}
+    for key, name in (("entries", "nf_conntrack_count"), ("max", "nf_conntrack_max")):
+        try:
+            with open(f"{proc}/{name}") as fh:
+                out[key] = int(fh.read().strip())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def families(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int,
+             sync: dict | None = None, kernel: dict[str, int] | None = None,
+             extra: Iterable[Metric] = ()) -> list[Metric]:
+    """The daemon's counters as metric families (pure)."""
+    out: list[Metric] = []
+    for key, help_ in (("entries", "entries in the kernel conntrack table of the daemon's netns"),
+                       ("max", "nf_conntrack_max of the daemon's netns")):
+        if kernel and key in kernel:
+            out.append(GaugeMetricFamily(f"conntrackd_kernel_table_{key}", help_, value=kernel[key]))
+    for key, help_ in _RUNTIME_HELP.items():
+        c = CounterMetricFamily(f"conntrackd_{key}", help_)
+        c.add_metric([], runtime.get(key, 0))
+        out.append(c)
+    out.append(GaugeMetricFamily("conntrackd_netlink_buffer_bytes", "event socket receive buffer", value=buffer_size))
+    out.append(GaugeMetricFamily("conntrackd_uptime_seconds", "seconds since initialisation", value=uptime))
+    out.append(CounterMetricFamily("conntrackd_traffic_bytes", "bytes of destroyed flows",
+                                   value=runtime.get("bytes_orig", 0) + runtime.get("bytes_repl", 0)))
+    out.append(CounterMetricFamily("conntrackd_traffic_packets", "packets of destroyed flows",
+                                   value=runtime.get("packets_orig", 0) + runtime.get("packets_repl", 0)))
+
+    def per_cache(fam: Metric, key: str) -> Metric:
+        for n, c in caches.items():
+            fam.add_metric([n], c.get(key, 0))
+        return fam
+
+    out.append(per_cache(GaugeMetricFamily("conntrackd_cache_entries", "entries in a cache", labels=["cache"]),
+                         "entries"))
+    out.append(per_cache(GaugeMetricFamily("conntrackd_cache_active", "live entries in a cache", labels=["cache"]),
+                         "active"))
     for op, key in (("created", "add_ok"), ("updated", "upd_ok"), ("destroyed", "del_ok")):
-        metric(f"conntrackd_cache_{op}_total", "counter", f"cache entries {op}",
-               [(f'{{cache="{n}"}}', c.get(key, 0)) for n, c in caches.items()])
+        out.append(per_cache(CounterMetricFamily(f"conntrackd_cache_{op}", f"cache entries {op}",
+                                                 labels=["cache"]), key))
     for op, key in (("created", "add_fail"), ("updated", "upd_fail"), ("destroyed", "del_fail")):
-        metric(f"conntrackd_cache_{op}_failed_total", "counter", f"cache entries that failed to be {op}",
-               [(f'{{cache="{n}"}}', c.get(key, 0)) for n, c in caches.items()])
-    for name, value in _flatten("conntrackd_sync", sync or {}):
-        lines.append(f"# TYPE {name} untyped")
-        lines.append(f"{name} {value}")
-    return "\n".join(lines) + "\n"
+        out.append(per_cache(CounterMetricFamily(f"conntrackd_cache_{op}_failed",
+                                                 f"cache entries that failed to be {op}", labels=["cache"]), key))
+    if sync:
+        out.extend(_sync_families(sync))
+    out.extend(extra)
+    return out
+
+
+class _Snapshot(Collector):
+    def __init__(self, fams: list[Metric]) -> None:
+        self.fams = fams
+
+    def collect(self) -> Iterable[Metric]:
+        return self.fams
+
+
+def render(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int, sync: dict | None = None,
+           kernel: dict[str, int] | None = None, extra: Iterable[Metric] = ()) -> str:
+    """The exposition text (Prometheus text format 0.0.4) of :func:`families`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families(runtime, caches, buffer_size, uptime, sync, kernel, extra)))
+    return generate_latest(registry).decode()
+
+
+class _Client:
+    """One scrape connection: read until the end of the request headers, then write the answer."""
+
+    __slots__ = ("conn", "request", "reply", "deadline")
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.request = b""
+        self.reply = b""
+        self.deadline = time.monotonic() + CLIENT_TIMEOUT
 
 
 class Metrics:
@@ -75,6 +175,7 @@ class Metrics:
         self.d = daemon
         self.sock: socket.socket | None = None
         self.textfile = textfile
+        self.clients: dict[int, _Client] = {}
         if listen:
             host, _, port = listen.rpartition(":")
             fam = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -84,28 +185,32 @@ class Metrics:
             self.sock.listen(16)
             self.sock.setblocking(False)
             daemon.loop.add_reader(self.sock.fileno(), self._accept)
+            daemon.loop.every(1.0, self._expire)
         if textfile:
             self._write_textfile()
             daemon.loop.every(TEXTFILE_PERIOD, self._write_textfile)
 
     def text(self) -> str:
-        import time
-
         d = self.d
         mode = d.mode
         caches = {mode.cache.name: {**mode.cache.stats.as_dict(), "entries": len(mode.cache)}}
         sync = None
+        extra: list[Metric] = []
         engine = getattr(mode, "engine", None)
         if engine is not None:
             if engine.external is not None:
                 caches["external"] = {**engine.external.stats.as_dict(), "entries": len(engine.external)}
             sync = engine.stats_json()
+            hist = getattr(engine, "commit_seconds", None)
+            if hist is not None:
+                extra.extend(hist.collect())
         if getattr(mode, "expect", False):  # ExpectationSync: the expectation caches too
             for name, c in (("expect-internal", mode.exp_cache), ("expect-external", mode.exp_external)):
                 if c is not None:
                     caches[name] = {**c.stats.as_dict(), "entries": len(c)}
         buf = d.ctnl.buffer_size if d.ctnl is not None else 0
-        return render(d.runtime.as_dict(), caches, buf, int(time.time()) - d.runtime.daemon_start_time, sync)
+        return render(d.runtime.as_dict(), caches, buf, int(time.time()) - d.runtime.daemon_start_time, sync,
+                      kernel_table(), extra)
 
     def _write_textfile(self) -> None:
         assert self.textfile is not None
@@ -117,24 +222,61 @@ class Metrics:
         except OSError as exc:
             self.d.log("warning", f"cannot write metrics textfile `{self.textfile}': {exc.strerror}")
 
+    # ------------------------------------------------------------------ non-blocking HTTP/1.0 responder
     def _accept(self) -> None:
         assert self.sock is not None
         try:
             conn, _ = self.sock.accept()
         except OSError:
             return
+        conn.setblocking(False)
+        c = self.clients[conn.fileno()] = _Client(conn)
+        self.d.loop.add_reader(conn.fileno(), lambda: self._read(c))
+
+    def _read(self, c: _Client) -> None:
         try:
-            conn.settimeout(1.0)
-            conn.recv(4096)  # the request line; every path answers the metrics
-            body = self.text().encode()
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            data = c.conn.recv(4096)
+        except BlockingIOError:
+            return
         except OSError:
-            pass
-        finally:
-            conn.close()
+            data = b""
+        c.request += data
+        if data and b"\r\n\r\n" not in c.request and b"\n\n" not in c.request and len(c.request) < 16384:
+            return  # the rest of the request is still on its way
+        self.d.loop.remove(c.conn.fileno())
+        if not data and not c.request:
+            self._close(c)
+            return
+        body = self.text().encode()  # every path answers the metrics
+        c.reply = (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.d.loop.add_writer(c.conn.fileno(), lambda: self._write(c))
+
+    def _write(self, c: _Client) -> None:
+        try:
+            n = c.conn.send(c.reply)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = len(c.reply)
+        c.reply = c.reply[n:]
+        if not c.reply:
+            self._close(c)
+
+    def _close(self, c: _Client) -> None:
+        fd = c.conn.fileno()
+        self.d.loop.remove(fd)
+        self.clients.pop(fd, None)
+        c.conn.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for c in [c for c in self.clients.values() if now > c.deadline]:
+            self._close(c)
 
     def close(self) -> None:
+        for c in list(self.clients.values()):
+            self._close(c)
         if self.sock is not None:
             self.d.loop.remove(self.sock.fileno())
             self.sock.close()

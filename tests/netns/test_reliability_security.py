@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,17 +77,43 @@ def start(conf: Path, d: Path) -> subprocess.Popen:
     out = open(d / "stdout", "w")
     proc = subprocess.Popen(["ip", "netns", "exec", NS, *OURS, "-C", str(conf)], stdout=out,
                             stderr=subprocess.STDOUT, cwd=REPO)
-    end = time.monotonic() + 10
-    while nsrun(NS, *OURS, "-C", str(conf), "-s", check=False).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > end:
-            break
-        time.sleep(0.1)
+    wait_for(lambda: proc.poll() is not None or nsrun(NS, *OURS, "-C", str(conf), "-s", check=False).returncode == 0,
+             10, "daemon answers -s", show=lambda: (d / "stdout").read_text())
     return proc
 
 
-def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
+def as_nobody(*cmd: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     return subprocess.run(["ip", "netns", "exec", NS, "setpriv", "--reuid=nobody", "--regid=nogroup",
-                           "--clear-groups", *cmd], capture_output=True, text=True, timeout=30, cwd="/")
+                           "--clear-groups", *cmd], capture_output=True, text=True, timeout=30, cwd="/", env=env)
+
+
+@pytest.fixture(scope="module")
+def nobody_python(netns):
+    """(interpreter, package dir) that ``nobody`` can run: the package copied to a 0755 temp dir (the checkout may
+    sit in a 0700 directory), and this Python or a system one of the same version (a venv or pyenv under
+    /root is not readable by nobody)."""
+    d = Path(tempfile.mkdtemp(prefix="ctpy-nobody-"))
+    try:
+        shutil.copytree(PKG, d / "conntrack_tools", ignore=shutil.ignore_patterns("__pycache__"))
+        for path in (d, *d.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        candidates = [sys.executable, getattr(sys, "_base_executable", sys.executable),
+                      shutil.which(f"python{want}") or "", f"/usr/bin/python{want}", f"/usr/local/bin/python{want}"]
+        tried = []
+        for py in dict.fromkeys(c for c in candidates if c):
+            code = "import sys, conntrack_tools.daemon.main; print('%d.%d' % sys.version_info[:2])"
+            probe = as_nobody(py, "-c", code, pythonpath=d)
+            if probe.returncode == 0 and probe.stdout.strip() == want:
+                yield py, d
+                return
+            tried.append(f"{py}: {(probe.stderr or probe.stdout).strip()[-160:]}")
+        pytest.skip("no Python " + want + " that nobody can run: " + "; ".join(tried))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ control socket
@@ -94,10 +121,8 @@ def as_nobody(*cmd: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.root
 @pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_control_socket_refuses_other_users(netns, workdir) -> None:
-    probe = as_nobody(sys.executable, "-c", "import conntrack_tools")
-    if probe.returncode != 0:
-        pytest.skip(f"nobody cannot run this checkout's Python: {probe.stderr.strip()[-200:]}")
+def test_control_socket_refuses_other_users(netns, workdir, nobody_python) -> None:
+    py, pkg_copy = nobody_python
     conf = write_conf(workdir)
     proc = start(conf, workdir)
     try:
@@ -106,12 +131,12 @@ def test_control_socket_refuses_other_users(netns, workdir) -> None:
         assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
         # our client, as nobody: C's message, exit 1, nothing answered
         for args in (["-s"], ["-i"], ["-k"], ["-f"]):
-            r = as_nobody(*OURS, "-C", str(conf), *args)
+            r = as_nobody(py, "-m", "conntrack_tools.daemon.main", "-C", str(conf), *args, pythonpath=pkg_copy)
             assert r.returncode == 1, (args, r)
             assert "can't connect: is conntrackd running? appropriate permissions?" in r.stderr, r.stderr
             assert r.stdout == ""
         # a raw connect(2), as nobody: EACCES
-        r = as_nobody(sys.executable, "-c", "import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+        r = as_nobody(py, "-c", "import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
                       f"try:\n s.connect({str(workdir / 'ctl')!r})\nexcept OSError as e:\n print(e.errno)\n"
                       "else:\n print('connected')")
         assert r.stdout.strip() == str(errno.EACCES), r
@@ -223,11 +248,10 @@ def test_config_values_never_reach_a_shell(workdir) -> None:
                 proc = subprocess.Popen(["ip", "netns", "exec", NS + "c", *OURS, "-C", str(conf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
                                         env={**os.environ, "PYTHONPATH": str(REPO)})
-                end = time.monotonic() + 5
-                while proc.poll() is None and time.monotonic() < end and not any(d.glob("ctl*")):
-                    time.sleep(0.05)
-                time.sleep(0.2)
-                outcomes["started"] += proc.poll() is None
+                # started = answers -s on its control socket (or it exited: rejected at start-up)
+                answers = wait_for(lambda proc=proc, conf=conf: proc.poll() is not None or nsrun(
+                    NS + "c", *OURS, "-C", str(conf), "-s", check=False).returncode == 0, 10, f"daemon with {line!r}")
+                outcomes["started"] += answers and proc.poll() is None
                 stop_process(proc)
             assert not any(m.exists() for m in marks), f"config value was executed: {line!r}"
     if IS_ROOT:
@@ -300,7 +324,9 @@ print(json.dumps(got), flush=True)
                 " s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 " s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))\n"
                 " for _ in range(5): s.sendto(tag.encode(), ('225.0.0.77', 3799))\n")
-        time.sleep(0.3)
+        for ns, dev in ((NS, "ctpy-s1"), (NS, "ctpy-s2"), (PEER, "ctpy-p1"), (PEER, "ctpy-p2")):
+            wait_for(lambda ns=ns, dev=dev: "state UP" in nsrun(ns, "ip", "link", "show", dev).stdout, 10,
+                     f"{dev} up in {ns}")
         nsrun(PEER, sys.executable, "-c", send)
         out, err = rx.communicate(timeout=10)
         got = json.loads(out.strip().splitlines()[-1])

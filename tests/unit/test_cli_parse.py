@@ -16,8 +16,9 @@ from conntrack_tools.cli.labelmap import read_labelmap
 from conntrack_tools.cli.libc import c_atoi, c_strtoul, inet_aton
 from conntrack_tools.cli.parse import parse_args
 from conntrack_tools.cli.request import AF_INET, AF_INET6, AF_UNSPEC, Command, Table
+from tests.conftest import REFERENCE
 
-HELP_REF = "/work/shared/reference/c-tools-behaviour/help_conntrack.txt"
+HELP_REF = REFERENCE / "c-tools-behaviour" / "help_conntrack.txt"
 
 
 def p(line: str, **kw):

@@ -229,3 +229,39 @@ def test_resync_sends_only_what_the_dump_shows_changed():
     m.resync(flow(1, mark=7))  # its mark changed while the events were lost
     m.resync(flow(3))  # created while the events were lost
     assert sent == [("upd", 1), ("new", 3)]
+
+
+def _key_reference(t: Tuple, flow_zone: int | None) -> bytes:
+    """The key layout written out field by field: family, proto, zone flags, src, dst, 6 bytes of L4
+    (ports + 0, or ICMP type, code, id + 0), tuple zone, flow zone."""
+    import struct
+
+    zero = {AF_INET: b"\0" * 4, AF_INET6: b"\0" * 16}.get(t.family, b"")
+    zflags = (1 if t.zone is not None else 0) | (2 if flow_zone is not None else 0)
+    if (t.proto or 0) in (1, 58):
+        l4 = struct.pack("!BBHH", t.icmp_type or 0, t.icmp_code or 0, t.icmp_id or 0, 0)
+    else:
+        l4 = struct.pack("!HHH", t.sport or 0, t.dport or 0, 0)
+    return (struct.pack("!BBB", t.family, t.proto or 0, zflags) + (t.src or zero) + (t.dst or zero) + l4
+            + struct.pack("!HH", t.zone or 0, flow_zone or 0))
+
+
+def test_pack_tuple_one_struct_path_is_the_layout() -> None:
+    """pack_tuple packs IPv4/IPv6 keys in one struct call: byte for byte the field-by-field layout,
+    odd families and odd address lengths included (random tuples)."""
+    import random
+
+    rnd = random.Random(5)
+    for _ in range(5000):
+        fam = rnd.choice((AF_INET, AF_INET6, AF_INET, 7))
+        alen = {AF_INET: 4, AF_INET6: 16}.get(fam, 4)
+        t = Tuple(fam, rnd.choice((None, rnd.randbytes(alen), rnd.randbytes(alen + 1))),
+                  rnd.choice((None, rnd.randbytes(alen))), rnd.choice((None, 6, 17, 1, 58, 132, 47)))
+        if rnd.random() < 0.5:
+            t.sport, t.dport = rnd.randrange(65536), rnd.randrange(65536)
+        if rnd.random() < 0.5:
+            t.icmp_type, t.icmp_code, t.icmp_id = rnd.randrange(256), rnd.randrange(256), rnd.randrange(65536)
+        if rnd.random() < 0.3:
+            t.zone = rnd.randrange(65536)
+        fz = rnd.choice((None, 0, 5))
+        assert pack_tuple(t, fz) == _key_reference(t, fz), t

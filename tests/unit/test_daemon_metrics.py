@@ -9,16 +9,44 @@ import pytest
 from conntrack_tools.daemon.metrics import render
 
 
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Parse with Prometheus' own text parser (a page it rejects fails the whole scrape)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
 def test_render_exposition_format() -> None:
     text = render({"nl_events_received": 5, "nl_overrun": 1, "bytes_orig": 10, "bytes_repl": 5},
                   {"internal": {"entries": 3, "active": 3, "add_ok": 4}}, 2097152, 60, {"link": {"sent": 9}})
-    assert 'conntrackd_cache_entries{cache="internal"} 3' in text
-    assert "conntrackd_nl_events_received_total 5" in text
-    assert "conntrackd_nl_overrun_total 1" in text
-    assert "conntrackd_traffic_bytes_total 15" in text
-    assert "conntrackd_sync_link_sent 9" in text
+    got = samples(text)
+    assert got[("conntrackd_cache_entries", (("cache", "internal"),))] == 3
+    assert got[("conntrackd_nl_events_received_total", ())] == 5
+    assert got[("conntrackd_nl_overrun_total", ())] == 1
+    assert got[("conntrackd_traffic_bytes_total", ())] == 15
+    assert got[("conntrackd_sync_link_sent", ())] == 9
     for line in text.splitlines():
-        assert line.startswith("#") or re.match(r"^[a-z_]+(\{[^}]*\})? -?\d+(\.\d+)?$", line), line
+        assert line.startswith("#") or re.match(r"^[a-z_]+(\{[^}]*\})? -?\d+(\.\d+)?(e[+-]?\d+)?$", line), line
+
+
+def test_peers_and_links_are_labels_not_names() -> None:
+    """FTFW's per-peer statistics and the links list: one metric each, the address and device as labels."""
+    sync = {"sync_mode": "ftfw", "network": {"malformed": 2},
+            "peers": {"10.231.3.11": {"last_seq": 7, "acked": 5}, "fe80::1%eth1": {"last_seq": 9, "acked": None}},
+            "links": [{"transport": "UDP", "device": "eth1", "status": "RUNNING", "role": "ACTIVE",
+                       "pkts_recv": 3, "drop_kernel": 1}],
+            "heal": {"requests": 1, "holdoff_seconds": 2.0}, "auth": {"enabled": False}}
+    text = render({}, {}, 0, 1, sync)
+    got = samples(text)
+    assert got[("conntrackd_sync_peers_last_seq", (("peer", "10.231.3.11"),))] == 7
+    assert got[("conntrackd_sync_peers_last_seq", (("peer", "fe80::1%eth1"),))] == 9
+    assert got[("conntrackd_sync_peers_acked", (("peer", "10.231.3.11"),))] == 5
+    link = (("device", "eth1"), ("role", "ACTIVE"), ("status", "RUNNING"), ("transport", "UDP"))
+    assert got[("conntrackd_sync_link_drop_kernel", link)] == 1
+    assert got[("conntrackd_sync_heal_requests", ())] == 1
+    assert got[("conntrackd_sync_network_malformed", ())] == 2
+    assert "10.231" not in "".join(name for name, _ in got)
 
 
 # ------------------------------------------------------------------ General { Metrics { ... } } (beyond C)
@@ -72,3 +100,22 @@ def test_metrics_words_stay_names_elsewhere() -> None:
     cfg = parse_config(text)
     assert cfg.sync is not None and cfg.sync.channels[0].interface == "Metrics"
     assert cfg.sync.expectation_helpers == ("Listen", "ftp")
+
+
+def test_kernel_table_occupancy_and_commit_histogram(tmp_path) -> None:
+    from conntrack_tools.daemon.metrics import commit_histogram, kernel_table
+
+    (tmp_path / "nf_conntrack_count").write_text("1234\n")
+    (tmp_path / "nf_conntrack_max").write_text("262144\n")
+    assert kernel_table(str(tmp_path)) == {"entries": 1234, "max": 262144}
+    assert kernel_table(str(tmp_path / "absent")) == {}
+    hist = commit_histogram()
+    for dt in (0.004, 0.3, 7.0):
+        hist.observe(dt)
+    got = samples(render({}, {}, 0, 1, None, kernel_table(str(tmp_path)), hist.collect()))
+    assert got[("conntrackd_kernel_table_entries", ())] == 1234
+    assert got[("conntrackd_kernel_table_max", ())] == 262144
+    assert got[("conntrackd_commit_duration_seconds_count", ())] == 3
+    assert got[("conntrackd_commit_duration_seconds_bucket", (("le", "0.01"),))] == 1
+    assert got[("conntrackd_commit_duration_seconds_bucket", (("le", "0.5"),))] == 2
+    assert got[("conntrackd_commit_duration_seconds_sum", ())] == pytest.approx(7.304)

@@ -17,6 +17,8 @@ from ..bypass import InternalBypass
 from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
+from ..metrics import commit_histogram
+from ..readiness import ReadinessTracker
 from ..stats import to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
@@ -72,6 +74,10 @@ class SyncDaemonEngine:
             self.mode = Notrack(self.seq)
         self.mode.on_resync = self._on_resync_request
         self.errors = dict.fromkeys(ERROR_NAMES, 0)
+        self.commit_seconds = commit_histogram()
+        self.role: str | None = None  # "primary" / "backup" once a notify step told (_note_role)
+        self.role_since = 0.0
+        self.role_changes = 0
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
         self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
@@ -130,6 +136,12 @@ class SyncDaemonEngine:
         self._reset_timer = None
         self._refresh_pos = 0
         self._refresh_list: list[Entry] = []
+        self.last_data: float | None = None  # when a peer's data message was last applied
+        self.readiness = getattr(daemon, "readiness", None)  # beyond C: keepalived track_file (daemon/readiness.py)
+        self.tracker: ReadinessTracker | None = None
+        if self.readiness is not None:
+            alarm = sc.mode == SyncMode.ALARM
+            self.tracker = ReadinessTracker(refresh_time=float(sc.refresh_time) if alarm else None)
         self.loop.add_timer(0, self._startup)
         self._tick_timer = self.loop.add_timer(0.25, self._tick)
         self.closed = False
@@ -140,9 +152,20 @@ class SyncDaemonEngine:
         return self.d.mode.cache
 
     def _startup(self) -> None:
-        if self.cfg.startup_resync and self.mode_name != SyncMode.ALARM:
+        # with a readiness file the daemon always asks: completeness is "the peer's answer is in"
+        if (self.cfg.startup_resync or self.tracker is not None) and self.mode_name != SyncMode.ALARM:
             self.mode.request_resync()
+            if self.tracker is not None:
+                self.tracker.resync_requested(time.time())
         self._schedule_tx()
+
+    def _check_ready(self, now: float) -> None:
+        mode = self.mode
+        peers = mode.peers.values()
+        heard = max((p.last_heard for p in peers), default=None)
+        if self.tracker.update(now, heard, self.last_data, mode.resync_pending(),  # type: ignore[union-attr]
+                               any(p.debt.owed for p in peers)):
+            self.readiness.ready()
 
     def _schedule_tx(self) -> None:
         if not self._tx_scheduled:
@@ -227,6 +250,8 @@ class SyncDaemonEngine:
         if self.closed:
             return
         now = time.monotonic()
+        if self.tracker is not None and not self.tracker.ready:
+            self._check_ready(time.time())
         if self.mode.heal(time.time()):
             p = self.mode.policy
             self.log("notice", f"requesting resync: messages lost (sequence gaps {p.gap}, socket drops "
@@ -412,6 +437,7 @@ class SyncDaemonEngine:
                 if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off and fast(peer, seq, now):
                     chans.set_current(idx)
                     apply(vt & 0x0F, buf, off, mlen)
+                    self.last_data = now
                     off += mlen
                     continue
             try:
@@ -434,6 +460,7 @@ class SyncDaemonEngine:
                 chans.set_current(idx)
                 if res == MsgResult.DATA:
                     apply(h.type, buf, off, mlen)
+                    self.last_data = now
             off += mlen
 
     def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
@@ -482,60 +509,77 @@ class SyncDaemonEngine:
 
     # ============================================================ client requests
     def local(self, action: int, as_json: bool) -> Iterable[str] | None:
+        """A client request the sync engine answers (``_LOCAL``), None for the others (the core's)."""
+        handler = _LOCAL.get(action)
+        return None if handler is None else handler(self, action, as_json)
+
+    def _dump_external(self, action: int, as_json: bool) -> Iterable[str]:
         ext = self.external
-        if action in (Action.CT_DUMP_EXTERNAL, Action.CT_DUMP_EXT_XML):
-            if ext is None:
-                return ()
-            return ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
+        return () if ext is None else ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
+
+    def _note_role(self, role: str) -> None:
+        """Beyond C: the node's VRRP role as keepalived's notify hook reveals it. Both our
+        conntrackd-notify and upstream's primary-backup.sh commit the external cache on becoming
+        primary and schedule the purge (-t) on becoming backup or faulty, so the daemon learns
+        its role from the requests, with no extra protocol (a manual -c or -t counts too)."""
+        if role != self.role:
+            self.role, self.role_since = role, time.time()
+            self.role_changes += 1
+
+    def _commit_request(self, action: int, as_json: bool) -> Iterable[str]:
+        if action in (Action.CT_COMMIT, Action.ALL_COMMIT):
+            self._note_role("primary")
         if action == Action.CT_COMMIT:
             return self._commit("committing conntrack cache", ct=True, exp=False)
         if action == Action.ALL_COMMIT:
             return self._commit("committing all external caches", ct=True, exp=self.expect_sync)
-        if action == Action.EXP_COMMIT:
-            if not self.expect_sync:
-                return ()
-            return self._commit("committing expectation cache", ct=False, exp=True)
-        if action == Action.CT_FLUSH_EXT_CACHE:
-            self.log("notice", "flushing external cache")
-            if ext is not None:
-                ext.flush()
+        if not self.expect_sync:  # EXP_COMMIT
             return ()
-        if action == Action.SEND_BULK:
-            self.bulk()
+        return self._commit("committing expectation cache", ct=False, exp=True)
+
+    def _flush_external(self, action: int, as_json: bool) -> Iterable[str]:
+        self.log("notice", "flushing external cache")
+        if self.external is not None:
+            self.external.flush()
+        return ()
+
+    def _send_bulk(self, action: int, as_json: bool) -> Iterable[str]:
+        self.bulk()
+        return ()
+
+    def _request_dump(self, action: int, as_json: bool) -> Iterable[str]:
+        self.mode.request_resync()
+        self._schedule_tx()
+        return ()
+
+    def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
+        self._note_role("backup")
+        if self._reset_timer is None:
+            pt = self.cfg.purge_timeout
+            self.log("notice", f"flushing conntrack table in {pt} secs")
+            self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
+        return ()
+
+    def _stats_network(self, action: int, as_json: bool) -> Iterable[str]:
+        return [to_json("network", self.stats_json())] if as_json else [self.network_text()]
+
+    def _stats_link(self, action: int, as_json: bool) -> Iterable[str]:
+        if as_json:
+            return [to_json("link", {"links": self._links_json()})]
+        chs = self.channels
+        return [link_block(ch, i == chs.current) for i, ch in enumerate(chs.channels)]
+
+    def _stats_rsqueue(self, action: int, as_json: bool) -> Iterable[str]:
+        if not isinstance(self.mode, Ftfw):
             return ()
-        if action == Action.REQUEST_DUMP:
-            self.mode.request_resync()
-            self._schedule_tx()
-            return ()
-        if action == Action.RESET_TIMERS:
-            if self._reset_timer is None:
-                pt = self.cfg.purge_timeout
-                self.log("notice", f"flushing conntrack table in {pt} secs")
-                self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
-            return ()
-        if action == Action.STATS_NETWORK:
-            if as_json:
-                return [to_json("network", self.stats_json())]
-            return [self.network_text()]
-        if action == Action.STATS_LINK:
-            if as_json:
-                return [to_json("link", {"links": self._links_json()})]
-            chs = self.channels
-            return [link_block(ch, i == chs.current) for i, ch in enumerate(chs.channels)]
-        if action == Action.STATS_RSQUEUE:
-            if isinstance(self.mode, Ftfw):
-                if as_json:
-                    return [to_json("rsqueue", {"len": len(self.mode.rsq)})]
-                return [self.mode.rsqueue_text()]
-            return ()
-        if action == Action.STATS_QUEUE:
-            if as_json:
-                return [to_json("queue", self._queues_json())]
-            return [self.queue_text()]
-        if action in (Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML, Action.EXP_DUMP_INTERNAL,
-                      Action.EXP_DUMP_INT_XML):
-            return ()
-        return None
+        return [to_json("rsqueue", {"len": len(self.mode.rsq)})] if as_json else [self.mode.rsqueue_text()]
+
+    def _stats_queue(self, action: int, as_json: bool) -> Iterable[str]:
+        return [to_json("queue", self._queues_json())] if as_json else [self.queue_text()]
+
+    def _nothing(self, action: int, as_json: bool) -> Iterable[str]:
+        """Expectation dumps the mode did not answer before reaching the engine: handled, no output."""
+        return ()
 
     def _reset_fire(self) -> None:
         """do_reset_cache_alarm: flush the kernel table (selective) and the internal cache."""
@@ -560,8 +604,10 @@ class SyncDaemonEngine:
         if ct:
             t0 = time.monotonic()
             ok, fail = commit(self.external, self.nl, timeout)
-            self._commit_done(ok, fail, time.monotonic() - t0, "entries")
-            self.last_commit = (ok, fail, time.monotonic() - t0)
+            dt = time.monotonic() - t0
+            self._commit_done(ok, fail, dt, "entries")
+            self.last_commit = (ok, fail, dt)
+            self.commit_seconds.observe(dt)
         if exp and self.external_exp is not None:
             t0 = time.monotonic()
             ok, fail = commit_expectations(self.external_exp, self.nl, timeout, self.log)
@@ -658,12 +704,16 @@ class SyncDaemonEngine:
     def stats_json(self) -> dict:
         d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
-                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters()}
+                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters(),
+                   "role": {"primary": int(self.role == "primary"), "backup": int(self.role == "backup"),
+                            "since": self.role_since, "changes": self.role_changes}}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
+        now = time.time()
+        d["peers"] = {str(a): {"last_seq": p.tracker.last, "last_heard_seconds_ago": round(now - p.last_heard, 3),
+                               **({"acked": p.acked} if isinstance(self.mode, Ftfw) else {})}
+                      for a, p in self.mode.peers.items()}
         if isinstance(self.mode, Ftfw):
-            d["peers"] = {str(a): {"last_seq": p.tracker.last, "acked": p.acked}
-                          for a, p in self.mode.peers.items()}
             m = self.mode
             d["resend"] = {"rsqueue": len(m.rsq), "overflow": m.rsq_overflow, "evicted_pending": len(m.evicted),
                            "targeted_resent": m.targeted_resent}
@@ -682,6 +732,25 @@ class SyncDaemonEngine:
                         self.loop.remove(s.fileno())
         self.channels.close()
         self.nl.close()
+
+
+_E = SyncDaemonEngine
+# client requests the sync engine answers: Action -> handler(engine, action, as_json)
+_LOCAL = {
+    Action.CT_DUMP_EXTERNAL: _E._dump_external, Action.CT_DUMP_EXT_XML: _E._dump_external,
+    Action.CT_COMMIT: _E._commit_request, Action.ALL_COMMIT: _E._commit_request,
+    Action.EXP_COMMIT: _E._commit_request,
+    Action.CT_FLUSH_EXT_CACHE: _E._flush_external,
+    Action.SEND_BULK: _E._send_bulk,
+    Action.REQUEST_DUMP: _E._request_dump,
+    Action.RESET_TIMERS: _E._reset_timers,
+    Action.STATS_NETWORK: _E._stats_network,
+    Action.STATS_LINK: _E._stats_link,
+    Action.STATS_RSQUEUE: _E._stats_rsqueue,
+    Action.STATS_QUEUE: _E._stats_queue,
+    Action.EXP_DUMP_EXTERNAL: _E._nothing, Action.EXP_DUMP_EXT_XML: _E._nothing,
+    Action.EXP_DUMP_INTERNAL: _E._nothing, Action.EXP_DUMP_INT_XML: _E._nothing,
+}
 
 
 def vars_of(st) -> dict:
