@@ -63,19 +63,28 @@ def _groups(mask: int, expect: bool) -> int:
     return groups
 
 
-def netlink_drops(portid: int) -> int | None:
-    """The kernel's count of datagrams dropped on our socket (/proc/net/netlink `Drops`)."""
+def _proc_netlink(portid: int, column: str) -> str | None:
+    """One column of the socket ``portid``'s line in /proc/net/netlink (None: no such line, unreadable)."""
     try:
         with open("/proc/net/netlink") as fh:
             header = fh.readline().split()
-            pid_col, drops_col = header.index("Pid"), header.index("Drops")
+            pid_col, col = header.index("Pid"), header.index(column)
             for line in fh:
                 cols = line.split()
-                if len(cols) > drops_col and int(cols[pid_col]) == portid:
-                    return int(cols[drops_col])
+                if len(cols) > col and int(cols[pid_col]) == portid:
+                    return cols[col]
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def netlink_drops(portid: int) -> int | None:
+    """The kernel's count of datagrams dropped on our socket (/proc/net/netlink `Drops`)."""
+    drops = _proc_netlink(portid, "Drops")
+    try:
+        return None if drops is None else int(drops)
+    except ValueError:
+        return None
 
 
 class ProgramNames:
@@ -94,18 +103,7 @@ class ProgramNames:
 
     @staticmethod
     def _lookup(portid: int) -> str | None:
-        inode = None
-        try:
-            with open("/proc/net/netlink") as fh:
-                header = fh.readline().split()
-                pid_col, inode_col = header.index("Pid"), header.index("Inode")
-                for line in fh:
-                    cols = line.split()
-                    if len(cols) > inode_col and int(cols[pid_col]) == portid:
-                        inode = cols[inode_col]
-                        break
-        except (OSError, ValueError):
-            return None
+        inode = _proc_netlink(portid, "Inode")
         if inode is None:
             return None
         target = f"socket:[{inode}]"

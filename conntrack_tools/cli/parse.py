@@ -168,27 +168,21 @@ class _Parser:
                 comma -= 1
             if comma == 0:
                 raise self.fail(f"Bad parameter `{arg}'")
-            if not negated and arg.startswith("UNREPLIED"):
-                self.status_mask |= O.IPS_SEEN_REPLY
-                arg = arg[comma + 1 :]
-                continue
-            bits = self.keyword(arg[:comma], O.STATUS_KEYWORDS)
-            if bits is None:
-                raise self.fail(f"Bad parameter `{arg}'")
-            if negated:
-                self.status_mask |= bits
-            else:
-                self.status |= bits
+            self.status_item(arg, arg[:comma], negated)
             arg = arg[comma + 1 :]
         negated = arg[:1] == "!"
         if negated:
             arg = arg[1:]
-        if not negated and arg.startswith("UNREPLIED"):
+        self.status_item(arg, arg, negated)
+
+    def status_item(self, rest: str, word: str, negated: bool) -> None:
+        """One -u item: its bits to the status, or (negated) to the mask; C's error prints ``rest``."""
+        if not negated and rest.startswith("UNREPLIED"):
             self.status_mask |= O.IPS_SEEN_REPLY
             return
-        bits = None if not arg else self.keyword(arg, O.STATUS_KEYWORDS)
+        bits = self.keyword(word, O.STATUS_KEYWORDS) if word else None
         if bits is None:
-            raise self.fail(f"Bad parameter `{arg}'")
+            raise self.fail(f"Bad parameter `{rest}'")
         if negated:
             self.status_mask |= bits
         else:
