@@ -101,7 +101,7 @@ def output_options(req: Request, *, for_delete: bool = False, for_update: bool =
     want_labels = not for_delete and ("labels" in out or req.labels or req.label_modify is not None
                                       or "label-add" in req.options or "label-del" in req.options)
     if want_labels:
-        from .parse import read_labelmap
+        from .labelmap import read_labelmap
         names, _err = read_labelmap()
         if names is not None:
             label_map = {bit: name for name, bit in names.items()}

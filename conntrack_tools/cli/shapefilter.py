@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..compiled import define
 from ..flow import ICMP_PROTOS
 from .request import Request
 from .request import Tuple as ReqTuple
@@ -119,8 +120,6 @@ def make_predicate_factory(req: Request, *, use_mark: bool = True, use_status: b
                 else:
                     conds.append(f"{_slot(slots, f'{name}.zone') or 0} == {want}")
         src = f"def pred(v):\n    return {' and '.join(conds) or 'True'}\n"
-        namespace: dict = {}
-        exec(src, namespace)  # noqa: S102 - built from the request's typed values and the slot table
-        return namespace["pred"]
+        return define(src, "pred", {})  # the request's typed values (ints, bytes) and the slot table
 
     return factory

@@ -16,6 +16,7 @@ from ..flow import (
     IPS_CONFIRMED,
     IPS_DST_NAT_DONE,
     IPS_SRC_NAT_DONE,
+    PORT_PROTOS,
     DccpInfo,
     Expect,
     Flow,
@@ -28,7 +29,6 @@ from .request import Request
 from .request import Tuple as ReqTuple
 
 GRE = 47
-_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))  # tcp udp dccp sctp udplite: ports always sent (as 0 if unset)
 
 
 def _family(req: Request) -> int:
@@ -132,7 +132,7 @@ def build_get(req: Request) -> Flow | None:
         flow.orig.src = zero
     if flow.orig.dst is None:
         flow.orig.dst = zero
-    if flow.orig.proto in _PORT_PROTOS:
+    if flow.orig.proto in PORT_PROTOS:  # ports always sent (as 0 if unset)
         flow.orig.sport = flow.orig.sport or 0
         flow.orig.dport = flow.orig.dport or 0
     flow.orig.zone = req.orig_zone
@@ -356,15 +356,30 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
     family = req.family
     if not family:
         kernel_tuples = False  # kernel_dumps() sent no tuple filter
-    mask_src = req.mask.src
-    mask_dst = req.mask.dst
-    masked = (mask_src is not None, mask_dst is not None)
+    masked = (req.mask.src is not None, req.mask.dst is not None)
     checks: list[Callable[[Flow], bool]] = []
 
     if family and not kernel_tuples:
         checks.append(lambda f: f.family == family)
+    _nat_checks(req, checks)
+    if use_mark:
+        _mark_checks(req, kernel_filtered, checks)
+    _label_and_net_checks(req, checks)
+    _tuple_checks(req, kernel_tuples, masked, checks)
+    if use_status and req.status_filter is not None and not kernel_filtered:
+        svalue, smask = req.status_filter
+        checks.append(lambda f: ((f.status or 0) & smask) == svalue)
+    _value_checks(req, use_protoinfo, checks)
 
-    # filter_nat
+    if not checks:
+        return accept_all
+    if len(checks) == 1:
+        return checks[0]
+    return lambda f: all(c(f) for c in checks)
+
+
+def _nat_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
+    """filter_nat: --src-nat, --dst-nat, --any-nat."""
     snat, dnat, anat = req.src_nat, req.dst_nat, req.any_nat
     if anat is not None:
         checks.append(lambda f: _nat_match(f, anat, True) or _nat_match(f, anat, False))
@@ -374,53 +389,57 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
         if dnat is not None:
             checks.append(lambda f: _nat_match(f, dnat, False))
 
-    if use_mark and req.mark_filter is not None and not kernel_filtered:
+
+def _mark_checks(req: Request, kernel_filtered: bool, checks: list[Callable[[Flow], bool]]) -> None:
+    """-m (unless the dump request carried it), then the template's mark when -u came after -m."""
+    if req.mark_filter is not None and not kernel_filtered:
         value, mmask = req.mark_filter
         checks.append(lambda f: ((f.mark or 0) & mmask) == value)
-    tmark = template_mark(req) if use_mark else None
+    tmark = template_mark(req)
     if tmark is not None:
         tvalue, tmask = tmark
         checks.append(lambda f: ((f.mark or 0) & tmask) == tvalue)
 
+
+def _label_and_net_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
+    """-l labels (all wanted bits set), then the CIDR parts of --src/--dst (--mask-src/--mask-dst)."""
     if req.labels:
         want = 0
         for b in req.labels:
             want |= 1 << b
         checks.append(lambda f: f.labels is not None and int.from_bytes(f.labels, "little") & want == want)
-
-    if masked[0]:
-        net = req.orig.src
-
-        def _src_net(f: Flow, net=net, mask=mask_src) -> bool:
+    if req.mask.src is not None:
+        def _src_net(f: Flow, net=req.orig.src, mask=req.mask.src) -> bool:
             return f.orig is not None and _masked_eq(f.orig.src, net, mask)
         checks.append(_src_net)
-    if masked[1]:
-        net = req.orig.dst
-
-        def _dst_net(f: Flow, net=net, mask=mask_dst) -> bool:
+    if req.mask.dst is not None:
+        def _dst_net(f: Flow, net=req.orig.dst, mask=req.mask.dst) -> bool:
             return f.orig is not None and _masked_eq(f.orig.dst, net, mask)
         checks.append(_dst_net)
 
-    # nfct_cmp on the template
+
+def _tuple_checks(req: Request, kernel_tuples: bool, masked: tuple[bool, bool],
+                  checks: list[Callable[[Flow], bool]]) -> None:
+    """nfct_cmp on the template: protocol and the exact fields of both tuples (unless the kernel did it)."""
     proto = req.l4proto
     if proto is not None and not kernel_tuples:
         checks.append(lambda f: f.orig is not None and f.orig.proto == proto)
     orig_rt, reply_rt = req.orig, req.reply
-    v6_addrs = family == AF_INET6 and any(
+    v6_addrs = req.family == AF_INET6 and any(
         a is not None for a in (orig_rt.src, orig_rt.dst, reply_rt.src, reply_rt.dst))
     if kernel_tuples and proto is not None and not v6_addrs:
-        pass  # the kernel compared every exact tuple field (CIDR parts are checked above)
-    elif (orig_rt.src is not None or orig_rt.dst is not None or orig_rt.sport is not None
+        return  # the kernel compared every exact tuple field (CIDR parts are checked above)
+    if (orig_rt.src is not None or orig_rt.dst is not None or orig_rt.sport is not None
             or orig_rt.dport is not None or req.icmp_type is not None or req.icmp_code is not None
             or req.icmp_id is not None):
         checks.append(lambda f: _tuple_match(f.orig, orig_rt, req, True, masked))
-    if (not (kernel_tuples and proto is not None and not v6_addrs)) and (
-            reply_rt.src is not None or reply_rt.dst is not None or reply_rt.sport is not None
+    if (reply_rt.src is not None or reply_rt.dst is not None or reply_rt.sport is not None
             or reply_rt.dport is not None):
         checks.append(lambda f: _tuple_match(f.reply, reply_rt, req, False, (False, False)))
-    if use_status and req.status_filter is not None and not kernel_filtered:
-        svalue, smask = req.status_filter
-        checks.append(lambda f: ((f.status or 0) & smask) == svalue)
+
+
+def _value_checks(req: Request, use_protoinfo: bool, checks: list[Callable[[Flow], bool]]) -> None:
+    """--state, --secmark, --id, the zones and the SCTP verification tags (protoinfo: not for -U)."""
     if req.state is not None and use_protoinfo:
         state = req.state
         checks.append(lambda f: f.proto_state() == state)
@@ -446,12 +465,6 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
         if req.sctp_vtag_reply is not None:
             vr = req.sctp_vtag_reply
             checks.append(lambda f: f.sctp is not None and f.sctp.vtag_reply == vr)
-
-    if not checks:
-        return accept_all
-    if len(checks) == 1:
-        return checks[0]
-    return lambda f: all(c(f) for c in checks)
 
 
 def family_of(addr: bytes | None) -> int:

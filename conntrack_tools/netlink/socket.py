@@ -106,22 +106,10 @@ class CtnlSocket:
     # ------------------------------------------------------------ requests
 
     def request(self, msg: bytes, seq: int) -> list[tuple[int, bytes]]:
-        """Send one request with NLM_F_ACK expected set by the caller; return (type, payload) replies."""
-        self.send(msg)
-        replies: list[tuple[int, bytes]] = []
-        while True:
-            n = self.recv()
-            for mtype, _flags, mseq, _pid, start, end in iter_messages(self.view, n):
-                if mseq != seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    err = decode_error(self.view, start, end)
-                    if err:
-                        raise NetlinkError(err, mseq)
-                    return replies
-                if mtype == NLMSG_DONE:
-                    return replies
-                replies.append((mtype, bytes(self.view[start:end])))
+        """Send one request with NLM_F_ACK expected set by the caller; return (type, payload) replies.
+
+        The receive loop is :meth:`dump`'s: replies up to the ACK (or NLMSG_DONE), an error raised."""
+        return [(mtype, bytes(buf[start:end])) for buf, mtype, start, end in self.dump(msg, seq)]
 
     def dump(self, msg: bytes, seq: int) -> Iterator[tuple[memoryview, int, int, int]]:
         """Yield ``(buffer, type, payload_start, payload_end)`` for every message of a dump.

@@ -13,8 +13,9 @@ import subprocess
 
 import pytest
 
+from conntrack_tools.cli.batch import parse_batch_requests
 from conntrack_tools.cli.errors import CliError
-from conntrack_tools.cli.parse import parse_args, parse_batch_requests
+from conntrack_tools.cli.parse import parse_args
 from tests.conftest import REFERENCE
 
 C_BIN = "/usr/sbin/conntrack"
