@@ -17,9 +17,8 @@ from ..bypass import InternalBypass
 from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
-from ..metrics import commit_histogram
 from ..readiness import ReadinessTracker
-from ..stats import to_json
+from ..stats import DurationHistogram, to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
@@ -74,7 +73,7 @@ class SyncDaemonEngine:
             self.mode = Notrack(self.seq)
         self.mode.on_resync = self._on_resync_request
         self.errors = dict.fromkeys(ERROR_NAMES, 0)
-        self.commit_seconds = commit_histogram()
+        self.commit_seconds = DurationHistogram()
         self.role: str | None = None  # "primary" / "backup" once a notify step told (_note_role)
         self.role_since = 0.0
         self.role_changes = 0
