@@ -3,7 +3,8 @@
 Why a raw socket and not pyroute2's: pyroute2 0.9.7 dumps 100k entries in
 ~27 s here (it builds an object per attribute); C needs 0.4 s. This shell only
 moves bytes; decoding is the caller's choice (codec.decode_flow, or the
-formatters' fast path). pyroute2 stays our library for links/addresses/netns.
+formatters' fast path). pyroute2 is the library of the netns test and bench harness (links, addresses,
+namespaces: tests/netns/test_sync_burst.py, bench/sync_run.py); the package itself does not need it.
 """
 
 from __future__ import annotations
