@@ -95,6 +95,16 @@ def test_nack_debt_is_paid_by_in_order_messages_and_overdue_otherwise():
     assert d.overdue(30.0, 3.0) == 0  # forgotten once reported
 
 
+def test_small_nacks_do_not_postpone_an_open_debt():
+    """Lost keepalives NACKed one by one while 30 re-sends never come: the fallback fires 3 s after
+    the debt last grew, not 3 s after the last of those small NACKs."""
+    d = NackDebt()
+    d.nacked(0.0, 30)
+    for t in (1.0, 2.0, 2.9):
+        d.nacked(t, 1)
+    assert d.overdue(3.1, 3.0) == 30
+
+
 def test_a_new_nack_over_an_open_debt_takes_the_larger_not_the_sum():
     d = NackDebt()
     d.nacked(0.0, 100)
