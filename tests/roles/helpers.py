@@ -18,6 +18,17 @@ INVENTORY = ROOT / "inventories" / "example"
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
 
+def checkout_collections_path() -> Path:
+    """A collections path whose ``ansible_collections/ctpy/conntrack_tools`` is this checkout (a link), so the
+    checkout's playbooks and tests resolve the collection's modules and module_utils by FQCN."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ctpy-checkout-collections-{os.getpid()}"
+    link = path / "ansible_collections" / "ctpy" / "conntrack_tools"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(ROOT)
+    return path
+
+
 def _load(path: Path) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
