@@ -24,7 +24,7 @@ test-unit: venv
 	$(BIN)/pytest tests/unit
 
 lint: venv
-	$(BIN)/ruff check conntrack_tools tests bench fuzz
+	$(BIN)/ruff check conntrack_tools tests bench fuzz scripts setup.py
 	$(BIN)/yamllint -s .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q --profile production
 

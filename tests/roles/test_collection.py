@@ -91,10 +91,18 @@ def test_tarball_holds_every_file_the_roles_need_and_nothing_else(artifacts: dic
                 src = (task.get("ansible.builtin.template") or {}).get("src")
                 if src:
                     assert f"roles/{role}/templates/{src}" in members, f"{role}: template {src} not shipped"
+    for role in (ROOT / "roles").iterdir():
+        assert f"roles/{role.name}/README.md" in files, f"{role.name} has no README in the artifact"
     for template in (ROOT / "templates").glob("*.j2"):
         assert f"templates/{template.name}" in files
     for playbook in PLAYBOOKS:
         assert f"playbooks/{playbook}.yml" in files
+
+
+def test_role_readmes_match_their_argument_specs() -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "role_readmes.py"), "--check"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
 
 
 def test_installed_collection_resolves_its_links_and_syntax_checks_by_fqcn(installed: Path) -> None:
