@@ -246,6 +246,36 @@ def test_conntrack_module_on_a_real_table(netns: Netns) -> None:
         assert c.get("failed") and "netfilter's C conntrack" in c["msg"]
 
 
+def test_conntrackd_module_against_a_running_daemon(netns: Netns, tmp_path: Path) -> None:
+    require_root()
+    from tests.netns.daemon_proc import Conntrackd, stop_process, wait_for
+
+    for sport in (2000, 2001):
+        netns.run([PY_CONNTRACK, "-I", "-p", "udp", "-s", "10.0.0.1", "-d", "10.0.0.2", "-t", "300", "--sport",
+                   str(sport), "--dport", "53"], check=True)
+    daemon = Conntrackd(netns.name, tmp_path / "ours", [str(VENV_BIN / "conntrackd")])
+    daemon.write_conf("", "Stats {\n  LogFile off\n}\n")
+    ours = {"binary": str(VENV_BIN / "conntrackd"), "config": str(daemon.conf)}
+    daemon.start()
+    try:
+        stats = wait_for(lambda: (r := _ansible(netns, "conntrackd", ours))["ansible_facts"]["conntrackd"]["cache"]
+                         .get("stats", {}).get("entries") == 2 and r, what="2 cached flows")
+        facts = stats["ansible_facts"]["conntrackd"]
+        assert facts["running"] is True and "runtime" in facts and stats["changed"] is False
+        # Stats mode has one cache and handles `-f internal' (a bare `-f' is a sync mode's request).
+        dry = _ansible(netns, "conntrackd", {**ours, "command": "flush", "cache": "internal"}, "--check")
+        assert dry["changed"] is True
+        assert _ansible(netns, "conntrackd", ours)["stats"]["cache"]["stats"]["entries"] == 2
+        flushed = _ansible(netns, "conntrackd", {**ours, "command": "flush", "cache": "internal"})
+        assert flushed["changed"] is True and flushed["cmd"][-2:] == ["-f", "internal"]
+        wait_for(lambda: _ansible(netns, "conntrackd", ours)["stats"]["cache"]["stats"]["entries"] == 0,
+                 what="flushed cache")
+    finally:
+        stop_process(daemon.proc)
+    down = _ansible(netns, "conntrackd", ours)
+    assert down["failed"] and "does not answer on its control socket" in down["msg"]
+
+
 def test_modules_document_themselves() -> None:
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)}
     for module in ("conntrack", "conntrackd"):
