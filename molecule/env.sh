@@ -47,10 +47,11 @@ EOF
 }
 
 # Host packages: podman (netavark + aardvark-dns for name resolution between
-# containers), runc, catatonit, debootstrap. apt-get update only when something
-# is missing.
+# containers; netavark 1.4 drives iptables and fails with "netavark: No such
+# file or directory" without it), runc, catatonit, debootstrap. apt-get update
+# only when something is missing.
 ctpy_host_packages() {
-    local pkgs=(podman runc netavark aardvark-dns catatonit debootstrap debian-archive-keyring)
+    local pkgs=(podman runc netavark aardvark-dns iptables catatonit debootstrap debian-archive-keyring)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
