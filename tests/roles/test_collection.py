@@ -121,6 +121,21 @@ def test_installed_collection_resolves_its_links_and_syntax_checks_by_fqcn(insta
         assert f"ansible_collections/{GALAXY['namespace']}/{GALAXY['name']}/playbooks/{playbook}.yml" in run.stdout
 
 
+def test_ansible_doc_renders_every_module_and_role_entry_point(installed: Path) -> None:
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(installed), "ANSIBLE_NOCOLOR": "1"}
+    roles = sorted(p.name for p in (ROOT / "roles").iterdir())
+    for kind, names in (("module", ["conntrack", "conntrackd"]), ("role", roles)):
+        run = subprocess.run([str(VENV_BIN / "ansible-doc"), "-t", kind, "--json", *(f"{FQCN}.{n}" for n in names)],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+        docs = json.loads(run.stdout)
+        assert sorted(docs) == sorted(f"{FQCN}.{n}" for n in names)
+        if kind == "role":
+            for name in names:
+                entries = docs[f"{FQCN}.{name}"]["entry_points"]
+                assert "main" in entries and entries["main"].get("options"), name
+
+
 def test_installed_roles_run_their_verify_step_by_fqcn(installed: Path, tmp_path: Path) -> None:
     playbook = tmp_path / "verify.yml"
     playbook.write_text(yaml.safe_dump([{
