@@ -11,8 +11,11 @@ Two measures per size, in separate children:
 * ``RSS``: growth of the child's resident set (VmRSS) from before the first entry to after the
   last, i.e. what ``ps`` would show, allocator overhead included -- the figure comparable to C's.
 
-C's figures (c-tools-behaviour/README.md §4): conntrackd RSS 4,200 KB idle, 55,800 KB with 100k
-entries in the internal cache, 519,900 KB with 1M: (RSS - idle) / N = 528 B/entry at both sizes.
+C's figure is measured in the same run (as root, with /usr/sbin/conntrackd): a C conntrackd (FTFW over
+UDP on lo, as c-tools-behaviour/README.md §4's n1) in a scratch namespace ``ctpy-cmem-<pid>``, its VmRSS
+idle, then after a restart on a table of N entries (bench/populate.py) once its internal cache holds all
+N: (RSS - idle) / N.  Sizes above the kernel's nf_conntrack_max are not measured for C (n/a).  For the
+record, README §4 found 4,200 KB idle, 55,800 KB at 100k and 519,900 KB at 1M (528 B/entry).
 
 Usage: python bench/cache_memory.py [--sizes 100000,1000000] [--kind mix|tcp|udp]
 """
@@ -23,22 +26,90 @@ import argparse
 import gc
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-C_RSS_KB = {"idle": 4200, 100_000: 55_800, 1_000_000: 519_900}  # internal cache node (n1), README §4
+C_DAEMON = "/usr/sbin/conntrackd"
 CHUNK = 10_000
+C_CONF = """General {{
+  HashSize 32768
+  HashLimit 4194304
+  Systemd off
+  LockFile {d}/lock
+  UNIX {{ Path {d}/ctl }}
+  NetlinkBufferSize 2097152
+  NetlinkBufferSizeMaxGrowth 8388608
+}}
+Sync {{
+  Mode FTFW {{ ResendQueueSize 131072 }}
+  UDP {{ IPv4_address 127.0.0.1 IPv4_Destination_Address 127.0.0.2 Port 3780 Interface lo Checksum on }}
+}}
+"""
 
 
-def c_bytes_per_entry(n: int) -> float | None:
-    if n not in C_RSS_KB:
-        return None
-    return (C_RSS_KB[n] - C_RSS_KB["idle"]) * 1024 / n
+def _vmrss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def _c_daemon_rss(ns: str, d: Path, want: int) -> int:
+    """Start C conntrackd in ``ns``, wait until its internal cache holds ``want`` entries, return its VmRSS (KB)."""
+    conf = d / "conntrackd.conf"
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, C_DAEMON, "-C", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            r = subprocess.run(["ip", "netns", "exec", ns, C_DAEMON, "-C", str(conf), "-s", "cache"],
+                               capture_output=True, text=True)
+            m = re.search(r"cache:internal\s+active objects:\s+(\d+)", r.stdout)
+            if m and int(m[1]) == want:
+                return _vmrss_kb(proc.pid)  # `ip netns exec` execs the daemon: same pid
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"C conntrackd: cache {m[1] if m else '?'} of {want} entries ({r.stderr.strip()})")
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        (d / "lock").unlink(missing_ok=True)
+
+
+def c_bytes_per_entry(sizes: list[int], kind: str) -> dict[int, float | None]:
+    """C conntrackd's RSS growth per internal-cache entry, measured now ({} without root or the C daemon)."""
+    if os.geteuid() != 0 or not os.path.exists(C_DAEMON):
+        return {}
+    limit = int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
+    ns = f"ctpy-cmem-{os.getpid()}"
+    d = Path(tempfile.mkdtemp(prefix="ctpy-cmem-"))
+    (d / "conntrackd.conf").write_text(C_CONF.format(d=d))
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        idle = _c_daemon_rss(ns, d, 0)
+        out: dict[int, float | None] = {}
+        for n in sizes:
+            if n > limit:
+                out[n] = None
+                continue
+            subprocess.run(["ip", "netns", "exec", ns, "/usr/sbin/conntrack", "-F"], capture_output=True)
+            subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(HERE / "populate.py"), str(n), kind],
+                           check=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+            out[n] = (_c_daemon_rss(ns, d, n) - idle) * 1024 / n
+        return out
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def rss_bytes() -> int:
@@ -128,12 +199,13 @@ def main() -> int:
                                  capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
             res[method] = json.loads(out.stdout)
         rows.append((n, res))
+    c_per_entry = c_bytes_per_entry(sizes, args.kind)
     print(f"internal cache memory per entry ({args.kind} TCP/UDP flows, Python {sys.version.split()[0]})")
     print(f"{'entries':>10} | {'RSS delta B/entry':>17} | {'tracemalloc B/entry':>19} | {'C RSS B/entry':>13} | "
           f"{'ours/C (RSS)':>12} | {'fill s':>6} | {'RSS total MB':>12}")
     print("-" * 107)
     for n, res in rows:
-        c = c_bytes_per_entry(n)
+        c = c_per_entry.get(n)
         rss = res["rss"]["per_entry"]
         print(f"{n:>10,} | {rss:>17.0f} | {res['tracemalloc']['per_entry']:>19.0f} | "
               f"{(f'{c:.0f}' if c else 'n/a'):>13} | {(f'{rss / c:.2f}' if c else 'n/a'):>12} | "

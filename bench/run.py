@@ -17,6 +17,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -43,21 +44,45 @@ class Netns:
         subprocess.run(["ip", "netns", "delete", self.name], check=False)
 
 
-def timed(argv: list[str], stdout=subprocess.DEVNULL) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, stdout=stdout, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - t0
+class BadRun(RuntimeError):
+    """A timed command failed or printed the wrong number of lines: its time means nothing."""
 
 
-def median_pair(ns: Netns, args: list[str], runs: int, setup=None) -> tuple[float, float]:
-    """Alternate C and ours so background noise hits both alike."""
+def timed(argv: list[str], lines: int | None = None, first: str | None = None) -> float:
+    """Wall-clock seconds of ``argv``; its exit status must be 0 and, when given, its stdout must have ``lines``
+    lines (the first one equal to ``first``). Stdout goes to a file (as cheap as /dev/null) and is
+    checked after the clock stops."""
+    with tempfile.TemporaryFile("w+b") as out:
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, check=False)
+        elapsed = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read()
+    got = text.count(b"\n")
+    head = text.split(b"\n", 1)[0].decode(errors="replace")
+    if r.returncode != 0 or (lines is not None and got != lines) or (first is not None and head != first):
+        raise BadRun(f"{' '.join(argv)}: exit {r.returncode}, {got} lines (want 0 and {lines}"
+                     f"{f', first {first!r}' if first is not None else ''}, got first {head!r}); "
+                     f"stderr: {r.stderr.decode(errors='replace').strip()[-300:]}")
+    return elapsed
+
+
+def median_pair(ns: Netns, args: list[str], runs: int, setup=None, lines: int | None = None,
+                first: str | None = None) -> tuple[float, float]:
+    """Alternate C and ours so background noise hits both alike; every run is checked (`timed`)."""
     c_times, py_times = [], []
     for _ in range(runs):
         for binary, store in ((C_BIN, c_times), (PY_BIN, py_times)):
             if setup:
                 setup()
-            store.append(timed(ns.cmd([binary, *args])))
+            store.append(timed(ns.cmd([binary, *args]), lines, first))
     return statistics.median(c_times), statistics.median(py_times)
+
+
+def count(ns: Netns, *args: str) -> int:
+    """How many entries C lists for a filter (the expected line count of a filtered command)."""
+    r = subprocess.run(ns.cmd([C_BIN, "-L", *args]), capture_output=True, text=True, check=True)
+    return r.stdout.count("\n")
 
 
 def events(ns: Netns, binary: str, n: int) -> tuple[int, str]:
@@ -95,7 +120,7 @@ def events(ns: Netns, binary: str, n: int) -> tuple[int, str]:
 
 
 def startup(binary: str, runs: int = 15) -> float:
-    return statistics.median(timed([binary, "-V"]) for _ in range(runs))
+    return statistics.median(timed([binary, "-V"], 1, "conntrack v1.4.7 (conntrack-tools)") for _ in range(runs))
 
 
 def main() -> int:
@@ -114,14 +139,18 @@ def main() -> int:
     try:
         for n in sizes:
             ns.populate(n)
-            c, p = median_pair(ns, ["-L"], args.runs)
+            c, p = median_pair(ns, ["-L"], args.runs, lines=n)
             rows.append(("-L >/dev/null", str(n), c, p, "<= 2.0 (goal 1.2)"))
-            c, p = median_pair(ns, ["-C"], args.runs * 2)
+            c, p = median_pair(ns, ["-C"], args.runs * 2, lines=1, first=str(n))
             rows.append(("-C", str(n), c, p, "<= 1.0 + start-up"))
         n = max(sizes)
-        c, p = median_pair(ns, ["-D", "-p", "udp"], max(2, args.runs // 2), setup=lambda: ns.populate(n))
+        ns.populate(n)
+        n_udp = count(ns, "-p", "udp")
+        if not 0 < n_udp < n:
+            raise BadRun(f"the mixed table of {n} entries has {n_udp} UDP entries")
+        c, p = median_pair(ns, ["-D", "-p", "udp"], max(2, args.runs // 2), setup=lambda: ns.populate(n), lines=n_udp)
         rows.append(("-D -p udp", str(n), c, p, "<= 1.0 (goal 0.5)"))
-        c, p = median_pair(ns, ["-F"], max(2, args.runs // 2), setup=lambda: ns.populate(n))
+        c, p = median_pair(ns, ["-F"], max(2, args.runs // 2), setup=lambda: ns.populate(n), lines=0)
         rows.append(("-F", str(n), c, p, "<= 1.0"))
         c_lines, _ = events(ns, C_BIN, args.events)
         p_lines, p_lost = events(ns, PY_BIN, args.events)

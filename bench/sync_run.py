@@ -23,7 +23,42 @@ For each size N, and for each implementation (C pair, then our pair, on the same
    seconds", both implementations).
 
 One table of ours/C ratios is printed at the end.  Only processes started here are stopped,
-by pid; the namespaces are removed by name.
+by pid; the namespaces are removed by name.  The namespaces and the veth are made by rtnetlink
+(pyroute2), with a route for 224.0.0.0/4 on the veth.
+
+**--matrix** (the burst-loss issue): rows ``mode/transport/pair/loss/N`` —
+
+    sudo .venv/bin/python bench/sync_run.py --matrix [--out FILE] [--sockbuf default|BYTES]
+    sudo .venv/bin/python bench/sync_run.py --matrix --modes ftfw --transports udp,mcast --pairs c-py \\
+        --loss 0,10,20 --matrix-sizes 20000,200000,1000000
+    sudo .venv/bin/python bench/sync_run.py --matrix --rows ftfw/mcast/c-py/10/20000,notrack/udp/py-py/0/20000
+
+* modes NOTRACK and FTFW; transports UDP and Multicast (IPv4, group 225.0.0.50, port 3781 like UDP);
+* pairings (sender-receiver) ``c-c`` (the reference), ``py-py``, ``c-py``, ``py-c``; for each row the
+  C -> C row with the same mode, transport, loss and N is added (``--no-c-reference`` not) and the
+  ratios are taken against it;
+* loss: ``loss`` % of the sync datagrams arriving at the receiver B are dropped at random by an nft
+  rule in B's input hook, before conntrack (``udp dport 3781 numgen random mod 100 < loss counter drop``).
+  That is "loss on the receiver's input"; netem on A's egress would do the same, but this kernel has
+  no sch_netem (CONFIG_NET_SCH_NETEM unset), so nft it is.  Datagrams A receives (ACKs, NACKs,
+  RESYNC requests) are not dropped;
+* every N is created at full speed (bench/populate.py --preencode: all messages built, then sent back
+  to back), 20k being the burst; fresh daemons per row (B first), both kernel tables flushed;
+* ``--sockbuf``: Snd/RcvSocketBuffer of both daemons, 4 MiB as in the rest of this file, or
+  ``default`` for none (C: net.core.rmem_default; ours: its own default).
+
+Per row: the flows in B's external cache at the end (``-s`` cache stats), the time from the first
+create until B holds N (else "stalled (s)": when B's count last moved; the watch gives up after
+``--stall`` s without progress, default 20, or ``--max-wait`` s after the last create, default 60
+here), the sender daemon's CPU per event and the receiver's (on-CPU time of all the daemon's threads,
+/proc/PID/task/*/schedstat, else utime+stime; first create -> converged or stalled), B's
+``-s network`` "Packets lost" (sequence gaps), B's namespace UDP RcvbufErrors (datagrams its socket
+buffer could not take), the datagrams the loss rule dropped, A's ``-s runtime`` "netlink overrun"
+(event socket overflows, each followed by a resync from a kernel dump) and how many RESYNC requests
+A answered ("resync requested by other node" in its LogFile, C's line too; not stdout, which repeats
+it).  No argument but ``--matrix`` runs baseline_rows() (~4 minutes).  The header line says which
+commit the daemon ran, and whether conntrack_tools/ had uncommitted changes (``--code DIR`` runs a
+fixed snapshot instead).
 """
 
 from __future__ import annotations
@@ -40,6 +75,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pyroute2 import IPRoute, NetNS, netns
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,6 +99,10 @@ ADDR = {"A": "10.241.0.1", "B": "10.241.0.2"}
 # the receiver's log line, as tests/netns/test_sync_interop.py::_COMMIT reads it (C and ours alike)
 COMMIT = re.compile(r"Committed (\d+) new entries.*?commit has taken (\d+\.\d+) seconds", re.S)
 ACTIVE = re.compile(r"current active connections:\s+(\d+)")
+PORT = 3781  # UDP port, and the multicast group's port (--matrix)
+GROUP = "225.0.0.50"
+MODE_CONF = {"ftfw": " Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n }\n",
+             "notrack": " Mode NOTRACK {\n }\n"}
 
 
 def ns(side: str, *cmd: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -74,19 +115,26 @@ def proc_kb(pid: int, key: str) -> int:
 
 
 def setup_link() -> None:
+    """The two namespaces and the veth between them, by rtnetlink (pyroute2); a route for the multicast
+    groups on the veth (--matrix, Multicast)."""
     for side in "AB":
-        sh("ip", "netns", "add", NS[side], check=True)
-        ns(side, "ip", "link", "set", "lo", "up", check=True)
-    sh("ip", "link", "add", VETH["A"], "netns", NS["A"], "type", "veth", "peer", "name", VETH["B"], "netns", NS["B"],
-       check=True)
+        netns.create(NS[side])
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=VETH["A"], kind="veth", peer={"ifname": VETH["B"], "net_ns_fd": NS["B"]})
+        ipr.link("set", index=ipr.link_lookup(ifname=VETH["A"])[0], net_ns_fd=NS["A"])
     for side in "AB":
-        ns(side, "ip", "addr", "add", f"{ADDR[side]}/24", "dev", VETH[side], check=True)
-        ns(side, "ip", "link", "set", VETH[side], "up", check=True)
+        with NetNS(NS[side]) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            dev = ipr.link_lookup(ifname=VETH[side])[0]
+            ipr.addr("add", index=dev, address=ADDR[side], prefixlen=24)
+            ipr.link("set", index=dev, state="up")
+            ipr.route("add", dst="224.0.0.0/4", oif=dev)
 
 
 def teardown_link() -> None:
     for side in "AB":
-        sh("ip", "netns", "del", NS[side])
+        if NS[side] in netns.listnetns():
+            netns.remove(NS[side])
 
 
 class Daemon(Conntrackd):
@@ -96,15 +144,21 @@ class Daemon(Conntrackd):
     stop_timeout = 60.0
     merge_stderr = True
 
-    def __init__(self, tmp: Path, side: str, impl: str, run: int) -> None:
+    def __init__(self, tmp: Path, side: str, impl: str, run: int, mode: str = "ftfw", transport: str = "udp",
+                 sockbuf: int | None = 4194304) -> None:
         super().__init__(NS[side], tmp / f"{side}-{impl}-{run}", [C_DAEMON] if impl == "c" else [PY_DAEMON],
                          client=[PY_DAEMON])
         self.side, self.impl = side, impl
         me, peer = ADDR[side], ADDR["B" if side == "A" else "A"]
+        if transport == "udp":
+            link = f" UDP {{\n  IPv4_address {me}\n  IPv4_Destination_Address {peer}\n  Port {PORT}\n"
+        else:  # the group's port is the UDP one, so one loss rule (dport PORT) fits both transports
+            link = f" Multicast {{\n  IPv4_address {GROUP}\n  Group {PORT}\n  IPv4_interface {me}\n"
         self.conf.write_text(
-            "Sync {\n Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n }\n"
-            f" UDP {{\n  IPv4_address {me}\n  IPv4_Destination_Address {peer}\n  Port 3781\n"
-            f"  Interface {VETH[side]}\n  SndSocketBuffer 4194304\n  RcvSocketBuffer 4194304\n  Checksum on\n }}\n}}\n"
+            f"Sync {{\n{MODE_CONF[mode]}{link}"
+            f"  Interface {VETH[side]}\n"
+            + (f"  SndSocketBuffer {sockbuf}\n  RcvSocketBuffer {sockbuf}\n" if sockbuf else "")
+            + "  Checksum on\n }\n}\n"
             + sync_general(self, 262144, 4194304, "10.241.0.0/24"))
 
     def start(self) -> Daemon:
@@ -118,10 +172,11 @@ class Daemon(Conntrackd):
     def up(self) -> bool:
         return self.stats() is not None
 
-    def stats(self) -> str | None:
-        """``-s`` output, asked in-process (polling with a client process each time would load the CPUs)."""
+    def stats(self, action: Action = Action.STATS) -> str | None:
+        """``-s`` output (or ``-s network`` etc. by ``action``), asked in-process (polling with a client
+        process each time would load the CPUs)."""
         chunks: list[bytes] = []
-        ok = request(str(self.sock), Action.STATS, chunks.append, timeout=30)
+        ok = request(str(self.sock), action, chunks.append, timeout=30)
         return b"".join(chunks).decode(errors="replace") if ok else None
 
     def count(self, cache: str) -> int:
@@ -146,9 +201,14 @@ class Daemon(Conntrackd):
             c0 = c1
 
     def cpu(self) -> float:
-        """utime + stime so far, seconds."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
+        """CPU time so far, seconds: the on-CPU nanoseconds of every thread (/proc/PID/task/*/schedstat), or
+        utime + stime (clock ticks, 10 ms: too coarse for a C daemon's 20k-event burst) without schedstats."""
+        try:
+            return sum(int(t.joinpath("schedstat").read_text().split()[0])
+                       for t in Path(f"/proc/{self.proc.pid}/task").iterdir()) / 1e9
+        except (OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK
 
 
 @dataclass
@@ -158,6 +218,7 @@ class Sync:
     converge_s: float = float("nan")
     sender_s: float = float("nan")  # when the sender's internal cache held N
     sender_internal: int = 0
+    stalled_s: float = float("nan")  # not converged: when B's count last moved (or the cut-off), from first create
     cpu: dict[str, float] = field(default_factory=dict)  # side -> daemon CPU seconds during the phase
     hwm: dict[str, int] = field(default_factory=dict)  # side -> VmHWM kB at the end of the phase
     notes: list[str] = field(default_factory=list)
@@ -189,6 +250,39 @@ def read_created(pop: subprocess.Popen, s: Sync) -> None:
         s.notes.append(f"{stats['errors']} creates failed")
 
 
+def watch(a: Daemon, b: Daemon, pop: subprocess.Popen, n: int, stall: float, max_wait: float, s: Sync,
+          t0: float) -> int:
+    """Poll B's external cache (and A's internal one) from ``t0`` (the first create) until B holds ``n``, stops
+    moving for ``stall`` s or ``max_wait`` s passed since populate.py exited; fills ``s``, returns B's count."""
+    last, last_change, done = -1, t0, None
+    while True:
+        got = b.count("external")
+        now = time.monotonic()
+        if s.sender_s != s.sender_s and a.count("internal") >= n:
+            s.sender_s = now - t0
+        if done is None and pop.poll() is not None:
+            read_created(pop, s)
+            done = now
+        if got != last:
+            last, last_change = got, now
+        if got >= n:
+            s.converge_s = now - t0
+            break
+        if done is not None and now - last_change > stall:
+            s.notes.append(f"stalled {stall:.0f}s at {got:,}")
+            s.stalled_s = last_change - t0
+            break
+        if done is not None and now - done > max_wait:
+            s.notes.append(f"cut off {max_wait:.0f}s after the last create, still moving, at {got:,}")
+            s.stalled_s = now - t0
+            break
+        time.sleep(0.2)
+    pop.wait()
+    if done is None:  # the peer held all N before the creating process had exited
+        read_created(pop, s)
+    return last
+
+
 def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float, max_wait: float, commits: int,
               res: Result, sender: str | None = None, measure_mem: bool = False) -> Sync:
     """One pair (sender A = ``sender`` or ``impl``, receiver B = ``impl``) from empty tables."""
@@ -204,31 +298,7 @@ def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float,
         pop.stdout.readline()  # {"sending": true}
         t0 = time.monotonic()
         cpu0 = {d.side: d.cpu() for d in (a, b)}
-        last, last_change, done = -1, t0, None
-        while True:
-            got = b.count("external")
-            now = time.monotonic()
-            if s.sender_s != s.sender_s and a.count("internal") >= n:
-                s.sender_s = now - t0
-            if done is None and pop.poll() is not None:
-                read_created(pop, s)
-                done = now
-            if got != last:
-                last, last_change = got, now
-            if got >= n:
-                s.converge_s = now - t0
-                break
-            if done is not None and now - last_change > stall:
-                s.notes.append(f"stalled {stall:.0f}s at {got:,}")
-                break
-            if done is not None and now - done > max_wait:
-                s.notes.append(f"cut off {max_wait:.0f}s after the last create, still moving, at {got:,}")
-                break
-            time.sleep(0.2)
-        pop.wait()
-        if done is None:  # the peer held all N before the creating process had exited
-            read_created(pop, s)
-        s.present = last
+        s.present = watch(a, b, pop, n, stall, max_wait, s, t0)
         s.sender_internal = a.count("internal")
         for d in (a, b):
             s.cpu[d.side] = d.cpu() - cpu0[d.side]
@@ -330,6 +400,235 @@ def table(results: dict[tuple[str, int], Result], sizes: list[int], rate: float)
     return "\n".join(rows)
 
 
+# ------------------------------------------------------------------------------------------------ --matrix
+
+PAIRS = {"c-c": ("c", "c"), "py-py": ("py", "py"), "c-py": ("c", "py"), "py-c": ("py", "c")}
+NAME = {"c": "C", "py": "ours"}
+
+
+@dataclass(frozen=True, order=True)
+class Row:
+    """One matrix row: sync ``mode`` over ``transport`` from a ``sender`` to a ``receiver`` (``c``/``py``), ``loss`` %
+    of the datagrams arriving at the receiver dropped at random, ``n`` flows created at full speed."""
+
+    mode: str
+    transport: str
+    loss: int
+    n: int
+    pair: str
+
+    @property
+    def sender(self) -> str:
+        return PAIRS[self.pair][0]
+
+    @property
+    def receiver(self) -> str:
+        return PAIRS[self.pair][1]
+
+    @property
+    def base(self) -> Row:
+        """The C -> C row the ratios of this one are taken against."""
+        return Row(self.mode, self.transport, self.loss, self.n, "c-c")
+
+    def __str__(self) -> str:
+        return f"{self.mode}/{self.transport}/{self.pair}/{self.loss}/{self.n}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Row:
+        """``mode/transport/pair/loss/n``, e.g. ``ftfw/mcast/c-py/10/20000``."""
+        mode, transport, pair, loss, n = spec.split("/")
+        if mode not in MODE_CONF or transport not in ("udp", "mcast") or pair not in PAIRS:
+            raise ValueError(f"bad row {spec!r}: mode ftfw|notrack, transport udp|mcast, pair {'|'.join(PAIRS)}")
+        return cls(mode, transport, int(loss), int(n), pair)
+
+
+@dataclass
+class RowResult:
+    sync: Sync
+    sender_cpu_us: float  # sender daemon utime+stime per event (µs), first create -> converged or stalled
+    receiver_cpu_us: float
+    seq_lost: int = -1  # receiver's -s network "Packets lost" (sequence gaps it saw)
+    rcvbuf_errors: int = -1  # receiver namespace's UDP RcvbufErrors during the row (socket buffer overflows)
+    sndbuf_errors: int = -1  # sender namespace's UDP SndbufErrors
+    injected: int = -1  # datagrams the loss rule dropped
+    overruns: int = -1  # sender's -s runtime "netlink overrun" (event socket overflows -> resync)
+    resyncs: int = -1  # RESYNC requests the sender answered ("resync requested by other node" in its log, C and ours)
+
+
+def baseline_rows() -> list[Row]:
+    """What --matrix runs by default: the 20k burst in every mode/transport/pairing at 0 % loss, FTFW C -> ours
+    (with its C -> C reference) at 10 and 20 % loss, and 200k FTFW over UDP for our pair and C's."""
+    rows = [Row(m, t, 0, 20_000, p) for m in ("notrack", "ftfw") for t in ("udp", "mcast") for p in PAIRS]
+    rows += [Row("ftfw", t, loss, 20_000, p) for loss in (10, 20) for t in ("udp", "mcast") for p in ("c-c", "c-py")]
+    rows += [Row("ftfw", "udp", 0, 200_000, p) for p in ("c-c", "py-py")]
+    return rows
+
+
+def set_loss(pct: int) -> None:
+    """Drop ``pct`` % of the sync datagrams arriving at B, at random (nft numgen in B's input hook, before
+    conntrack; a counter says how many).  The kernel here has no sch_netem, hence nft."""
+    ns("B", "nft", "delete", "table", "inet", "ctpy_loss")
+    if not pct:
+        return
+    rules = ("table inet ctpy_loss {\n chain input {\n  type filter hook input priority -300;\n"
+             f"  udp dport {PORT} numgen random mod 100 < {pct} counter drop\n }}\n}}\n")
+    r = ns_run(NS["B"], "nft", "-f", "-", input=rules)
+    if r.returncode:
+        raise SystemExit(f"nft loss rule in B: {r.stderr}")
+
+
+def injected_drops() -> int:
+    m = re.search(r"counter packets (\d+)", ns("B", "nft", "list", "table", "inet", "ctpy_loss").stdout)
+    return int(m[1]) if m else 0
+
+
+def udp_snmp(side: str) -> dict[str, int]:
+    """The Udp: line of /proc/net/snmp in namespace ``side`` (InErrors, RcvbufErrors, SndbufErrors ...)."""
+    lines = [x.split() for x in ns(side, "cat", "/proc/net/snmp").stdout.splitlines() if x.startswith("Udp:")]
+    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True)) if len(lines) >= 2 else {}
+
+
+def stat_num(text: str | None, label: str) -> int:
+    m = re.search(rf"{re.escape(label)}:\s+(\d+)", text or "")
+    return int(m[1]) if m else -1
+
+
+def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, sockbuf: int | None) -> RowResult:
+    """Fresh daemons (receiver B first), the loss rule, N flows created in A with --preencode; B's external cache
+    polled until it holds N or stalls (:func:`watch`)."""
+    flush_kernels()
+    set_loss(row.loss)
+    b = Daemon(tmp, "B", row.receiver, run, row.mode, row.transport, sockbuf).start()
+    a = Daemon(tmp, "A", row.sender, run, row.mode, row.transport, sockbuf).start()
+    s = Sync()
+    try:
+        snmp0 = {side: udp_snmp(side) for side in "AB"}
+        inj0 = injected_drops()
+        pop = subprocess.Popen(["ip", "netns", "exec", NS["A"], sys.executable, str(REPO / "bench" / "populate.py"),
+                                str(row.n), "mix", "--stats", "--preencode"], stdout=subprocess.PIPE, text=True,
+                               cwd=REPO)
+        assert pop.stdout is not None
+        pop.stdout.readline()  # {"sending": true}
+        t0 = time.monotonic()
+        cpu0 = {d.side: d.cpu() for d in (a, b)}
+        s.present = watch(a, b, pop, row.n, stall, max_wait, s, t0)
+        for d in (a, b):
+            s.cpu[d.side] = d.cpu() - cpu0[d.side]
+        s.sender_internal = a.count("internal")
+        snmp1 = {side: udp_snmp(side) for side in "AB"}
+        res = RowResult(s, 1e6 * s.cpu["A"] / row.n, 1e6 * s.cpu["B"] / row.n,
+                        seq_lost=stat_num(b.stats(Action.STATS_NETWORK), "Packets lost"),
+                        rcvbuf_errors=snmp1["B"].get("RcvbufErrors", -1) - snmp0["B"].get("RcvbufErrors", 0),
+                        sndbuf_errors=snmp1["A"].get("SndbufErrors", -1) - snmp0["A"].get("SndbufErrors", 0),
+                        injected=injected_drops() - inj0 if row.loss else 0,
+                        overruns=stat_num(a.stats(Action.STATS_RUNTIME), "netlink overrun"),
+                        resyncs=a.log_file.read_text(errors="replace").count("resync requested by other node"))
+        conv = f"converged {s.converge_s:.1f}s" if s.converge_s == s.converge_s else \
+            f"NOT converged ({'; '.join(s.notes)})"
+        print(f"  {row}: created in {s.created_s:.2f}s; B external {s.present:,}/{row.n:,} "
+              f"({100 * s.present / row.n:.2f} %), {conv}; A internal {s.sender_internal:,}; CPU µs/event "
+              f"A {res.sender_cpu_us:.1f} B {res.receiver_cpu_us:.1f}; B seq lost {res.seq_lost}, RcvbufErrors "
+              f"{res.rcvbuf_errors}, injected drops {res.injected}; A SndbufErrors {res.sndbuf_errors}, "
+              f"netlink overruns {res.overruns}, resyncs requested by B {res.resyncs}", flush=True)
+        return res
+    finally:
+        a.stop()
+        b.stop()
+        set_loss(0)
+
+
+def matrix_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
+    out = ["| mode | link | sender → receiver | loss % | N | in receiver's external cache | converge s "
+           "(first create →) | vs C→C | sender CPU µs/event | vs C→C | receiver CPU µs/event | receiver seq lost | "
+           "receiver RcvbufErrors | dropped by loss rule | sender netlink overruns | RESYNCs asked by receiver |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        r = results.get(row)
+        if r is None:
+            continue
+        s, base = r.sync, results.get(row.base)
+        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
+        vs_conv = vs_cpu = "–"
+        if base is not None and row.pair != "c-c":
+            vs_conv = ratio(s.converge_s, base.sync.converge_s)
+            vs_cpu = ratio(r.sender_cpu_us, base.sender_cpu_us)
+        out.append(f"| {row.mode.upper()} | {'UDP' if row.transport == 'udp' else 'Multicast'} | "
+                   f"{NAME[row.sender]} → {NAME[row.receiver]} | {row.loss} | {row.n:,} | "
+                   f"{s.present:,} ({100 * s.present / row.n:.2f} %) | {conv} | {vs_conv} | "
+                   f"{r.sender_cpu_us:.1f} | {vs_cpu} | {r.receiver_cpu_us:.1f} | {r.seq_lost} | {r.rcvbuf_errors} | "
+                   f"{r.injected} | {r.overruns} | {r.resyncs} |")
+    return "\n".join(out)
+
+
+def tree_state(code: str | None = None) -> str:
+    """HEAD and whether conntrack_tools/ has uncommitted changes (the daemon runs from this tree), or ``code``."""
+    if code:
+        stamp = Path(code) / "COMMIT"  # written by whoever made the snapshot, if they did
+        return f"from {code}" + (f" ({stamp.read_text().strip()})" if stamp.exists() else "")
+    head = sh("git", "-C", str(REPO), "rev-parse", "--short", "HEAD").stdout.strip()
+    dirty = sh("git", "-C", str(REPO), "status", "--short", "--", "conntrack_tools").stdout.split("\n")
+    dirty = [x[3:] for x in dirty if x.strip()]
+    return f"{head}" + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else "")
+
+
+def run_matrix(a: argparse.Namespace) -> int:
+    rows: list[Row] = []
+    if a.rows:
+        rows = [Row.parse(x) for x in a.rows.split(",")]
+    if a.modes or a.transports or a.pairs or a.loss or a.matrix_sizes or not rows:
+        if not (a.modes or a.transports or a.pairs or a.loss or a.matrix_sizes):
+            rows += baseline_rows()
+        else:
+            rows += [Row(m, t, int(loss), int(n), p) for m in (a.modes or "notrack,ftfw").split(",")
+                     for t in (a.transports or "udp,mcast").split(",") for p in (a.pairs or ",".join(PAIRS)).split(",")
+                     for loss in (a.loss or "0").split(",") for n in (a.matrix_sizes or "20000").split(",")]
+    if not a.no_c_reference:
+        rows += [r.base for r in rows]
+    rows = sorted(set(rows), key=lambda r: (r.n, r.mode != "notrack", r.transport, r.loss, list(PAIRS).index(r.pair)))
+    if any(r.loss for r in rows) and not shutil.which("nft"):
+        sys.exit("needs nft for the loss rule")
+    old_max = int(MAX.read_text())
+    need = 2 * max(r.n for r in rows) + 65536
+    tmp = Path(tempfile.mkdtemp(prefix="ctpy-sb-"))
+    results: dict[Row, RowResult] = {}
+    t_start = time.monotonic()
+    if a.code:
+        # our daemons (and populate.py) import conntrack_tools from there: PYTHONPATH comes before the venv's
+        # editable path to this checkout
+        if not (Path(a.code) / "conntrack_tools" / "__init__.py").exists():
+            sys.exit(f"--code {a.code}: no conntrack_tools/ there")
+        os.environ["PYTHONPATH"] = str(Path(a.code).resolve())
+    state = tree_state(a.code)
+    print(f"{len(rows)} rows, code {state}", flush=True)
+    try:
+        if old_max < need:
+            MAX.write_text(str(need))
+            print(f"nf_conntrack_max {old_max} -> {need} for the run (global, restored at exit)", flush=True)
+        setup_link()
+        for run, row in enumerate(rows, 1):
+            results[row] = matrix_row(tmp, row, run, a.stall, a.max_wait, a.sockbuf)
+        flush_kernels()
+    finally:
+        teardown_link()
+        if int(MAX.read_text()) != old_max:
+            MAX.write_text(str(old_max))
+            print(f"nf_conntrack_max restored to {old_max}", flush=True)
+        if a.keep:
+            print(f"daemon configs and logs kept in {tmp} (<side>-<impl>-<row number>/)", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    load = os.getloadavg()
+    text = (f"\n## Sync matrix ({time.strftime('%Y-%m-%d %H:%M')}, code {state}, {os.cpu_count()} CPUs, load average "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end, run took {time.monotonic() - t_start:.0f}s; "
+            f"stall {a.stall:.0f}s, cut-off {a.max_wait:.0f}s after the last create; Snd/RcvSocketBuffer "
+            f"{a.sockbuf or 'not set (each daemon its default)'})\n\n"
+            + matrix_table(results, rows) + "\n")
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 100k only")
@@ -341,11 +640,35 @@ def main() -> int:
     ap.add_argument("--commits", type=int, default=0,
                     help="commits per size and implementation, median reported (default 3 up to 200k, else 1)")
     ap.add_argument("--no-fastest", action="store_true", help="skip the fastest-rate phase")
+    m = ap.add_argument_group("--matrix: modes x transports x pairings x loss, 20k burst / 200k / 1M at full speed")
+    m.add_argument("--matrix", action="store_true",
+                   help="run the matrix instead (default rows: the baseline set, see baseline_rows())")
+    m.add_argument("--rows", help="explicit rows mode/transport/pair/loss/N, comma-separated "
+                                  "(e.g. ftfw/mcast/c-py/10/20000)")
+    m.add_argument("--modes", help="product of these (notrack,ftfw) ...")
+    m.add_argument("--transports", help="... and these (udp,mcast) ...")
+    m.add_argument("--pairs", help=f"... and these ({','.join(PAIRS)}; sender-receiver) ...")
+    m.add_argument("--loss", help="... and these loss percentages (default 0) ...")
+    m.add_argument("--matrix-sizes", help="... and these N (default 20000)")
+    m.add_argument("--no-c-reference", action="store_true", help="do not add the C -> C row each ratio needs")
+    m.add_argument("--sockbuf", default="4194304",
+                   help="Snd/RcvSocketBuffer of both daemons, bytes, or 'default' for none in the config (the "
+                        "daemon's own default: rmem_default for C, 16 MiB for ours); default 4194304")
+    m.add_argument("--code", help="a directory holding another conntrack_tools/ for our daemons to run, a fixed "
+                                  "snapshot while the tree changes (e.g. `mkdir /tmp/ctpy-base && git archive HEAD "
+                                  "conntrack_tools | tar -x -C /tmp/ctpy-base`; a COMMIT file there is printed)")
+    m.add_argument("--out", help="also write the table to this file")
+    m.add_argument("--keep", action="store_true", help="keep the daemons' configs and logs (printed where)")
     a = ap.parse_args()
+    if a.matrix:
+        a.sockbuf = None if a.sockbuf == "default" else int(a.sockbuf)
+        a.max_wait = a.max_wait if a.max_wait != 90 else 60
     if os.geteuid():
         sys.exit("needs root (network namespaces, nf_conntrack_max)")
     if not (os.path.exists(C_DAEMON) and os.path.exists(C_CONNTRACK) and shutil.which("ip")):
         sys.exit("needs iproute2, /usr/sbin/conntrackd and /usr/sbin/conntrack")
+    if a.matrix:
+        return run_matrix(a)
     sizes = [100_000] if a.quick else [int(x) for x in a.sizes.split(",")]
     old_max = int(MAX.read_text())
     need = 2 * max(sizes) + 65536  # A's N plus slack (B holds N after the commit: per-namespace count)

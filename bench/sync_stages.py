@@ -26,7 +26,6 @@ Each receiver stage prints the best of ``--runs`` runs in µs per message:
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -57,8 +56,9 @@ try:
 except ImportError:  # before the transcoder existed
     Transcoder = None  # type: ignore[assignment,misc]
 
-SHARED = Path(os.environ.get("CT_SHARED", REPO.parent / "shared"))
-CAPTURES = SHARED / "reference" / "wire-captures"
+from tests.conftest import REFERENCE  # noqa: E402 - the one place that resolves CT_SHARED
+
+CAPTURES = REFERENCE / "wire-captures"
 
 
 def synthetic_flows(n: int, seed: int = 1) -> list[SyncFlow]:

@@ -47,8 +47,11 @@ L4_NAMES: dict[int, str] = {
     136: "udplite",
 }
 L3_NAMES: dict[int, str] = {AF_INET: "ipv4", AF_INET6: "ipv6"}
-PORT_PROTOS = frozenset((6, 17, 33, 132, 136))
+# The protocol facts every layer shares (libnetfilter_conntrack's per-protocol tables): tuples of these carry
+# ports, of these ICMP type/code/id, GRE carries keys in the port slots.
+PORT_PROTOS = frozenset((6, 17, 33, 132, 136))  # tcp udp dccp sctp udplite
 ICMP_PROTOS = frozenset((1, 58))
+GRE_PROTO = 47
 
 TCP_STATES = (
     "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",

@@ -39,9 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
+from conntrack_tools.cli.batch import parse_batch_requests  # noqa: E402
 from conntrack_tools.cli.errors import CliError  # noqa: E402
 from conntrack_tools.cli.parse import parse_args as cli_parse_args  # noqa: E402
-from conntrack_tools.cli.parse import parse_batch_requests  # noqa: E402
 from conntrack_tools.daemon.config import ConfigError, check_config, parse_config  # noqa: E402
 from conntrack_tools.daemon.config.checks import HostFacts  # noqa: E402
 from conntrack_tools.daemon.control import decode_request, parse_argv, split_json  # noqa: E402
@@ -218,8 +218,7 @@ def _warm_decoders() -> list[ShapeDecoder]:
 def _fresh(warm: ShapeDecoder) -> ShapeDecoder:
     """A decoder holding the pre-compiled shapes (so fuzzed bytes hit the compiled path too)."""
     d = ShapeDecoder(line_factory=warm.line_factory, reference=warm.reference)
-    d.cache = {k: list(v) for k, v in warm.cache.items()}
-    d.generic = set(warm.generic)
+    d.layouts = warm.layouts.copy()
     return d
 
 

@@ -83,6 +83,17 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI (CI=true), which must run every test: {reason}"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Every skipped test with its reason, so a local run (where skips stay skips) shows what did not run."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if not hasattr(r, "wasxfail")]
+    if not skipped:
+        return
+    terminalreporter.write_sep("=", f"{len(skipped)} skipped: not run here (CI=true fails them)", yellow=True)
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        terminalreporter.write_line(f"SKIPPED {report.nodeid}: {reason.removeprefix('Skipped: ')}")
+
+
 @pytest.fixture
 def netns(request):
     require_root()

@@ -63,19 +63,28 @@ def _groups(mask: int, expect: bool) -> int:
     return groups
 
 
-def netlink_drops(portid: int) -> int | None:
-    """The kernel's count of datagrams dropped on our socket (/proc/net/netlink `Drops`)."""
+def _proc_netlink(portid: int, column: str) -> str | None:
+    """One column of the socket ``portid``'s line in /proc/net/netlink (None: no such line, unreadable)."""
     try:
         with open("/proc/net/netlink") as fh:
             header = fh.readline().split()
-            pid_col, drops_col = header.index("Pid"), header.index("Drops")
+            pid_col, col = header.index("Pid"), header.index(column)
             for line in fh:
                 cols = line.split()
-                if len(cols) > drops_col and int(cols[pid_col]) == portid:
-                    return int(cols[drops_col])
+                if len(cols) > col and int(cols[pid_col]) == portid:
+                    return cols[col]
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def netlink_drops(portid: int) -> int | None:
+    """The kernel's count of datagrams dropped on our socket (/proc/net/netlink `Drops`)."""
+    drops = _proc_netlink(portid, "Drops")
+    try:
+        return None if drops is None else int(drops)
+    except ValueError:
+        return None
 
 
 class ProgramNames:
@@ -94,18 +103,7 @@ class ProgramNames:
 
     @staticmethod
     def _lookup(portid: int) -> str | None:
-        inode = None
-        try:
-            with open("/proc/net/netlink") as fh:
-                header = fh.readline().split()
-                pid_col, inode_col = header.index("Pid"), header.index("Inode")
-                for line in fh:
-                    cols = line.split()
-                    if len(cols) > inode_col and int(cols[pid_col]) == portid:
-                        inode = cols[inode_col]
-                        break
-        except (OSError, ValueError):
-            return None
+        inode = _proc_netlink(portid, "Inode")
         if inode is None:
             return None
         target = f"socket:[{inode}]"
@@ -127,104 +125,117 @@ def run_events(runner, req, expect: bool) -> None:
     from .execute import output_options
 
     opts = output_options(req)
-    keep = make_filter(req) if not expect else (lambda f: True)
     rcvbuf = req.buffer_size if req.buffer_size else DEFAULT_EVENT_RCVBUF
     sock = CtnlSocket(groups=_groups(req.event_mask, expect))
-    granted = sock.set_rcvbuf(rcvbuf)
+    sock.set_rcvbuf(rcvbuf)
     if req.buffer_size:
         # C prints the size it asked for; ours goes to the event socket (C's goes to the wrong one).
         sys.stderr.write(f"NOTICE: Netlink socket buffer size has been set to {req.buffer_size} bytes.\n")
     if req.deferred_error is not None:
         raise req.deferred_error
-    del granted
-    out = sys.stdout
-    err = sys.stderr
-    progname = ProgramNames()
-    stop = False
+    _EventLoop(sock, req, opts, expect, rcvbuf).run()
 
-    def _stop(_signum, _frame):
-        nonlocal stop
-        stop = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    count = 0
-    header_done = False
-    overruns = 0
-    size = max(rcvbuf, 1)
-    buf, view = sock.buf, sock.view
-    fd = sock.sock
-    fd.setblocking(False)
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    while not stop:
-        try:
-            ready = poller.poll(200)
-        except InterruptedError:
-            continue
-        if not ready:
-            continue
+class _EventLoop:
+    """-E: poll the event socket until SIGINT/SIGTERM, render each burst of events, report losses."""
+
+    def __init__(self, sock: CtnlSocket, req, opts, expect: bool, rcvbuf: int) -> None:
+        self.sock, self.opts, self.expect = sock, opts, expect
+        self.keep = make_filter(req) if not expect else (lambda f: True)
+        self.out, self.err = sys.stdout, sys.stderr
+        self.progname = ProgramNames()
+        self.stop = False
+        self.count = 0
+        self.header_done = False
+        self.overruns = 0
+        self.size = max(rcvbuf, 1)
+
+    def _on_signal(self, _signum, _frame) -> None:
+        self.stop = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        sock, out = self.sock, self.out
+        sock.sock.setblocking(False)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        while not self.stop:
+            try:
+                ready = poller.poll(200)
+            except InterruptedError:
+                continue
+            if not ready:
+                continue
+            lines = self._burst()
+            if lines:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+        if self.opts.xml and self.header_done:
+            out.write((EXPECT_FOOTER if self.expect else CONNTRACK_FOOTER) + "\n")
+        out.flush()
+        lost = netlink_drops(sock.portid) or 0  # also catches an overrun we had no recv() left to see
+        if lost:
+            self.err.write(f"{PREFIX}{lost} events lost: netlink socket buffer overrun "
+                           f"(seen {self.overruns} times, buffer {self.size} bytes).\n")
+        self.err.write(runner_summary(self.expect, self.count))
+        sock.close()
+
+    def _burst(self) -> list[str]:
+        """Everything the socket holds now (up to ~4096 lines); an overrun grows the buffer and warns."""
+        sock = self.sock
+        buf, fd = sock.buf, sock.sock
         lines: list[str] = []
         while True:
             try:
                 n = fd.recv_into(buf)
-            except BlockingIOError:
-                break
-            except InterruptedError:
+            except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
-                    overruns += 1
-                    if size < MAX_EVENT_RCVBUF:
-                        size = min(size * 2, MAX_EVENT_RCVBUF)
-                        sock.set_rcvbuf(size)
-                    err.write(ENOBUFS_WARNING)
+                    self.overruns += 1
+                    if self.size < MAX_EVENT_RCVBUF:
+                        self.size = min(self.size * 2, MAX_EVENT_RCVBUF)
+                        sock.set_rcvbuf(self.size)
+                    self.err.write(ENOBUFS_WARNING)
                     continue
                 raise
-            now_ns = time.time_ns()
             try:
-                for mtype, flags, _seq, portid, start, end in iter_messages(view, n):
-                    if mtype == NLMSG_ERROR:
-                        continue
-                    msg = mtype & 0xFF
-                    if msg == CtMsg.DELETE:
-                        event = "destroy"
-                    elif flags & (NLM_F_CREATE | NLM_F_EXCL):
-                        event = "new"
-                    else:
-                        event = "update"
-                    if expect:
-                        exp = decode_expect(view, start, end)
-                        if opts.xml and not header_done:
-                            lines.append(EXPECT_HEADER)
-                            header_done = True
-                        lines.append(render_expect(exp, opts, event, now_ns=now_ns))
-                    else:
-                        flow = decode_flow(view, start, end)
-                        if not keep(flow):
-                            continue
-                        if opts.xml and not header_done:
-                            lines.append(CONNTRACK_HEADER)
-                            header_done = True
-                        name = progname(portid) if portid else None
-                        lines.append(render_flow(flow, opts, event, now_ns=now_ns, portid=portid, progname=name))
-                    count += 1
+                self._render(sock.view, n, time.time_ns(), lines)
             except DecodeError as exc:
-                err.write(f"{PREFIX}skipping malformed event: {exc}\n")
+                self.err.write(f"{PREFIX}skipping malformed event: {exc}\n")
             if len(lines) > 4096:
                 break
-        if lines:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-    if opts.xml and header_done:
-        out.write((EXPECT_FOOTER if expect else CONNTRACK_FOOTER) + "\n")
-    out.flush()
-    lost = netlink_drops(sock.portid) or 0  # also catches an overrun we had no recv() left to see
-    if lost:
-        err.write(f"{PREFIX}{lost} events lost: netlink socket buffer overrun "
-                  f"(seen {overruns} times, buffer {size} bytes).\n")
-    err.write(runner_summary(expect, count))
-    sock.close()
+        return lines
+
+    def _render(self, view, n: int, now_ns: int, lines: list[str]) -> None:
+        opts, expect, keep = self.opts, self.expect, self.keep
+        for mtype, flags, _seq, portid, start, end in iter_messages(view, n):
+            if mtype == NLMSG_ERROR:
+                continue
+            msg = mtype & 0xFF
+            if msg == CtMsg.DELETE:
+                event = "destroy"
+            elif flags & (NLM_F_CREATE | NLM_F_EXCL):
+                event = "new"
+            else:
+                event = "update"
+            if expect:
+                exp = decode_expect(view, start, end)
+                if opts.xml and not self.header_done:
+                    lines.append(EXPECT_HEADER)
+                    self.header_done = True
+                lines.append(render_expect(exp, opts, event, now_ns=now_ns))
+            else:
+                flow = decode_flow(view, start, end)
+                if not keep(flow):
+                    continue
+                if opts.xml and not self.header_done:
+                    lines.append(CONNTRACK_HEADER)
+                    self.header_done = True
+                name = self.progname(portid) if portid else None
+                lines.append(render_flow(flow, opts, event, now_ns=now_ns, portid=portid, progname=name))
+            self.count += 1
 
 
 def runner_summary(expect: bool, count: int) -> str:

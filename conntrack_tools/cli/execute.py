@@ -7,6 +7,7 @@ stdout/stderr, and maps kernel errors to C's messages and exit codes.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sys
@@ -46,7 +47,16 @@ from ..netlink.socket import CtnlSocket, NetlinkError
 from .errors import OTHER_PROBLEM, PREFIX, CliError
 from .request import Command, Request, Table
 from .shapefilter import make_predicate_factory
-from .template import accept_all, build_create, build_expect, build_expect_key, build_get, kernel_dumps, make_filter
+from .template import (
+    accept_all,
+    apply_protoinfo,
+    build_create,
+    build_expect,
+    build_expect_key,
+    build_get,
+    kernel_dumps,
+    make_filter,
+)
 
 # err2str(): (errno, command) -> message; command None = any command.
 _ERR_MESSAGES: dict[tuple[int, Command | None], str] = {
@@ -91,7 +101,7 @@ def output_options(req: Request, *, for_delete: bool = False, for_update: bool =
     want_labels = not for_delete and ("labels" in out or req.labels or req.label_modify is not None
                                       or "label-add" in req.options or "label-del" in req.options)
     if want_labels:
-        from .parse import read_labelmap
+        from .labelmap import read_labelmap
         names, _err = read_labelmap()
         if names is not None:
             label_map = {bit: name for name, bit in names.items()}
@@ -258,10 +268,12 @@ class Runner:
         self.summary("get", count)
         return count
 
-    def _dump_matching(self, req: Request, *, use_mark: bool, kernel_mark: bool, use_status: bool = True) -> list[Flow]:
+    def _dump_matching(self, req: Request, *, use_mark: bool, kernel_mark: bool, use_status: bool = True,
+                       use_protoinfo: bool = True) -> list[Flow]:
         mark = req.mark_filter if kernel_mark else None
         body = encode_dump_filter(mark=mark[0] if mark else None, mark_mask=mark[1] if mark else None)
-        keep = make_filter(req, use_mark=use_mark, use_status=use_status, kernel_filtered=kernel_mark)
+        keep = make_filter(req, use_mark=use_mark, use_status=use_status, use_protoinfo=use_protoinfo,
+                           kernel_filtered=kernel_mark)
         sock = self.sock
         seq = sock.next_seq()
         decode = ShapeDecoder().decode
@@ -324,68 +336,93 @@ class Runner:
         return count
 
     def ct_update(self, req: Request) -> int:
-        """-U: every matching entry gets the new mark/status/timeout/labels; unchanged ones are skipped."""
+        """-U as C's update_cb: every entry the tuple options match gets the new mark/status/timeout/labels and
+        protocol state (the template's meta); unchanged ones are skipped.
+
+        Like C, the update and the read-back carry the original tuple without any zone (-U refuses -w):
+        an entry in another zone is looked up in zone 0, so it fails with `Operation failed: ...` on stderr
+        (ENOENT when zone 0 has no such tuple) and is not counted, or it updates the zone-0 twin.
+        """
         opts = output_options(req, for_update=True)
-        flows = self._dump_matching(req, use_mark=False, kernel_mark=False, use_status=False)
+        flows = self._dump_matching(req, use_mark=False, kernel_mark=False, use_status=False, use_protoinfo=False)
+        new_proto = Flow(req.family)
+        apply_protoinfo(req, new_proto, update=True)
         sock = self.sock
         count = 0
         lines = []
         for flow in flows:
-            upd = Flow(flow.family, flow.orig, zone=flow.zone, id=flow.id)
-            changed = False
-            if req.timeout is not None:
-                upd.timeout = req.timeout
-                changed = True
-            if "mark" in req.options:
-                new_mark = ((flow.mark or 0) & ~req.mark_mask & 0xFFFFFFFF) ^ req.mark_value
-                if new_mark != (flow.mark or 0):
-                    upd.mark = new_mark
-                    changed = True
-            if req.status is not None and "status" in req.options:
-                new_status = (flow.status or 0) | req.status
-                if new_status != (flow.status or 0):
-                    upd.status = new_status
-                    changed = True
-            if "label-add" in req.options or "label-del" in req.options:
-                old = int.from_bytes(flow.labels or b"", "little")
-                if "label-add" in req.options:
-                    new = old
-                    for b in req.label_modify or ():
-                        new |= 1 << b
-                elif req.label_modify is None:
-                    new = 0
-                else:
-                    new = old
-                    for b in req.label_modify:
-                        new &= ~(1 << b)
-                if new != old:
-                    size = max(len(flow.labels or b""), ((max(new.bit_length(), 1) + 31) // 32) * 4, 4)
-                    upd.labels = new.to_bytes(size, "little")
-                    upd.labels_mask = ((1 << (size * 8)) - 1).to_bytes(size, "little")
-                    changed = True
-            if not changed:
+            upd = self._update_of(flow, req, new_proto)
+            if upd is None:
                 continue
             seq = sock.next_seq()
             try:
                 sock.request(nlmsg(ct_type(CtMsg.NEW), NLM_F_ACK, seq, flow.family, encode_flow(upd)), seq)
             except NetlinkError as exc:
+                self.err.write(f"Operation failed: {err2str(exc.errno, req.command)}\n")
+                self.err.flush()
+            seq = sock.next_seq()
+            key = Flow(flow.family, upd.orig, id=upd.id)
+            try:
+                replies = sock.request(nlmsg(ct_type(CtMsg.GET), NLM_F_ACK, seq, flow.family, encode_flow(key)), seq)
+            except NetlinkError as exc:
                 if exc.errno == errno.ENOENT:
-                    continue
+                    continue  # vanished in the middle of the update
                 self.write_lines(lines)
                 raise self.fail(exc.errno, req) from None
             count += 1
-            seq = sock.next_seq()
-            key = Flow(flow.family, flow.orig, zone=flow.zone)
-            try:
-                replies = sock.request(nlmsg(ct_type(CtMsg.GET), NLM_F_ACK, seq, flow.family, encode_flow(key)), seq)
-            except NetlinkError:
-                continue
             for _t, payload in replies:
                 lines.append(render_flow(decode_flow(payload, 0, len(payload)), opts, now_ns=time.time_ns()))
         self.write_lines(lines)
         self.out.flush()
         self.summary("update", count)
         return count
+
+    @staticmethod
+    def _update_of(flow: Flow, req: Request, new_proto: Flow) -> Flow | None:
+        """The update C sends for ``flow`` (orig tuple without zone + the template's meta), None if unchanged."""
+        orig = dataclasses.replace(flow.orig, zone=None) if flow.orig is not None else None
+        upd = Flow(flow.family, orig, id=req.id)
+        changed = False
+        if req.timeout is not None:
+            upd.timeout = req.timeout
+            changed = True
+        if "mark" in req.options:
+            new_mark = ((flow.mark or 0) & ~req.mark_mask & 0xFFFFFFFF) ^ req.mark_value
+            if new_mark != (flow.mark or 0):
+                upd.mark = new_mark
+                changed = True
+        if req.status is not None and "status" in req.options:
+            new_status = (flow.status or 0) | req.status
+            if new_status != (flow.status or 0):
+                upd.status = new_status
+                changed = True
+        for name, compared in _UPDATE_PROTOINFO:
+            want = getattr(new_proto, name)
+            if want is None:
+                continue
+            setattr(upd, name, want)  # sent whenever the entry changes, as C sends the template's meta
+            have = getattr(flow, name)
+            if any(getattr(want, f) is not None and (have is None or getattr(have, f) != getattr(want, f))
+                   for f in compared):
+                changed = True
+        if "label-add" in req.options or "label-del" in req.options:
+            old = int.from_bytes(flow.labels or b"", "little")
+            if "label-add" in req.options:
+                new = old
+                for b in req.label_modify or ():
+                    new |= 1 << b
+            elif req.label_modify is None:
+                new = 0
+            else:
+                new = old
+                for b in req.label_modify:
+                    new &= ~(1 << b)
+            if new != old:
+                size = max(len(flow.labels or b""), ((max(new.bit_length(), 1) + 31) // 32) * 4, 4)
+                upd.labels = new.to_bytes(size, "little")
+                upd.labels_mask = ((1 << (size * 8)) - 1).to_bytes(size, "little")
+                changed = True
+        return upd if changed else None
 
     def ct_create(self, req: Request) -> int | None:
         flow = build_create(req)
@@ -539,6 +576,10 @@ class Runner:
         from .events import run_events
         run_events(self, req, expect=True)
         return None
+
+
+# -U: protocol info fields whose new value makes an entry "changed" (C's nfct_cmp ignores the TCP flags)
+_UPDATE_PROTOINFO = (("tcp", ("state",)), ("sctp", ("state", "vtag_orig", "vtag_reply")), ("dccp", ("state", "role")))
 
 
 def _unsupported(_runner: Runner, req: Request) -> None:

@@ -20,7 +20,8 @@ def _print_warnings(req: Request) -> None:
 
 
 def _run_batch(runner, path: str, prog: str) -> int:
-    from .parse import exec_checks, load_batch
+    from .batch import load_batch
+    from .parse import exec_checks
     reqs = load_batch(path, prog=prog)
     for req in reqs:
         _print_warnings(req)

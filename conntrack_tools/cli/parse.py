@@ -2,19 +2,19 @@
 
 Why hand-rolled: argparse cannot mimic GNU getopt_long (permutation, `-Lexpect`, unambiguous
 prefixes, the argv[optind-1] quirk in error messages) nor C's lenient number parsing
-(atoi/strtoul wrap-around), and scripts depend on both. Helpers below re-implement the few
-libc routines involved (strtol/strtoul, inet_aton, getopt_long) with glibc semantics.
+(atoi/strtoul wrap-around), and scripts depend on both. The few libc routines involved are
+re-implemented with glibc semantics beside this module: ``getopt.py`` (getopt_long), ``libc.py``
+(strtol/strtoul, inet_aton); ``labelmap.py`` reads connlabel.conf, ``batch.py`` parses -R files.
 """
 
 from __future__ import annotations
 
-import os
-
 from . import options as O
 from .errors import OTHER_PROBLEM, PARAMETER_PROBLEM, CliError
+from .getopt import COLON, QUESTION, Getopt
+from .labelmap import CONNLABEL_CONF, read_labelmap
+from .libc import ULONG_MAX, ascii_lower, build_netmask, c_atoi, c_atol, c_strtoul, c_strtox, parse_addr
 from .request import AF_INET, AF_INET6, AF_UNSPEC, Command, Nat, Request, Table, Tuple
-
-CONNLABEL_CONF = "/etc/xtables/connlabel.conf"
 
 _CMD_ENUM: dict[int, tuple[Command, Table]] = {
     O.CT_LIST: (Command.LIST, Table.CONNTRACK),
@@ -41,351 +41,6 @@ _CMD_ENUM: dict[int, tuple[Command, Table]] = {
 }
 # Commands that keep AF_UNSPEC when no address/-f was given; all others default to AF_INET.
 _UNSPEC_OK = frozenset({O.CT_LIST, O.CT_UPDATE, O.CT_DELETE, O.CT_GET, O.CT_FLUSH, O.CT_EVENT})
-
-# ---------------------------------------------------------------------------------------------
-# libc look-alikes (glibc 2.36, C locale, LP64)
-# ---------------------------------------------------------------------------------------------
-
-_SPACE = " \t\n\v\f\r"
-_ULONG_MAX = (1 << 64) - 1
-_LONG_MAX = (1 << 63) - 1
-_LONG_MIN = -(1 << 63)
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _digit(ch: str) -> int:
-    o = ord(ch)
-    if 48 <= o <= 57:
-        return o - 48
-    if 97 <= o <= 122:
-        return o - 87
-    if 65 <= o <= 90:
-        return o - 55
-    return 99
-
-
-def c_strtox(s: str, base: int, signed: bool) -> tuple[int, int]:
-    """strtol/strtoul: (value, index of first unparsed char); clamps like glibc on overflow."""
-    n = len(s)
-    i = 0
-    while i < n and s[i] in _SPACE:
-        i += 1
-    neg = False
-    if i < n and s[i] in "+-":
-        neg = s[i] == "-"
-        i += 1
-    hex_prefix = False
-    if (base in (0, 16)) and s[i : i + 1] == "0" and s[i + 1 : i + 2] in ("x", "X"):
-        base = 16
-        i += 2
-        hex_prefix = True
-    elif base == 0:
-        base = 8 if s[i : i + 1] == "0" else 10
-    start = i
-    val = 0
-    while i < n:
-        d = _digit(s[i])
-        if d >= base:
-            break
-        val = val * base + d
-        i += 1
-    if i == start:
-        return 0, (start - 1 if hex_prefix else 0)
-    if signed:
-        val = -val if neg else val
-        val = max(_LONG_MIN, min(_LONG_MAX, val))
-    elif val > _ULONG_MAX:
-        val = _ULONG_MAX
-    elif neg:
-        val = (-val) & _ULONG_MAX
-    return val, i
-
-
-def c_strtoul(s: str, base: int = 0) -> int:
-    return c_strtox(s, base, False)[0]
-
-
-def c_atol(s: str) -> int:
-    return c_strtox(s, 10, True)[0]
-
-
-def c_atoi(s: str) -> int:
-    """glibc atoi == (int)strtol(s, NULL, 10): the long is truncated to 32 bits."""
-    v = c_atol(s) & 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
-def inet_aton(cp: str) -> bytes | None:
-    """glibc inet_aton: a, a.b, a.b.c, a.b.c.d in C number bases; trailing whitespace+junk ok."""
-    parts: list[int] = []
-    i = 0
-    n = len(cp)
-    while True:
-        if i >= n or not ("0" <= cp[i] <= "9"):
-            return None
-        val, end = c_strtox(cp[i:], 0, False)
-        if val > 0xFFFFFFFF:
-            return None
-        i += end
-        c = cp[i] if i < n else ""
-        if c == ".":
-            if len(parts) > 2 or val > 0xFF:
-                return None
-            parts.append(val)
-            i += 1
-        else:
-            break
-    if c and c not in _SPACE:
-        return None
-    if val > (0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF)[len(parts)]:
-        return None
-    word = val
-    for k, p in enumerate(parts):
-        word |= p << (24 - 8 * k)
-    return word.to_bytes(4, "big")
-
-
-def inet_pton6(s: str) -> bytes | None:
-    if not s.isascii():
-        return None
-    import _socket
-
-    try:
-        return _socket.inet_pton(_socket.AF_INET6, s)
-    except (OSError, ValueError):
-        return None
-
-
-def parse_addr(cp: str, want_mask: bool = True) -> tuple[int, bytes | None, int]:
-    """C `parse_addr`: (family, packed, mask) with mask -1 = none, -2 = invalid."""
-    buf = cp[:45]  # strncpy into char[INET6_ADDRSTRLEN]
-    mask = -1
-    if want_mask:
-        slash = buf.find("/")
-        if slash >= 0:
-            tail = buf[slash + 1 :]
-            val, end = c_strtox(tail, 10, True)
-            val &= 0xFFFFFFFF  # long -> int
-            mask = val - (1 << 32) if val & 0x80000000 else val
-            if mask < 0 or end != len(tail):
-                mask = -2
-            buf = buf[:slash]
-    packed = inet_aton(buf)
-    if packed is not None:
-        if mask > 32:
-            mask = -2
-        return AF_INET, packed, mask
-    packed = inet_pton6(buf)
-    if packed is not None:
-        if mask > 128:
-            mask = -2
-        return AF_INET6, packed, mask
-    return AF_UNSPEC, None, mask
-
-
-def build_netmask(bits: int, nbytes: int) -> bytes:
-    total = nbytes * 8
-    bits = min(bits, total)
-    return (((1 << bits) - 1) << (total - bits)).to_bytes(nbytes, "big")
-
-
-def _ascii_lower(s: str) -> str:
-    return s.translate(_ASCII_LOWER)
-
-
-# ---------------------------------------------------------------------------------------------
-# GNU getopt_long (glibc posix/getopt.c), opterr = 0
-# ---------------------------------------------------------------------------------------------
-
-
-def _parse_optstring(spec: str) -> tuple[bool, dict[str, int]]:
-    colon = spec.startswith(":")
-    table: dict[str, int] = {}
-    i = 1 if colon else 0
-    while i < len(spec):
-        ch = spec[i]
-        kind = O.NO_ARG
-        if spec[i + 1 : i + 3] == "::":
-            kind = O.OPTIONAL_ARG
-            i += 2
-        elif spec[i + 1 : i + 2] == ":":
-            kind = O.REQUIRED_ARG
-            i += 1
-        table[ch] = kind
-        i += 1
-    return colon, table
-
-
-_COLON_MODE, _SHORTOPTS = _parse_optstring(O.GETOPT_STR)
-_QUESTION, _COLON = ord("?"), ord(":")
-
-
-class Getopt:
-    """Re-entrant getopt_long with PERMUTE ordering; mutates `argv` like glibc does."""
-
-    def __init__(self, argv: list[str]):
-        self.argv = argv
-        self.optind = 1
-        self.first_nonopt = self.last_nonopt = 1
-        self.nextchar: str | None = None
-        self.optarg: str | None = None
-        self.permute = "POSIXLY_CORRECT" not in os.environ
-
-    def _nonoption(self, i: int) -> bool:
-        a = self.argv[i]
-        return a[:1] != "-" or len(a) == 1
-
-    def _exchange(self) -> None:
-        b, m, t = self.first_nonopt, self.last_nonopt, self.optind
-        self.argv[b:t] = self.argv[m:t] + self.argv[b:m]
-        self.first_nonopt += t - m
-        self.last_nonopt = t
-
-    def next(self, longopts: list[O.LongOpt]) -> int:
-        argv = self.argv
-        argc = len(argv)
-        self.optarg = None
-        if not self.nextchar:
-            if self.last_nonopt > self.optind:
-                self.last_nonopt = self.optind
-            if self.first_nonopt > self.optind:
-                self.first_nonopt = self.optind
-            if self.permute:
-                if self.first_nonopt != self.last_nonopt and self.last_nonopt != self.optind:
-                    self._exchange()
-                elif self.last_nonopt != self.optind:
-                    self.first_nonopt = self.optind
-                while self.optind < argc and self._nonoption(self.optind):
-                    self.optind += 1
-                self.last_nonopt = self.optind
-            if self.optind != argc and argv[self.optind] == "--":
-                self.optind += 1
-                if self.first_nonopt != self.last_nonopt and self.last_nonopt != self.optind:
-                    self._exchange()
-                elif self.first_nonopt == self.last_nonopt:
-                    self.first_nonopt = self.optind
-                self.last_nonopt = argc
-                self.optind = argc
-            if self.optind == argc:
-                if self.first_nonopt != self.last_nonopt:
-                    self.optind = self.first_nonopt
-                return -1
-            if self._nonoption(self.optind):
-                return -1  # REQUIRE_ORDER (POSIXLY_CORRECT); PERMUTE never gets here
-            if argv[self.optind][1] == "-":
-                self.nextchar = argv[self.optind][2:]
-                return self._long(longopts)
-            self.nextchar = argv[self.optind][1:]
-
-        c = self.nextchar[0]
-        self.nextchar = self.nextchar[1:]
-        kind = _SHORTOPTS.get(c)
-        if not self.nextchar:
-            self.optind += 1
-        if kind is None:
-            return _QUESTION
-        if kind == O.OPTIONAL_ARG:
-            if self.nextchar:
-                self.optarg = self.nextchar
-                self.optind += 1
-            self.nextchar = None
-        elif kind == O.REQUIRED_ARG:
-            if self.nextchar:
-                self.optarg = self.nextchar
-                self.optind += 1
-            elif self.optind == argc:
-                self.nextchar = None
-                return _COLON if _COLON_MODE else _QUESTION
-            else:
-                self.optarg = argv[self.optind]
-                self.optind += 1
-            self.nextchar = None
-        return ord(c)
-
-    def _long(self, longopts: list[O.LongOpt]) -> int:
-        text = self.nextchar or ""
-        eq = text.find("=")
-        name = text if eq < 0 else text[:eq]
-        found: O.LongOpt | None = None
-        for opt in longopts:
-            if opt.name == name:
-                found = opt
-                break
-        if found is None:
-            ambiguous = False
-            for opt in longopts:
-                if opt.name.startswith(name):
-                    if found is None:
-                        found = opt
-                    elif found.has_arg != opt.has_arg or found.val != opt.val:
-                        ambiguous = True
-            if ambiguous:
-                found = None
-        self.nextchar = None
-        self.optind += 1
-        if found is None:
-            return _QUESTION
-        if eq >= 0:
-            if not found.has_arg:
-                return _QUESTION
-            self.optarg = text[eq + 1 :]
-        elif found.has_arg == O.REQUIRED_ARG:
-            if self.optind < len(self.argv):
-                self.optarg = self.argv[self.optind]
-                self.optind += 1
-            else:
-                return _COLON if _COLON_MODE else _QUESTION
-        return found.val
-
-
-# ---------------------------------------------------------------------------------------------
-# connlabel.conf (libnetfilter_conntrack src/conntrack/labels.c)
-# ---------------------------------------------------------------------------------------------
-
-_POSIX_SPACE = " \f\r\t\v"
-
-
-def _fgets_chunks(data: bytes, size: int) -> list[bytes]:
-    """Split like repeated fgets(buf, size): at most size-1 bytes, up to and including '\\n'."""
-    out = []
-    pos = 0
-    n = len(data)
-    while pos < n:
-        nl = data.find(b"\n", pos, pos + size - 1)
-        end = nl + 1 if nl >= 0 else min(n, pos + size - 1)
-        out.append(data[pos:end])
-        pos = end
-    return out
-
-
-def read_labelmap(path: str = CONNLABEL_CONF) -> tuple[dict[str, int] | None, str]:
-    """Load a connlabel.conf: ({name: bit}, "") or (None, perror text) like nfct_labelmap_new."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        return None, os.strerror(exc.errno or 0)
-    names: dict[str, int] = {}
-    seen: set[int] = set()
-    for raw in _fgets_chunks(data, 1024):
-        line = raw.split(b"\0", 1)[0].decode("latin-1")
-        if line[:1] == "#":
-            continue
-        bit, end = c_strtox(line, 0, False)
-        if (bit == 0 and end == 0) or bit >= 1024 or bit in seen:
-            continue
-        label = line[end:].lstrip(_POSIX_SPACE).split("\n", 1)[0]
-        label = label[:1] + label[1:].rstrip(_POSIX_SPACE)
-        if not label:
-            continue
-        sane = all(ch.isascii() and (ch.isalnum() or ch in " -") for ch in label)
-        if sane and label not in names:
-            names[label] = bit
-            seen.add(bit)
-    if not names:
-        return None, "Success"
-    return names, ""
-
 
 # ---------------------------------------------------------------------------------------------
 # do_parse
@@ -479,13 +134,13 @@ class _Parser:
     # -- keyword lists -------------------------------------------------------------------------
     def keyword(self, token: str, keywords: tuple[tuple[str, int], ...]) -> int | None:
         n = len(token)
-        low = _ascii_lower(token)
+        low = ascii_lower(token)
         for nat in ("SRC_NAT", "DST_NAT"):
             if n <= 7 and low == nat.lower()[:n]:
                 self.warnings.append(f"WARNING: ignoring {nat}, use --{nat[:3].lower()}-nat instead")
                 return 0
         for kw, val in keywords:
-            if n <= len(kw) and low == _ascii_lower(kw)[:n]:
+            if n <= len(kw) and low == ascii_lower(kw)[:n]:
                 return val
         return None
 
@@ -513,27 +168,21 @@ class _Parser:
                 comma -= 1
             if comma == 0:
                 raise self.fail(f"Bad parameter `{arg}'")
-            if not negated and arg.startswith("UNREPLIED"):
-                self.status_mask |= O.IPS_SEEN_REPLY
-                arg = arg[comma + 1 :]
-                continue
-            bits = self.keyword(arg[:comma], O.STATUS_KEYWORDS)
-            if bits is None:
-                raise self.fail(f"Bad parameter `{arg}'")
-            if negated:
-                self.status_mask |= bits
-            else:
-                self.status |= bits
+            self.status_item(arg, arg[:comma], negated)
             arg = arg[comma + 1 :]
         negated = arg[:1] == "!"
         if negated:
             arg = arg[1:]
-        if not negated and arg.startswith("UNREPLIED"):
+        self.status_item(arg, arg, negated)
+
+    def status_item(self, rest: str, word: str, negated: bool) -> None:
+        """One -u item: its bits to the status, or (negated) to the mask; C's error prints ``rest``."""
+        if not negated and rest.startswith("UNREPLIED"):
             self.status_mask |= O.IPS_SEEN_REPLY
             return
-        bits = None if not arg else self.keyword(arg, O.STATUS_KEYWORDS)
+        bits = self.keyword(word, O.STATUS_KEYWORDS) if word else None
         if bits is None:
-            raise self.fail(f"Bad parameter `{arg}'")
+            raise self.fail(f"Bad parameter `{rest}'")
         if negated:
             self.status_mask |= bits
         else:
@@ -638,7 +287,7 @@ class _Parser:
 
     # -- protocol extensions -------------------------------------------------------------------
     def findproto(self, name: str) -> tuple[O.ProtoExt, int] | None:
-        low = _ascii_lower(name)
+        low = ascii_lower(name)
         for ext in O.EXTENSIONS:
             if ext.name == low:
                 return ext, ext.protonum
@@ -683,7 +332,7 @@ class _Parser:
             else:
                 raise self.fail(h.state_error % arg)
         else:  # dccp role: strncasecmp(arg, "client", strlen(arg))
-            low = _ascii_lower(arg)
+            low = ascii_lower(arg)
             if len(low) <= 6 and "client".startswith(low):
                 value = 0
             elif len(low) <= 6 and "server".startswith(low):
@@ -758,39 +407,17 @@ class _Parser:
             elif ch and ch in "sdrq[]{}":
                 self.addr_opt(ch, arg or "", ch not in "{}")
             elif ch == "p":
-                self.set_opt("protonum")
-                found = self.findproto(arg or "")
-                if found is None:
-                    raise self.fail(f"`{arg}' unsupported protocol")
-                h, protonum = found
-                self.offset += O.OPTION_OFFSET
-                self.ext_offsets[h.name] = self.offset
-                self.opts += [O.LongOpt(name, O.REQUIRED_ARG, val + self.offset) for name, val in h.opts]
-                self.state.handler = h
-                req.proto, req.l4proto = h.name, protonum
-                req.orig.l4proto = protonum
+                self.proto_opt(arg)
             elif ch == "t":
                 self.set_opt("timeout")
                 req.timeout = c_atol(arg or "") & 0xFFFFFFFF
             elif ch == "u":
-                self.set_opt("status")
-                self.parse_status(arg or "")
-                req.status = self.status
-                if self.status_mask == 0:
-                    self.status_mask = self.status
-                req.mark_value = self.status
-                req.status_filter = (self.status, self.status_mask)
+                self.status_opt(arg)
             elif ch == "e":
                 self.set_opt("event-mask")
                 req.event_mask |= self.parse_parameter(arg or "", O.EVENT_KEYWORDS)
             elif ch == "o":
-                self.set_opt("output")
-                self.state.output_mask |= self.parse_parameter(arg or "", O.OUTPUT_KEYWORDS)
-                if self.state.output_mask & O.O_CL:
-                    self.labelmap_init()
-                if self.state.output_mask & O.O_SAVE and self.state.output_mask & O.O_SAVE_CONFLICTS:
-                    raise self.fail("cannot combine save output with any other output type, use -o save only",
-                                    OTHER_PROBLEM)
+                self.output_opt(arg)
             elif ch == "z":
                 self.set_opt("zero")
             elif ch and ch in "ngj":
@@ -802,35 +429,76 @@ class _Parser:
                 self.set_opt(_OPT2NAME[ch])
                 setattr(req, "id" if ch == "i" else "secmark", c_strtoul(arg or "") & 0xFFFFFFFF)
             elif ch == "m":
-                self.set_opt("mark")
-                text = arg or ""
-                value, end = c_strtox(text, 0, False)
-                mask = c_strtoul(text[end + 1 :]) if text[end : end + 1] == "/" else 0xFFFFFFFF
-                req.mark_value, req.mark_mask = value & 0xFFFFFFFF, mask & 0xFFFFFFFF
-                req.mark_filter = (req.mark_value, req.mark_mask)
+                self.mark_opt(arg)
             elif ch and ch in "l<>":
                 self.label_opt(ch, arg)
             elif ch == "a":
                 self.warnings.append("WARNING: ignoring -a, deprecated option.")
             elif ch == "f":
-                self.set_opt("family")
-                text = arg or ""
-                if text.startswith("ipv4"):
-                    self.set_family(AF_INET)
-                elif text.startswith("ipv6"):
-                    self.set_family(AF_INET6)
-                else:
-                    raise self.fail(f"`{text}' unsupported protocol")
+                self.family_opt(arg)
             elif ch == "b":
                 self.set_opt("buffer-size")
-                req.buffer_size = c_atol(arg or "") & _ULONG_MAX
-            elif c == _COLON:
+                req.buffer_size = c_atol(arg or "") & ULONG_MAX
+            elif c == COLON:
                 raise self.fail(f"option `{g.argv[g.optind - 1]}' requires an argument")
-            elif c == _QUESTION:
+            elif c == QUESTION:
                 raise self.fail(f"unknown option `{g.argv[g.optind - 1]}'")
             else:
                 self.ext_option(c, arg)
         return self.finish()
+
+    def proto_opt(self, arg: str | None) -> None:
+        """-p: the protocol's handler adds its options (at a new offset) to the long options."""
+        self.set_opt("protonum")
+        found = self.findproto(arg or "")
+        if found is None:
+            raise self.fail(f"`{arg}' unsupported protocol")
+        h, protonum = found
+        self.offset += O.OPTION_OFFSET
+        self.ext_offsets[h.name] = self.offset
+        self.opts += [O.LongOpt(name, O.REQUIRED_ARG, val + self.offset) for name, val in h.opts]
+        self.state.handler = h
+        req = self.req
+        req.proto, req.l4proto = h.name, protonum
+        req.orig.l4proto = protonum
+
+    def status_opt(self, arg: str | None) -> None:
+        self.set_opt("status")
+        self.parse_status(arg or "")
+        req = self.req
+        req.status = self.status
+        if self.status_mask == 0:
+            self.status_mask = self.status
+        req.mark_value = self.status
+        req.status_filter = (self.status, self.status_mask)
+
+    def output_opt(self, arg: str | None) -> None:
+        self.set_opt("output")
+        self.state.output_mask |= self.parse_parameter(arg or "", O.OUTPUT_KEYWORDS)
+        if self.state.output_mask & O.O_CL:
+            self.labelmap_init()
+        if self.state.output_mask & O.O_SAVE and self.state.output_mask & O.O_SAVE_CONFLICTS:
+            raise self.fail("cannot combine save output with any other output type, use -o save only",
+                            OTHER_PROBLEM)
+
+    def mark_opt(self, arg: str | None) -> None:
+        self.set_opt("mark")
+        text = arg or ""
+        value, end = c_strtox(text, 0, False)
+        mask = c_strtoul(text[end + 1 :]) if text[end : end + 1] == "/" else 0xFFFFFFFF
+        req = self.req
+        req.mark_value, req.mark_mask = value & 0xFFFFFFFF, mask & 0xFFFFFFFF
+        req.mark_filter = (req.mark_value, req.mark_mask)
+
+    def family_opt(self, arg: str | None) -> None:
+        self.set_opt("family")
+        text = arg or ""
+        if text.startswith("ipv4"):
+            self.set_family(AF_INET)
+        elif text.startswith("ipv6"):
+            self.set_family(AF_INET6)
+        else:
+            raise self.fail(f"`{text}' unsupported protocol")
 
     def label_opt(self, ch: str, arg: str | None) -> None:
         self.set_opt(_OPT2NAME[ch])
@@ -922,125 +590,3 @@ def parse_args(argv: list[str], *, prog: str = "conntrack", labelmap_path: str |
         else:
             raise err
     return req
-
-
-# ---------------------------------------------------------------------------------------------
-# -R / --load-file
-# ---------------------------------------------------------------------------------------------
-
-_MAX_ARGC = 255
-
-
-def tokenize_line(line: bytes) -> list[bytes]:
-    """add_param_to_argv(): blanks split, "..." quote (\\ escapes inside), 1023-byte params."""
-    args: list[bytes] = []
-    param = bytearray()
-    quote_open = escaped = False
-
-    def add_param(byte: int) -> None:
-        param.append(byte)
-        if len(param) >= 1024:
-            raise CliError("Parameter too long!")
-
-    def add_argv() -> None:
-        if len(args) + 2 >= _MAX_ARGC:  # argv[0] (the program name) is already stored
-            raise CliError("too many arguments")
-        args.append(bytes(param))
-        param.clear()
-
-    for byte in line:
-        if quote_open:
-            if escaped:
-                add_param(byte)
-                escaped = False
-                continue
-            if byte == 0x5C:  # backslash
-                escaped = True
-                continue
-            if byte != 0x22:
-                add_param(byte)
-                continue
-            quote_open = False  # closing quote ends the parameter, even an empty one
-        elif byte == 0x22:
-            quote_open = True
-            continue
-        if byte in (0x20, 0x09, 0x0A):
-            if not param:
-                continue
-        elif byte != 0x22:
-            add_param(byte)
-            continue
-        add_argv()
-    if param:
-        add_argv()
-    return args
-
-
-def _batch_lines(data: bytes):
-    """ct_parse_file()'s reading: fgets(10240) chunks, leading blanks skipped, '\n'/'#' lines
-    ignored. Yields the raw line so tokenizing errors surface in file order."""
-    for chunk in _fgets_chunks(data, 10240):
-        text = chunk.split(b"\0", 1)[0].lstrip(b" \t")
-        if text[:1] in (b"\n", b"#"):
-            continue
-        yield text
-
-
-def split_batch_lines(data: bytes) -> list[list[str]]:
-    """The argv (without argv[0]) of each command line of a -R file, tokenized like C."""
-    return [[os.fsdecode(tok) for tok in tokenize_line(text)] for text in _batch_lines(data)]
-
-
-def parse_batch_requests(data: bytes | str, *, prog: str = "conntrack",
-                         labelmap_path: str | None = None) -> list[Request]:
-    """Parse every line first (any error aborts), then refuse non -I/-A/-U/-D/-F commands.
-
-    Like C: warnings of all lines are printed before anything runs (so print every request's
-    `warnings` before executing the first), the -o bits accumulate over the whole file and apply
-    to every line, and `exec_checks()` is left to the executor, per line, right before it runs it.
-    An error carries the warnings of the lines parsed before it in its prelude.
-    """
-    if isinstance(data, str):
-        data = os.fsencode(data)
-    state = BatchState()
-    reqs: list[Request] = []
-    printed: list[str] = []
-    for text in _batch_lines(data):
-        try:
-            args = [os.fsdecode(tok) for tok in tokenize_line(text)]
-            req = _parse(args, prog, state, labelmap_path)
-        except CliError as err:
-            err.prelude = tuple(printed) + err.prelude
-            raise
-        printed += req.warnings
-        reqs.append(req)
-    for req in reqs:
-        if req.cmd_index not in O.BATCH_ALLOWED:
-            text = O.BATCH_UNSUPPORTED_TEXT.get(req.cmd_index, "unknown")
-            raise CliError(f"Cannot use command `{text}' with --load-file", PARAMETER_PROBLEM, tuple(printed))
-    names = frozenset(name for bit, name in O.OUTPUT_FLAG_NAMES.items() if state.output_mask & bit)
-    for req in reqs:
-        req.output_mask = state.output_mask
-        req.output = names
-    return reqs
-
-
-def parse_batch_file(data: bytes | str, *, prog: str = "conntrack",
-                     labelmap_path: str | None = None) -> list[list[str]]:
-    """The argv (without argv[0]) of each command line of a -R file, after all of C's checks."""
-    if isinstance(data, str):
-        data = os.fsencode(data)
-    parse_batch_requests(data, prog=prog, labelmap_path=labelmap_path)
-    return split_batch_lines(data)
-
-
-def load_batch(path: str, *, prog: str = "conntrack", labelmap_path: str | None = None) -> list[Request]:
-    """`conntrack -R PATH` up to execution: open ('-' = stdin), read, parse, check."""
-    if path == "-":
-        path = "/dev/stdin"
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        raise CliError(f"Failed to open file {path} for reading") from None
-    return parse_batch_requests(data, prog=prog, labelmap_path=labelmap_path)

@@ -11,7 +11,7 @@ Contract (parse.py -> main.py):
   `-b` "NOTICE: Netlink socket buffer size ..." line of `-E` (C checks `--mask-src without --src`
   only then). For other commands parse_args already raised those execution-time checks.
 * Batch mode (`-R FILE` as first argument) returns `command == LOAD_FILE` with `load_file`
-  set; use `parse.load_batch()` / `parse.parse_batch_requests()` for the file.
+  set; use `batch.load_batch()` / `batch.parse_batch_requests()` for the file.
 * Addresses are packed network-order `bytes` (4 bytes IPv4, 16 bytes IPv6): cheap to build
   without importing `ipaddress` and exactly what goes into netlink. `family` is 0 (AF_UNSPEC,
   only for -L/-U/-D/-G/-F/-E without any address or -f), 2 (AF_INET) or 10 (AF_INET6).

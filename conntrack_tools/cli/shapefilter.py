@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..compiled import define
 from ..flow import ICMP_PROTOS
 from .request import Request
 from .request import Tuple as ReqTuple
+from .template import template_mark
 
 _ICMP = tuple(sorted(ICMP_PROTOS))
 
@@ -88,6 +90,9 @@ def make_predicate_factory(req: Request, *, use_mark: bool = True, use_status: b
         if use_mark and req.mark_filter is not None and not kernel_filtered:
             value, mask = req.mark_filter
             conds.append(f"({_slot(slots, 'mark') or 0} & {mask}) == {value}")
+        tmark = template_mark(req) if use_mark else None
+        if tmark is not None:
+            conds.append(f"({_slot(slots, 'mark') or 0} & {tmark[1]}) == {tmark[0]}")
         if proto is not None and not kernel_tuples:
             val = _slot(slots, "orig.proto")
             conds.append("False" if val is None else f"{val} == {proto}")
@@ -115,8 +120,6 @@ def make_predicate_factory(req: Request, *, use_mark: bool = True, use_status: b
                 else:
                     conds.append(f"{_slot(slots, f'{name}.zone') or 0} == {want}")
         src = f"def pred(v):\n    return {' and '.join(conds) or 'True'}\n"
-        namespace: dict = {}
-        exec(src, namespace)  # noqa: S102 - built from the request's typed values and the slot table
-        return namespace["pred"]
+        return define(src, "pred", {})  # the request's typed values (ints, bytes) and the slot table
 
     return factory

@@ -16,6 +16,7 @@ from ..flow import (
     IPS_CONFIRMED,
     IPS_DST_NAT_DONE,
     IPS_SRC_NAT_DONE,
+    PORT_PROTOS,
     DccpInfo,
     Expect,
     Flow,
@@ -28,7 +29,6 @@ from .request import Request
 from .request import Tuple as ReqTuple
 
 GRE = 47
-_PORT_PROTOS = frozenset((6, 17, 33, 132, 136))  # tcp udp dccp sctp udplite: ports always sent (as 0 if unset)
 
 
 def _family(req: Request) -> int:
@@ -65,8 +65,9 @@ def _labels_bitmap(bits) -> bytes:
     return value.to_bytes(nwords * 4, "little")
 
 
-def _protoinfo(req: Request, flow: Flow) -> None:
-    if req.proto == "tcp" and req.state is not None:
+def apply_protoinfo(req: Request, flow: Flow, *, update: bool = False) -> None:
+    """The protocol info of the template; ``update``: TCP flags even without --state (C's -U sends them)."""
+    if req.proto == "tcp" and (req.state is not None or (update and req.tcp_flags is not None)):
         flow.tcp = TcpInfo(state=req.state)
         if req.tcp_flags is not None:
             flow.tcp.flags_orig = flow.tcp.mask_orig = req.tcp_flags
@@ -108,7 +109,7 @@ def build_create(req: Request) -> Flow:
     flow.zone = req.zone
     if req.label_modify:
         flow.labels = _labels_bitmap(req.label_modify)
-    _protoinfo(req, flow)
+    apply_protoinfo(req, flow)
     flow.nat_src = _nat(req.src_nat, family)
     flow.nat_dst = _nat(req.dst_nat, family)
     return flow
@@ -131,7 +132,7 @@ def build_get(req: Request) -> Flow | None:
         flow.orig.src = zero
     if flow.orig.dst is None:
         flow.orig.dst = zero
-    if flow.orig.proto in _PORT_PROTOS:
+    if flow.orig.proto in PORT_PROTOS:  # ports always sent (as 0 if unset)
         flow.orig.sport = flow.orig.sport or 0
         flow.orig.dport = flow.orig.dport or 0
     flow.orig.zone = req.orig_zone
@@ -330,26 +331,55 @@ def _tuple_filter(req: Request, family: int) -> tuple[Tuple, int, Tuple, int]:
     return orig, oflags, reply, rflags
 
 
-def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
+def template_mark(req: Request) -> tuple[int, int] | None:
+    """C's userspace mark comparison when `-u` came after `-m`: (value, mask) or None.
+
+    `-u` overwrites the template's mark value with the status bits (see request.py) while the
+    kernel dump filter keeps the `-m` value, so `-L/-D -m 42 -u SEEN_REPLY` also requires
+    `mark & mask == 2`: C 1.4.7 lists/deletes only what satisfies both.
+    """
+    if req.mark_filter is None or req.mark_value == req.mark_filter[0]:
+        return None
+    return req.mark_value, req.mark_mask
+
+
+def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True, use_protoinfo: bool = True,
                 kernel_filtered: bool = False, kernel_tuples: bool = False) -> Callable[[Flow], bool]:
     """The userspace filter of nfct_filter() for this request.
 
-    ``use_mark``/``use_status`` are False for `-U` (there -m and -u are new values, not filters).
+    ``use_mark``/``use_status``/``use_protoinfo`` are False for `-U`: there -m, -u and the protocol
+    options (`--state`, SCTP vtags) are new values, not filters (`-U -p tcp --state X` sets X on every
+    entry the tuple options match).
     ``kernel_filtered`` skips the mark/status filters the dump request already carries;
     ``kernel_tuples`` skips family, protocol and exact tuple fields (see `kernel_dumps`).
     """
     family = req.family
     if not family:
         kernel_tuples = False  # kernel_dumps() sent no tuple filter
-    mask_src = req.mask.src
-    mask_dst = req.mask.dst
-    masked = (mask_src is not None, mask_dst is not None)
+    masked = (req.mask.src is not None, req.mask.dst is not None)
     checks: list[Callable[[Flow], bool]] = []
 
     if family and not kernel_tuples:
         checks.append(lambda f: f.family == family)
+    _nat_checks(req, checks)
+    if use_mark:
+        _mark_checks(req, kernel_filtered, checks)
+    _label_and_net_checks(req, checks)
+    _tuple_checks(req, kernel_tuples, masked, checks)
+    if use_status and req.status_filter is not None and not kernel_filtered:
+        svalue, smask = req.status_filter
+        checks.append(lambda f: ((f.status or 0) & smask) == svalue)
+    _value_checks(req, use_protoinfo, checks)
 
-    # filter_nat
+    if not checks:
+        return accept_all
+    if len(checks) == 1:
+        return checks[0]
+    return lambda f: all(c(f) for c in checks)
+
+
+def _nat_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
+    """filter_nat: --src-nat, --dst-nat, --any-nat."""
     snat, dnat, anat = req.src_nat, req.dst_nat, req.any_nat
     if anat is not None:
         checks.append(lambda f: _nat_match(f, anat, True) or _nat_match(f, anat, False))
@@ -359,50 +389,58 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
         if dnat is not None:
             checks.append(lambda f: _nat_match(f, dnat, False))
 
-    if use_mark and req.mark_filter is not None and not kernel_filtered:
+
+def _mark_checks(req: Request, kernel_filtered: bool, checks: list[Callable[[Flow], bool]]) -> None:
+    """-m (unless the dump request carried it), then the template's mark when -u came after -m."""
+    if req.mark_filter is not None and not kernel_filtered:
         value, mmask = req.mark_filter
         checks.append(lambda f: ((f.mark or 0) & mmask) == value)
+    tmark = template_mark(req)
+    if tmark is not None:
+        tvalue, tmask = tmark
+        checks.append(lambda f: ((f.mark or 0) & tmask) == tvalue)
 
+
+def _label_and_net_checks(req: Request, checks: list[Callable[[Flow], bool]]) -> None:
+    """-l labels (all wanted bits set), then the CIDR parts of --src/--dst (--mask-src/--mask-dst)."""
     if req.labels:
         want = 0
         for b in req.labels:
             want |= 1 << b
         checks.append(lambda f: f.labels is not None and int.from_bytes(f.labels, "little") & want == want)
-
-    if masked[0]:
-        net = req.orig.src
-
-        def _src_net(f: Flow, net=net, mask=mask_src) -> bool:
+    if req.mask.src is not None:
+        def _src_net(f: Flow, net=req.orig.src, mask=req.mask.src) -> bool:
             return f.orig is not None and _masked_eq(f.orig.src, net, mask)
         checks.append(_src_net)
-    if masked[1]:
-        net = req.orig.dst
-
-        def _dst_net(f: Flow, net=net, mask=mask_dst) -> bool:
+    if req.mask.dst is not None:
+        def _dst_net(f: Flow, net=req.orig.dst, mask=req.mask.dst) -> bool:
             return f.orig is not None and _masked_eq(f.orig.dst, net, mask)
         checks.append(_dst_net)
 
-    # nfct_cmp on the template
+
+def _tuple_checks(req: Request, kernel_tuples: bool, masked: tuple[bool, bool],
+                  checks: list[Callable[[Flow], bool]]) -> None:
+    """nfct_cmp on the template: protocol and the exact fields of both tuples (unless the kernel did it)."""
     proto = req.l4proto
     if proto is not None and not kernel_tuples:
         checks.append(lambda f: f.orig is not None and f.orig.proto == proto)
     orig_rt, reply_rt = req.orig, req.reply
-    v6_addrs = family == AF_INET6 and any(
+    v6_addrs = req.family == AF_INET6 and any(
         a is not None for a in (orig_rt.src, orig_rt.dst, reply_rt.src, reply_rt.dst))
     if kernel_tuples and proto is not None and not v6_addrs:
-        pass  # the kernel compared every exact tuple field (CIDR parts are checked above)
-    elif (orig_rt.src is not None or orig_rt.dst is not None or orig_rt.sport is not None
+        return  # the kernel compared every exact tuple field (CIDR parts are checked above)
+    if (orig_rt.src is not None or orig_rt.dst is not None or orig_rt.sport is not None
             or orig_rt.dport is not None or req.icmp_type is not None or req.icmp_code is not None
             or req.icmp_id is not None):
         checks.append(lambda f: _tuple_match(f.orig, orig_rt, req, True, masked))
-    if (not (kernel_tuples and proto is not None and not v6_addrs)) and (
-            reply_rt.src is not None or reply_rt.dst is not None or reply_rt.sport is not None
+    if (reply_rt.src is not None or reply_rt.dst is not None or reply_rt.sport is not None
             or reply_rt.dport is not None):
         checks.append(lambda f: _tuple_match(f.reply, reply_rt, req, False, (False, False)))
-    if use_status and req.status_filter is not None and not kernel_filtered:
-        svalue, smask = req.status_filter
-        checks.append(lambda f: ((f.status or 0) & smask) == svalue)
-    if req.state is not None:
+
+
+def _value_checks(req: Request, use_protoinfo: bool, checks: list[Callable[[Flow], bool]]) -> None:
+    """--state, --secmark, --id, the zones and the SCTP verification tags (protoinfo: not for -U)."""
+    if req.state is not None and use_protoinfo:
         state = req.state
         checks.append(lambda f: f.proto_state() == state)
     if req.secmark is not None:
@@ -420,19 +458,13 @@ def make_filter(req: Request, *, use_mark: bool = True, use_status: bool = True,
     if req.reply_zone is not None:
         rz = req.reply_zone
         checks.append(lambda f: f.reply is not None and (f.reply.zone or 0) == rz)
-    if req.proto == "sctp":
+    if req.proto == "sctp" and use_protoinfo:
         if req.sctp_vtag_orig is not None:
             vo = req.sctp_vtag_orig
             checks.append(lambda f: f.sctp is not None and f.sctp.vtag_orig == vo)
         if req.sctp_vtag_reply is not None:
             vr = req.sctp_vtag_reply
             checks.append(lambda f: f.sctp is not None and f.sctp.vtag_reply == vr)
-
-    if not checks:
-        return accept_all
-    if len(checks) == 1:
-        return checks[0]
-    return lambda f: all(c(f) for c in checks)
 
 
 def family_of(addr: bytes | None) -> int:

@@ -19,9 +19,8 @@ from ..flow import Expect, Flow
 from ..formats.expect import render_expect_default
 from ..formats.text import render_default
 from ..formats.xml import render_flow_xml
-from .control import Action
-from .mode import Chunks, SyncCacheMode, _add_traffic, _traffic
-from .stats import cache_stats_text
+from .control import Action, handles
+from .mode import Chunks, SyncCacheMode, _add_traffic
 
 __all__ = ["InternalBypass", "bypass_stats_text"]
 
@@ -114,31 +113,30 @@ class InternalBypass(SyncCacheMode):
         for x in exps:
             yield render_expect_default(x) + "\n"
 
-    def local(self, action: int, as_json: bool) -> Chunks | None:
-        if action == Action.EXP_DUMP_INTERNAL:
-            return self._kernel_expect_lines() if self.expect else ()
-        if action == Action.CT_DUMP_INTERNAL:
-            return self._kernel_lines(False)
-        if action == Action.CT_DUMP_INT_XML:
-            return self._kernel_lines(True)
-        if action in (Action.CT_FLUSH_CACHE, Action.ALL_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE):
-            ext = self.engine.external
-            if action != Action.CT_FLUSH_INT_CACHE and ext is not None:
-                self.log("notice", "flushing caches")
-                ext.flush()
-            else:
-                self.log("notice", "flushing internal cache")
-            self.flush_kernel()  # internal_bypass_ct_flush: nl_flush_conntrack_table_selective
-            return ()
-        if action == Action.STATS and not as_json:
-            ext = self.engine.external
-            out = [bypass_stats_text(self.sent[CT_NEW], self.sent[CT_UPD], self.sent[CT_DEL])]
-            if ext is not None:
-                out.append(cache_stats_text("external", ext.stats))
-            out.append(_traffic(self.runtime))
-            out.append(self.engine.stats_text())
-            return out
-        return super().local(action, as_json)
+    @handles(Action.EXP_DUMP_INTERNAL)
+    def _exp_dump_internal(self, action: int, as_json: bool) -> Chunks:
+        return self._kernel_expect_lines() if self.expect else ()
+
+    @handles(Action.CT_DUMP_INTERNAL)
+    def _dump_internal(self, action: int, as_json: bool) -> Chunks:
+        return self._kernel_lines(False)
+
+    @handles(Action.CT_DUMP_INT_XML)
+    def _dump_internal_xml(self, action: int, as_json: bool) -> Chunks:
+        return self._kernel_lines(True)
+
+    @handles(Action.CT_FLUSH_CACHE, Action.ALL_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE)
+    def _flush(self, action: int, as_json: bool) -> Chunks:
+        self._flush_external(action)
+        self.flush_kernel()  # internal_bypass_ct_flush: nl_flush_conntrack_table_selective
+        return ()
+
+    @handles(Action.STATS)
+    def _stats(self, action: int, as_json: bool) -> Chunks:
+        if as_json:
+            return super()._stats(action, as_json)
+        head = bypass_stats_text(self.sent[CT_NEW], self.sent[CT_UPD], self.sent[CT_DEL])
+        return self._stats_text(self.cache, self.engine.external, head)
 
     def stats_json(self) -> dict:
         data = super().stats_json()

@@ -23,7 +23,19 @@ from dataclasses import dataclass, fields
 from dataclasses import replace as _replace
 from operator import attrgetter
 
-from ..flow import AF_INET, AF_INET6, ICMP_PROTOS, PORT_PROTOS, DccpInfo, Expect, Flow, SctpInfo, TcpInfo, Tuple
+from ..flow import (
+    AF_INET,
+    AF_INET6,
+    GRE_PROTO,
+    ICMP_PROTOS,
+    PORT_PROTOS,
+    DccpInfo,
+    Expect,
+    Flow,
+    SctpInfo,
+    TcpInfo,
+    Tuple,
+)
 
 __all__ = ["Cache", "CacheStats", "Entry", "ExpCache", "ExpEntry", "entry_exp", "entry_flow", "exp_key", "flow_key",
            "master_key", "pack_tuple", "unpack_tuple"]
@@ -96,7 +108,7 @@ def unpack_tuple(b: bytes) -> tuple[Tuple, int | None]:
     off += 2 * alen
     if proto in ICMP_PROTOS:
         t.icmp_type, t.icmp_code, t.icmp_id, _ = _ICMP.unpack_from(b, off)
-    elif proto in PORT_PROTOS or proto == 47:
+    elif proto in PORT_PROTOS or proto == GRE_PROTO:
         t.sport, t.dport, _ = _L4.unpack_from(b, off)
     tz, fz = _ZONES.unpack_from(b, off + 6)
     if zflags & _Z_TUPLE:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "Action",
+    "Answers",
     "DEFAULT_CONFIGFILE",
     "Invocation",
     "JSON_FLAG",
@@ -29,6 +31,7 @@ __all__ = [
     "VERSION_TEXT",
     "decode_request",
     "encode_request",
+    "handles",
     "parse_argv",
 ]
 
@@ -95,6 +98,44 @@ def decode_request(data: bytes) -> int | None:
 def split_json(code: int) -> tuple[int, bool]:
     """(action, json wanted) of a received code."""
     return code & ~JSON_FLAG, bool(code & JSON_FLAG)
+
+
+# ------------------------------------------------------------------------------ answering requests
+
+def handles(*actions: int) -> Callable[[Callable], Callable]:
+    """Mark a method ``(self, action, as_json) -> chunks`` as the answer to these actions (see Answers)."""
+    def mark(fn: Callable) -> Callable:
+        fn.actions = actions  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+class Answers:
+    """A dispatch table for control-socket requests: ``local(action, as_json)`` looks the action up.
+
+    The table is built once per class from its ``@handles`` methods and its bases' (action ->
+    method name, so a subclass's method of the same name answers instead of its base's, and may
+    call ``super()``); an action nobody handles goes to ``unhandled`` (None: not this object's)."""
+
+    answers: dict[int, str] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        table: dict[int, str] = {}
+        for klass in reversed(cls.__mro__):
+            for name, fn in vars(klass).items():
+                for action in getattr(fn, "actions", ()):
+                    table[action] = name
+        cls.answers = table
+
+    def local(self, action: int, as_json: bool) -> Iterable[str] | None:
+        name = self.answers.get(action)
+        if name is None:
+            return self.unhandled(action, as_json)
+        return getattr(self, name)(action, as_json)
+
+    def unhandled(self, action: int, as_json: bool) -> Iterable[str] | None:
+        return None
 
 
 # ------------------------------------------------------------------------------ command line
@@ -206,144 +247,178 @@ def _prefix(word: str, keyword: str) -> bool:
 
 def parse_argv(argv: list[str], prog: str = "conntrackd") -> Invocation:
     """Parse argv (without the program name) exactly as conntrackd 1.4.7, plus our long options."""
-    inv = Invocation()
-    mode_set: str | None = None
-    action: int = -1
-    config = ""
-    i = 0
-    n = len(argv)
+    return _Argv(argv, prog).run()
 
-    def set_mode(want: str) -> bool:
-        nonlocal mode_set
-        if mode_set is None:
-            mode_set = want
+
+class _Argv:
+    """C's option loop in main(): one handler per option character (its ``switch``).
+
+    A handler returns True when parsing stops there (the Invocation then says what to print
+    and the exit code); ``i`` is the index of the current argument."""
+
+    def __init__(self, argv: list[str], prog: str) -> None:
+        self.argv, self.prog, self.n = argv, prog, len(argv)
+        self.inv = Invocation()
+        self.mode_set: str | None = None
+        self.action: int = -1
+        self.config = ""
+        self.i = 0
+        handlers: dict[str, Callable[[str], bool]] = {o: self._plain for o in PLAIN_OPTS}
+        handlers.update({"s": self._stats, "x": self._xml, "v": self._version, "h": self._help,
+                         "C": self._config, "f": self._flush})
+        handlers.update({o: self._table for o in TABLE_OPTS})
+        handlers["d"] = self._daemon
+        self.handlers = handlers
+
+    def run(self) -> Invocation:
+        inv = self.inv
+        while self.i < self.n:
+            arg = self.argv[self.i]
+            if self._beyond_c(arg):
+                continue
+            opt = arg[1] if len(arg) > 1 else ""
+            if self.handlers.get(opt, self._unknown)(opt):
+                return inv
+            self.i += 1
+        inv.config = self.config or DEFAULT_CONFIGFILE
+        if inv.mode != "config-test":
+            inv.mode = {"daemon": "daemon", "request": "request"}.get(self.mode_set or "", "console")  # type: ignore[assignment]
+        inv.action = self.action if inv.mode == "request" else None
+        return inv
+
+    # ---- helpers
+    def _stop(self, text: str, code: int, usage: bool = True) -> bool:
+        if usage:
+            self.inv.stdout(USAGE(self.prog))
+        self.inv.log("ERROR", text)
+        self.inv.exit_code = code
+        return True
+
+    def _set_mode(self, want: str) -> bool:
+        """False (and the usage error) when another mode was already chosen."""
+        if self.mode_set is None:
+            self.mode_set = want
             return True
-        if mode_set != want:
-            inv.stdout(USAGE(prog))
-            inv.log("ERROR", "Invalid parameters")
-            inv.exit_code = 1
+        if self.mode_set != want:
+            self._stop("Invalid parameters", 1)
             return False
         return True
 
-    def next_word() -> str | None:
-        if i + 1 < n and not argv[i + 1].startswith("-"):
+    def _next_word(self) -> str | None:
+        i, argv = self.i, self.argv
+        if i + 1 < self.n and not argv[i + 1].startswith("-"):
             return argv[i + 1]
         return None
 
-    while i < n:
-        arg = argv[i]
-        # --- beyond C: long options C would reject as "Unknown option"
+    def _beyond_c(self, arg: str) -> bool:
+        """Our long options (C would reject them as "Unknown option"); True when ``arg`` was one."""
+        inv, argv, i = self.inv, self.argv, self.i
         if arg == "--config-test":
             inv.mode = "config-test"
-            mode_set = mode_set or "config-test"
-            i += 1
-            continue
-        if arg == "--json":
+            self.mode_set = self.mode_set or "config-test"
+            self.i += 1
+        elif arg == "--json":
             inv.json = True
-            i += 1
-            continue
-        if arg in ("--metrics-listen", "--metrics-textfile") and i + 1 < n:
+            self.i += 1
+        elif arg in ("--metrics-listen", "--metrics-textfile") and i + 1 < self.n:
             if arg == "--metrics-listen":
                 inv.metrics_listen = argv[i + 1]
             else:
                 inv.metrics_textfile = argv[i + 1]
-            i += 2
-            continue
-        if arg == "-o" and i + 1 < n and argv[i + 1] == "json":
+            self.i += 2
+        elif arg == "-o" and i + 1 < self.n and argv[i + 1] == "json":
             inv.json = True
-            i += 2
-            continue
-        opt = arg[1] if len(arg) > 1 else ""
-        if opt == "d":
-            if not set_mode("daemon"):
-                return inv
-        elif opt in TABLE_OPTS:
-            if not set_mode("request"):
-                return inv
-            ct_a, exp_a, dfl = TABLE_OPTS[opt]
-            word = next_word()
-            if word is None:
-                action = dfl
-            elif _prefix(word, "ct"):
-                action = ct_a
-                i += 1
-            elif _prefix(word, "expect"):
-                action = exp_a
-                i += 1
-            # any other word: left for the next round (C: "Unknown option: word")
-        elif opt == "C":
-            i += 1
-            if i < n:
-                if len(argv[i]) > PATH_MAX:
-                    inv.log("warning", f"Path to config file to long. Cutting it down to {PATH_MAX} characters")
-                config = argv[i][: PATH_MAX - 1]
-            else:
-                inv.stdout(USAGE(prog))
-                inv.log("ERROR", "Missing config filename")
-        elif opt == "f":
-            if not set_mode("request"):
-                return inv
-            word = next_word()
-            if word is None:
-                action = Action.ALL_FLUSH_CACHE
-            elif _prefix(word, "internal"):
-                action = Action.CT_FLUSH_INT_CACHE
-                i += 1
-            elif _prefix(word, "external"):
-                action = Action.CT_FLUSH_EXT_CACHE
-                i += 1
-            else:
-                inv.log("ERROR", f"unknown parameter `{word}' for option `-f'")
-                inv.exit_code = 1
-                return inv
-        elif opt in PLAIN_OPTS:
-            if not set_mode("request"):
-                return inv
-            action = PLAIN_OPTS[opt]
-        elif opt == "s":
-            if not set_mode("request"):
-                return inv
-            word = next_word()
-            if word is None:
-                action = Action.STATS
-            else:
-                for kw, code in STATS_WORDS:
-                    if _prefix(word, kw):
-                        if kw == "multicast":
-                            inv.log("warning", "use `link' instead of `multicast' as parameter.")
-                        action = code
-                        i += 1
-                        break
-                else:
-                    inv.log("ERROR", f"unknown parameter `{word}' for option `-s'")
-                    inv.exit_code = 1
-                    return inv
-        elif opt == "x":
-            if action in XML_OF:
-                action = XML_OF[action]
-            else:
-                inv.stdout(USAGE(prog))
-                inv.log("ERROR", "Invalid parameters")
-                inv.exit_code = 1
-                return inv
-        elif opt == "v":
-            inv.stdout(VERSION_TEXT)
-            inv.exit_code = 0
-            return inv
-        elif opt == "h":
-            inv.stdout(USAGE(prog))
-            inv.exit_code = 0
-            return inv
+            self.i += 2
         else:
-            # C: show_usage(); dlog(LOG_ERR, "Unknown option: %s"); return 0 -- also for --help
-            inv.stdout(USAGE(prog))
-            inv.log("ERROR", f"Unknown option: {arg}")
-            inv.exit_code = 0
-            return inv
-        i += 1
+            return False
+        return True
 
-    inv.config = config or DEFAULT_CONFIGFILE
-    if inv.mode != "config-test":
-        inv.mode = {"daemon": "daemon", "request": "request"}.get(mode_set or "", "console")  # type: ignore[assignment]
-    inv.action = action if inv.mode == "request" else None
-    return inv
+    # ---- one handler per option
+    def _daemon(self, opt: str) -> bool:
+        return not self._set_mode("daemon")
+
+    def _table(self, opt: str) -> bool:
+        if not self._set_mode("request"):
+            return True
+        ct_a, exp_a, dfl = TABLE_OPTS[opt]
+        word = self._next_word()
+        if word is None:
+            self.action = dfl
+        elif _prefix(word, "ct"):
+            self.action = ct_a
+            self.i += 1
+        elif _prefix(word, "expect"):
+            self.action = exp_a
+            self.i += 1
+        # any other word: left for the next round (C: "Unknown option: word")
+        return False
+
+    def _config(self, opt: str) -> bool:
+        self.i += 1
+        if self.i < self.n:
+            path = self.argv[self.i]
+            if len(path) > PATH_MAX:
+                self.inv.log("warning", f"Path to config file to long. Cutting it down to {PATH_MAX} characters")
+            self.config = path[: PATH_MAX - 1]
+        else:
+            self.inv.stdout(USAGE(self.prog))
+            self.inv.log("ERROR", "Missing config filename")
+        return False
+
+    def _flush(self, opt: str) -> bool:
+        if not self._set_mode("request"):
+            return True
+        word = self._next_word()
+        if word is None:
+            self.action = Action.ALL_FLUSH_CACHE
+        elif _prefix(word, "internal"):
+            self.action = Action.CT_FLUSH_INT_CACHE
+            self.i += 1
+        elif _prefix(word, "external"):
+            self.action = Action.CT_FLUSH_EXT_CACHE
+            self.i += 1
+        else:
+            return self._stop(f"unknown parameter `{word}' for option `-f'", 1, usage=False)
+        return False
+
+    def _plain(self, opt: str) -> bool:
+        if not self._set_mode("request"):
+            return True
+        self.action = PLAIN_OPTS[opt]
+        return False
+
+    def _stats(self, opt: str) -> bool:
+        if not self._set_mode("request"):
+            return True
+        word = self._next_word()
+        if word is None:
+            self.action = Action.STATS
+            return False
+        for kw, code in STATS_WORDS:
+            if _prefix(word, kw):
+                if kw == "multicast":
+                    self.inv.log("warning", "use `link' instead of `multicast' as parameter.")
+                self.action = code
+                self.i += 1
+                return False
+        return self._stop(f"unknown parameter `{word}' for option `-s'", 1, usage=False)
+
+    def _xml(self, opt: str) -> bool:
+        if self.action not in XML_OF:
+            return self._stop("Invalid parameters", 1)
+        self.action = XML_OF[self.action]
+        return False
+
+    def _version(self, opt: str) -> bool:
+        self.inv.stdout(VERSION_TEXT)
+        self.inv.exit_code = 0
+        return True
+
+    def _help(self, opt: str) -> bool:
+        self.inv.stdout(USAGE(self.prog))
+        self.inv.exit_code = 0
+        return True
+
+    def _unknown(self, opt: str) -> bool:
+        # C: show_usage(); dlog(LOG_ERR, "Unknown option: %s"); return 0 -- also for --help
+        return self._stop(f"Unknown option: {self.argv[self.i]}", 0)

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..flow import Flow
 from . import lockfile, sdnotify
@@ -26,6 +26,7 @@ from .filter import compile_filter
 from .log import Logger
 from .loop import Loop, Timer
 from .mode import StatsMode, SyncCacheMode, SyncEngine
+from .readiness import ReadinessFile
 from .stats import RuntimeStats, runtime_text, to_json
 
 __all__ = ["Daemon", "StartError"]
@@ -56,6 +57,7 @@ class Daemon:
         self.server: ControlServer | None = None
         self.ctnl: Ctnl | None = None
         self.resync_timer: Timer | None = None
+        self.readiness: ReadinessFile | None = None
         self.metrics = None
         self.exit_code = 0
         self.stopped = False
@@ -127,6 +129,9 @@ class Daemon:
             log("ERROR", "no ctnetlink kernel support?")
             raise StartError from None
         ctnl = self.ctnl
+        if g.readiness_file:  # beyond C: not ready until the synced state is complete (readiness.py)
+            self.readiness = ReadinessFile(g.readiness_file, g.readiness_weight, log)
+            self.readiness.not_ready()
         if self.cfg.mode == "stats":
             if self.cfg.stats is None:
                 log("warning", "No running mode specified. Defaulting to statistics mode.")
@@ -166,6 +171,8 @@ class Daemon:
             ev = ctnl.open_events()
             self.loop.add_reader(ev.fileno(), self._on_events)
         self.runtime.daemon_start_time = int(time.time())
+        if self.readiness is not None and self.engine is None:
+            self.readiness.ready()  # nothing to wait for: no peer holds state for us
         log("notice", "initialization completed")
 
     def _tame_gc(self) -> None:
@@ -273,58 +280,78 @@ class Daemon:
     def dispatch(self, code: int) -> Iterable[str] | None:
         """local_handler + ctnl_local + mode.local of C, in that order."""
         action, as_json = split_json(code)
-        log, ctnl = self.log, self.ctnl
-        assert ctnl is not None
-        out: list[str] = []
-        mode = self.mode
-        expect = ctnl.expect and isinstance(mode, SyncCacheMode)  # C: CTD_EXPECT (sync mode only)
         if action == Action.KILL:
             self.shutdown()
             return None
-        if action == Action.STATS_RUNTIME:
-            if as_json:
-                out.append(to_json("runtime", {**self.runtime.as_dict(), "buffer_size": ctnl.buffer_size,
-                                               "uptime": int(time.time()) - self.runtime.daemon_start_time}))
-            else:
-                out.append(runtime_text(self.runtime, int(time.time()), ctnl.buffer_size))
-        if action in (Action.CT_FLUSH_MASTER, Action.ALL_FLUSH_MASTER):
-            self.runtime.nl_kernel_table_flush += 1
-            log("notice", "flushing kernel conntrack table")
-            try:
-                ctnl.flush_selective()
-            except OSError as exc:
-                log("ERROR", f"flushing kernel conntrack table failed: {exc.strerror}")
-        if action in (Action.EXP_FLUSH_MASTER, Action.ALL_FLUSH_MASTER) and expect:
-            self.runtime.nl_kernel_table_flush += 1
-            log("notice", "flushing kernel expect table")
-            try:
-                ctnl.flush_expect()
-            except OSError as exc:
-                log("ERROR", f"flushing kernel expect table failed: {exc.strerror}")
-            else:
-                # Do not wait for the EXP_DESTROY events of our own flush (one was seen to go missing
-                # under load): the table is empty now, drop what the cache still holds.
-                mode.exp_purge()  # type: ignore[union-attr]
-        if action in (Action.CT_RESYNC_MASTER, Action.ALL_RESYNC_MASTER):
-            self.runtime.nl_kernel_table_resync += 1
-            log("notice", "resync with master conntrack table")
-            try:
-                ctnl.dump(self.mode.populate)
-            except OSError as exc:
-                log("ERROR", f"resync with master conntrack table failed: {exc.strerror}")
-        if action in (Action.EXP_RESYNC_MASTER, Action.ALL_RESYNC_MASTER) and expect:
-            self.runtime.nl_kernel_table_resync += 1
-            log("notice", "resync with master expect table")
-            try:
-                ctnl.dump_expect(mode.exp_populate)  # type: ignore[union-attr]
-            except OSError as exc:
-                log("ERROR", f"resync with master expect table failed: {exc.strerror}")
+        out: list[str] = []
+        for step in self._STEPS.get(action, ()):
+            step(self, as_json, out)
         handled = self.mode.local(action, as_json)
         if handled is not None:
             out = [*out, *handled]
         if as_json and not out and action in JSON_VIEWS:
             return [to_json(JSON_VIEWS[action], {})]  # a view this mode has no data for
         return out
+
+    def _expect_on(self) -> bool:
+        assert self.ctnl is not None
+        return self.ctnl.expect and isinstance(self.mode, SyncCacheMode)  # C: CTD_EXPECT (sync mode only)
+
+    def _runtime_stats(self, as_json: bool, out: list[str]) -> None:
+        ctnl = self.ctnl
+        assert ctnl is not None
+        if as_json:
+            out.append(to_json("runtime", {**self.runtime.as_dict(), "buffer_size": ctnl.buffer_size,
+                                           "uptime": int(time.time()) - self.runtime.daemon_start_time}))
+        else:
+            out.append(runtime_text(self.runtime, int(time.time()), ctnl.buffer_size))
+
+    def _kernel_step(self, what: str, run: Callable[[Ctnl], object]) -> bool:
+        """One kernel table request of ctnl_local, logged as C does; False if it failed."""
+        assert self.ctnl is not None
+        self.log("notice", what)
+        try:
+            run(self.ctnl)
+        except OSError as exc:
+            self.log("ERROR", f"{what} failed: {exc.strerror}")
+            return False
+        return True
+
+    def _flush_ct(self, as_json: bool, out: list[str]) -> None:
+        self.runtime.nl_kernel_table_flush += 1
+        self._kernel_step("flushing kernel conntrack table", lambda c: c.flush_selective())
+
+    def _flush_exp(self, as_json: bool, out: list[str]) -> None:
+        if not self._expect_on():
+            return
+        self.runtime.nl_kernel_table_flush += 1
+        if self._kernel_step("flushing kernel expect table", lambda c: c.flush_expect()):
+            # Do not wait for the EXP_DESTROY events of our own flush (one was seen to go missing
+            # under load): the table is empty now, drop what the cache still holds.
+            self.mode.exp_purge()  # type: ignore[union-attr]
+
+    def _resync_ct(self, as_json: bool, out: list[str]) -> None:
+        self.runtime.nl_kernel_table_resync += 1
+        self._kernel_step("resync with master conntrack table", lambda c: c.dump(self.mode.populate))
+
+    def _resync_exp(self, as_json: bool, out: list[str]) -> None:
+        if not self._expect_on():
+            return
+        self.runtime.nl_kernel_table_resync += 1
+        self._kernel_step("resync with master expect table",
+                          lambda c: c.dump_expect(self.mode.exp_populate))  # type: ignore[union-attr]
+
+    # What the daemon itself does for a request before the mode answers it (local_handler, ctnl_local),
+    # in C's order: the ALL_* requests do the conntrack step, then the expectation step.
+    _STEPS: dict[int, tuple[Callable[..., None], ...]] = {
+        Action.STATS_RUNTIME: (_runtime_stats,),
+        Action.CT_FLUSH_MASTER: (_flush_ct,),
+        Action.EXP_FLUSH_MASTER: (_flush_exp,),
+        Action.ALL_FLUSH_MASTER: (_flush_ct, _flush_exp),
+        Action.CT_RESYNC_MASTER: (_resync_ct,),
+        Action.EXP_RESYNC_MASTER: (_resync_exp,),
+        Action.ALL_RESYNC_MASTER: (_resync_ct, _resync_exp),
+    }
 
     # ================================================================= run / stop
     def _on_signal(self, signum: int) -> None:
@@ -357,6 +384,8 @@ class Daemon:
             self.mode.engine.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.readiness is not None:
+            self.readiness.not_ready()  # a stopped daemon holds no state for a takeover
         lockfile.release(self.lock_fd, self.g.lockfile)
         self.lock_fd = None
         sys.stdout.flush()

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 from collections.abc import Callable, Iterable
 
 from ..flow import Expect, Flow
 from ..netlink.attrs import (
-    CTA,
     NETLINK_BROADCAST_ERROR,
     NETLINK_NO_ENOBUFS,
     NLM_F_ACK,
@@ -37,7 +35,7 @@ from ..netlink.attrs import (
     ct_type,
     exp_type,
 )
-from ..netlink.codec import DecodeError, attr, decode_expect, encode_expect, encode_tuple, iter_messages, nlmsg
+from ..netlink.codec import DecodeError, decode_expect, encode_expect, encode_lookup, iter_messages, nlmsg
 from ..netlink.shapes import ShapeDecoder
 from ..netlink.socket import CtnlSocket, NetlinkError
 from .config.model import Config
@@ -53,7 +51,6 @@ _NEW = ct_type(CtMsg.NEW)
 _DELETE = ct_type(CtMsg.DELETE)
 _EXP_NEW = exp_type(ExpMsg.NEW)
 _EXP_DELETE = exp_type(ExpMsg.DELETE)
-_BE16 = struct.Struct("!H")
 AF_UNSPEC = 0
 
 
@@ -79,14 +76,6 @@ def encode_exp_lookup(exp: Expect, seq: int) -> bytes:
     """An EXP_GET naming an expectation by its expected tuple (+ zone), as the kernel looks it up."""
     key = Expect(exp.family, tuple=exp.tuple, zone=exp.zone)
     return nlmsg(exp_type(ExpMsg.GET), 0, seq, exp.family, encode_expect(key))
-
-
-def encode_lookup(msg: int, flow: Flow, seq: int) -> bytes:
-    """A GET/DELETE request naming a flow by its original tuple (+ zone)."""
-    body = encode_tuple(CTA.TUPLE_ORIG, flow.orig)
-    if flow.zone is not None:
-        body += attr(CTA.ZONE, _BE16.pack(flow.zone))
-    return nlmsg(ct_type(msg), 0, seq, flow.orig.family, body)
 
 
 class Ctnl:

@@ -22,12 +22,13 @@ import socket
 import time
 from collections.abc import Iterable
 
-from prometheus_client import Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["COMMIT_BUCKETS", "Metrics", "commit_histogram", "families", "kernel_table", "render"]
+from .stats import DurationHistogram
+
+__all__ = ["Metrics", "families", "histogram_family", "kernel_table", "render"]
 
 TEXTFILE_PERIOD = 15.0
 CLIENT_TIMEOUT = 5.0  # a scrape connection that has not sent its request by then is closed
@@ -44,14 +45,11 @@ _RUNTIME_HELP = {
 # stats_json() subtrees whose keys are not names but instances: they become one label
 _LABELLED = {"peers": "peer"}
 _LINK_LABELS = ("device", "transport", "role", "status")
-# a commit of 1k entries takes ~10 ms, of 1M ~10 s (docs/benchmarks.md)
-COMMIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def commit_histogram() -> Histogram:
-    """Durations of external-cache commits (``-c``), kept by the sync engine, exported at scrape time."""
-    return Histogram("conntrackd_commit_duration_seconds", "duration of external cache commits (conntrackd -c)",
-                     buckets=COMMIT_BUCKETS, registry=None)
+def histogram_family(name: str, help_: str, h: DurationHistogram) -> Metric:
+    """A pure DurationHistogram (daemon/stats.py) as a Prometheus histogram family."""
+    counts = h.counts or [0] * (len(h.buckets) + 1)
+    bounds = [*(repr(float(b)) for b in h.buckets), "+Inf"]
+    return HistogramMetricFamily(name, help_, buckets=list(zip(bounds, counts, strict=True)), sum_value=h.total)
 
 
 def _number(v: object) -> bool:
@@ -203,7 +201,8 @@ class Metrics:
             sync = engine.stats_json()
             hist = getattr(engine, "commit_seconds", None)
             if hist is not None:
-                extra.extend(hist.collect())
+                extra.append(histogram_family("conntrackd_commit_duration_seconds",
+                                              "duration of external cache commits (conntrackd -c)", hist))
         if getattr(mode, "expect", False):  # ExpectationSync: the expectation caches too
             for name, c in (("expect-internal", mode.exp_cache), ("expect-external", mode.exp_external)):
                 if c is not None:

@@ -31,7 +31,7 @@ from ..formats.json import render_expect_json, render_flow_json
 from ..formats.text import render_default
 from ..formats.xml import render_flow_xml
 from .cache import Cache, Entry, ExpCache, ExpEntry, entry_exp, entry_flow, flow_key, master_key
-from .control import Action
+from .control import Action, Answers, handles
 from .filter import master_sane
 from .stats import RuntimeStats, cache_stats_extended_text, cache_stats_text, to_json, traffic_text
 
@@ -56,38 +56,34 @@ class InternalHandler(Protocol):
     def destroy(self, flow: Flow, origin: str | None) -> bool: ...
 
 
-def dump_cache(cache: Cache, xml: bool, as_json: bool = False, chunk: int = 256) -> Iterator[str]:
-    """cache_dump(): one line per live entry, ``[active since Ns]`` in text mode (C cache-ct.c)."""
+def _dump(cache: Cache, view: Callable, text: Callable, xml_text: Callable, json_text: Callable, xml: bool,
+          as_json: bool, chunk: int) -> Iterator[str]:
+    """The cache dumpers' one routine: one line per live entry in chunks, ``[active since Ns]`` in text mode."""
     entries = cache.live()
     for i in range(0, len(entries), chunk):
         now = int(time.time())
         lines = []
         for e in entries[i:i + chunk]:
-            flow = entry_flow(e)
+            obj = view(e)
             if as_json:
-                lines.append(render_flow_json(flow) + "\n")
+                lines.append(json_text(obj) + "\n")
             elif xml:
-                lines.append(render_flow_xml(flow, now=now) + "\n")
+                lines.append(xml_text(obj, now) + "\n")
             else:
-                lines.append(f"{render_default(flow, now=now)} [active since {now - e.lifetime}s]\n")
+                lines.append(f"{text(obj, now)} [active since {now - e.lifetime}s]\n")
         yield "".join(lines)
+
+
+def dump_cache(cache: Cache, xml: bool, as_json: bool = False, chunk: int = 256) -> Iterator[str]:
+    """cache_dump() (C cache-ct.c)."""
+    return _dump(cache, entry_flow, lambda f, now: render_default(f, now=now),
+                 lambda f, now: render_flow_xml(f, now=now), render_flow_json, xml, as_json, chunk)
 
 
 def dump_exp_cache(cache: Cache, xml: bool, as_json: bool = False, chunk: int = 256) -> Iterator[str]:
-    """cache_exp_dump_step(): nfexp_snprintf without the cached timeout, ``[active since Ns]`` in text mode."""
-    entries = cache.live()
-    for i in range(0, len(entries), chunk):
-        now = int(time.time())
-        lines = []
-        for e in entries[i:i + chunk]:
-            exp = entry_exp(e)  # type: ignore[arg-type]
-            if as_json:
-                lines.append(render_expect_json(exp) + "\n")
-            elif xml:
-                lines.append(render_expect_xml(exp) + "\n")
-            else:
-                lines.append(f"{render_expect_default(exp)} [active since {now - e.lifetime}s]\n")
-        yield "".join(lines)
+    """cache_exp_dump_step(): nfexp_snprintf without the cached timeout."""
+    return _dump(cache, entry_exp, lambda x, _now: render_expect_default(x),
+                 lambda x, _now: render_expect_xml(x), render_expect_json, xml, as_json, chunk)
 
 
 def _add_traffic(st: RuntimeStats, flow: Flow) -> None:
@@ -114,7 +110,7 @@ def _sync_state(e: Entry) -> tuple:
     return (e.status, e.state, e.mark, e.reply, e.tcpx, e.synproxy, tuple(extra.items()) if extra else None)
 
 
-class _Base:
+class _Base(Answers):
     """What both modes share: one local cache fed by the kernel."""
 
     cache: Cache
@@ -170,6 +166,15 @@ class _Base:
         return {"cache": {self.cache.name: {**self.cache.stats.as_dict(), "entries": len(self.cache)}},
                 "traffic": _traffic_dict(self.runtime)}
 
+    # ------------------------------------------------------------ client requests (Answers)
+    @handles(Action.CT_DUMP_INTERNAL)
+    def _dump_internal(self, action: int, as_json: bool) -> Chunks:
+        return dump_cache(self.cache, False, as_json)
+
+    @handles(Action.CT_DUMP_INT_XML)
+    def _dump_internal_xml(self, action: int, as_json: bool) -> Chunks:
+        return dump_cache(self.cache, True)
+
 
 class StatsMode(_Base):
     """C src/stats-mode.c."""
@@ -205,25 +210,25 @@ class StatsMode(_Base):
         f.timeout = None  # C unsets ATTR_TIMEOUT before logging
         self.flow_log(render_default(f, now=self.now()))
 
-    def local(self, action: int, as_json: bool) -> Chunks | None:
+    @handles(Action.CT_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE)
+    def _flush(self, action: int, as_json: bool) -> Chunks:
+        self.log("notice", "flushing caches")
+        self.cache.flush()
+        return ()
+
+    @handles(Action.STATS)
+    def _stats(self, action: int, as_json: bool) -> Chunks:
         c = self.cache
-        if action == Action.CT_DUMP_INTERNAL:
-            return dump_cache(c, False, as_json)
-        if action == Action.CT_DUMP_INT_XML:
-            return dump_cache(c, True)
-        if action in (Action.CT_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE):
-            self.log("notice", "flushing caches")
-            c.flush()
-            return ()
-        if action == Action.STATS:
-            if as_json:
-                return [to_json("ct", self.stats_json())]
-            return [cache_stats_text(c.name, c.stats), _traffic(self.runtime)]
-        if action == Action.STATS_CACHE:
-            if as_json:
-                return [to_json("cache", {"cache": {c.name: {**c.stats.as_dict(), "entries": len(c)}}})]
-            return [cache_stats_extended_text(c.name, c.stats, len(c))]
-        return None
+        if as_json:
+            return [to_json("ct", self.stats_json())]
+        return [cache_stats_text(c.name, c.stats), _traffic(self.runtime)]
+
+    @handles(Action.STATS_CACHE)
+    def _stats_cache(self, action: int, as_json: bool) -> Chunks:
+        c = self.cache
+        if as_json:
+            return [to_json("cache", {"cache": {c.name: {**c.stats.as_dict(), "entries": len(c)}}})]
+        return [cache_stats_extended_text(c.name, c.stats, len(c))]
 
 
 class SyncEngine(Protocol):
@@ -246,7 +251,7 @@ class SyncEngine(Protocol):
     def close(self) -> None: ...
 
 
-class NullSync:
+class NullSync(Answers):
     """No replication yet: an empty external cache, sync-only requests logged and ignored."""
 
     NAMES = {
@@ -267,15 +272,21 @@ class NullSync:
     def on_resync_done(self) -> None:
         pass
 
-    def local(self, action: int, as_json: bool) -> Chunks | None:
-        if action == Action.CT_DUMP_EXTERNAL:
-            return dump_cache(self.external, False, as_json)
-        if action == Action.CT_DUMP_EXT_XML:
-            return dump_cache(self.external, True)
-        if action == Action.CT_FLUSH_EXT_CACHE:
-            self.log("notice", "flushing external cache")
-            self.external.flush()
-            return ()
+    @handles(Action.CT_DUMP_EXTERNAL)
+    def _dump_external(self, action: int, as_json: bool) -> Chunks:
+        return dump_cache(self.external, False, as_json)
+
+    @handles(Action.CT_DUMP_EXT_XML)
+    def _dump_external_xml(self, action: int, as_json: bool) -> Chunks:
+        return dump_cache(self.external, True)
+
+    @handles(Action.CT_FLUSH_EXT_CACHE)
+    def _flush_external(self, action: int, as_json: bool) -> Chunks:
+        self.log("notice", "flushing external cache")
+        self.external.flush()
+        return ()
+
+    def unhandled(self, action: int, as_json: bool) -> Chunks | None:
         name = self.NAMES.get(action)
         if name is not None:
             self.log("notice", f"{name} ignored: no synchronization engine is running")
@@ -426,75 +437,82 @@ class SyncCacheMode(_Base):
                     self._exp_hook("destroy", e, exp, None)  # type: ignore[arg-type]
                     self.exp_cache.delete(e)
 
-    def _exp_local(self, action: int, as_json: bool) -> Chunks | None:
-        """local_handler_sync's EXP_* cases (C checks CTD_EXPECT except for the XML dumps)."""
-        on = self.expect
-        if action == Action.EXP_DUMP_INTERNAL:
-            return dump_exp_cache(self.exp_cache, False, as_json) if on else ()
-        if action == Action.EXP_DUMP_INT_XML:
-            return dump_exp_cache(self.exp_cache, True)
-        if action in (Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML):
-            ext = self.exp_external
-            xml = action == Action.EXP_DUMP_EXT_XML
-            if ext is None or not (on or xml):
-                return ()
-            return dump_exp_cache(ext, xml, as_json)
-        if action == Action.EXP_STATS:
-            if not on:
-                return ()
-            c, ext = self.exp_cache, self.exp_external
-            if as_json:
-                caches = {"internal": {**c.stats.as_dict(), "entries": len(c)}}
-                if ext is not None:
-                    caches["external"] = {**ext.stats.as_dict(), "entries": len(ext)}
-                return [to_json("expect", {"cache": caches, "traffic": _traffic_dict(self.runtime),
-                                           **self.engine.stats_json()})]
-            out = [cache_stats_text("internal", c.stats)]
-            if ext is not None:
-                out.append(cache_stats_text("external", ext.stats))
-            out.append(_traffic(self.runtime))
-            out.append(self.engine.stats_text())
-            return out
-        return None
+    # ------------------------------------------------------------ client requests (Answers)
+    # local_handler_sync's EXP_* cases (C checks CTD_EXPECT except for the XML dumps)
+    @handles(Action.EXP_DUMP_INTERNAL)
+    def _exp_dump_internal(self, action: int, as_json: bool) -> Chunks:
+        return dump_exp_cache(self.exp_cache, False, as_json) if self.expect else ()
 
-    def local(self, action: int, as_json: bool) -> Chunks | None:
-        c = self.cache
-        ext = self.engine.external
-        exp_answer = self._exp_local(action, as_json)
-        if exp_answer is not None:
-            return exp_answer
-        if action == Action.CT_DUMP_INTERNAL:
-            return dump_cache(c, False, as_json)
-        if action == Action.CT_DUMP_INT_XML:
-            return dump_cache(c, True)
-        if action in (Action.CT_FLUSH_CACHE, Action.ALL_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE):
-            if action != Action.CT_FLUSH_INT_CACHE and ext is not None:
-                self.log("notice", "flushing caches")
-                ext.flush()
-            else:
-                self.log("notice", "flushing internal cache")
-            c.flush()
-            if action == Action.ALL_FLUSH_CACHE and self.expect:
-                self.exp_cache.flush()
-                if self.exp_external is not None:
-                    self.exp_external.flush()
+    @handles(Action.EXP_DUMP_INT_XML)
+    def _exp_dump_internal_xml(self, action: int, as_json: bool) -> Chunks:
+        return dump_exp_cache(self.exp_cache, True)
+
+    @handles(Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML)
+    def _exp_dump_external(self, action: int, as_json: bool) -> Chunks:
+        ext = self.exp_external
+        xml = action == Action.EXP_DUMP_EXT_XML
+        if ext is None or not (self.expect or xml):
             return ()
-        if action == Action.STATS:
-            if as_json:
-                data = self.stats_json()
-                if ext is not None:
-                    data["cache"]["external"] = {**ext.stats.as_dict(), "entries": len(ext)}
-                data.update(self.engine.stats_json())
-                return [to_json("ct", data)]
-            out = [cache_stats_text("internal", c.stats)]
+        return dump_exp_cache(ext, xml, as_json)
+
+    @handles(Action.EXP_STATS)
+    def _exp_stats(self, action: int, as_json: bool) -> Chunks:
+        if not self.expect:
+            return ()
+        c, ext = self.exp_cache, self.exp_external
+        if as_json:
+            caches = {"internal": {**c.stats.as_dict(), "entries": len(c)}}
             if ext is not None:
-                out.append(cache_stats_text("external", ext.stats))
-            out.append(_traffic(self.runtime))
-            out.append(self.engine.stats_text())
-            return out
-        if action == Action.STATS_CACHE:
-            caches = [c] + ([ext] if ext is not None else [])
-            if as_json:
-                return [to_json("cache", {"cache": {x.name: {**x.stats.as_dict(), "entries": len(x)} for x in caches}})]
-            return [cache_stats_extended_text(x.name, x.stats, len(x)) for x in caches]
+                caches["external"] = {**ext.stats.as_dict(), "entries": len(ext)}
+            return [to_json("expect", {"cache": caches, "traffic": _traffic_dict(self.runtime),
+                                       **self.engine.stats_json()})]
+        return self._stats_text(c, ext)
+
+    def _stats_text(self, internal: Cache, ext: Cache | None, head: str | None = None) -> list[str]:
+        """-s: the internal cache's block (or ``head``), the external cache's, traffic, the engine's blocks."""
+        out = [head if head is not None else cache_stats_text("internal", internal.stats)]
+        if ext is not None:
+            out.append(cache_stats_text("external", ext.stats))
+        out.append(_traffic(self.runtime))
+        out.append(self.engine.stats_text())
+        return out
+
+    @handles(Action.CT_FLUSH_CACHE, Action.ALL_FLUSH_CACHE, Action.CT_FLUSH_INT_CACHE)
+    def _flush(self, action: int, as_json: bool) -> Chunks:
+        self._flush_external(action)
+        self.cache.flush()
+        if action == Action.ALL_FLUSH_CACHE and self.expect:
+            self.exp_cache.flush()
+            if self.exp_external is not None:
+                self.exp_external.flush()
+        return ()
+
+    def _flush_external(self, action: int) -> None:
+        ext = self.engine.external
+        if action != Action.CT_FLUSH_INT_CACHE and ext is not None:
+            self.log("notice", "flushing caches")
+            ext.flush()
+        else:
+            self.log("notice", "flushing internal cache")
+
+    @handles(Action.STATS)
+    def _stats(self, action: int, as_json: bool) -> Chunks:
+        ext = self.engine.external
+        if as_json:
+            data = self.stats_json()
+            if ext is not None:
+                data["cache"]["external"] = {**ext.stats.as_dict(), "entries": len(ext)}
+            data.update(self.engine.stats_json())
+            return [to_json("ct", data)]
+        return self._stats_text(self.cache, ext)
+
+    @handles(Action.STATS_CACHE)
+    def _stats_cache(self, action: int, as_json: bool) -> Chunks:
+        ext = self.engine.external
+        caches = [self.cache] + ([ext] if ext is not None else [])
+        if as_json:
+            return [to_json("cache", {"cache": {x.name: {**x.stats.as_dict(), "entries": len(x)} for x in caches}})]
+        return [cache_stats_extended_text(x.name, x.stats, len(x)) for x in caches]
+
+    def unhandled(self, action: int, as_json: bool) -> Chunks | None:
         return self.engine.local(action, as_json)

@@ -13,8 +13,11 @@ from conntrack_tools.flow import (
     AF_INET,
     AF_INET6,
     DCCP_STATES,
+    GRE_PROTO,
+    ICMP_PROTOS,
     L3_NAMES,
     L4_NAMES,
+    PORT_PROTOS,
     SCTP_STATES,
     TCP_STATES,
 )
@@ -22,6 +25,14 @@ from conntrack_tools.flow import (
 ZERO4 = bytes(4)
 ZERO16 = bytes(16)
 U64 = (1 << 64) - 1
+
+
+# L4 kinds: how a tuple's protocol part is printed (__snprintf_proto), for every u8 protocol number.
+K_NONE, K_PORTS, K_GRE, K_ICMP = 0, 1, 2, 3
+L4_KIND: tuple[int, ...] = tuple(
+    K_PORTS if n in PORT_PROTOS else K_GRE if n == GRE_PROTO else K_ICMP if n in ICMP_PROTOS else K_NONE
+    for n in range(256)
+)
 
 
 def l4_name(num: int) -> str:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from ._tables import L3_PREFIX, L4_PREFIX, SCTP_STATE_TEXT, TCP_STATE_TEXT
+from ..compiled import define
+from ._tables import K_GRE, K_PORTS, L3_PREFIX, L4_KIND, L4_PREFIX, SCTP_STATE_TEXT, TCP_STATE_TEXT
 from .options import OutputOptions
 
-_KIND = tuple(1 if n in (6, 17, 136, 132, 33) else 2 if n == 47 else 3 if n in (1, 58) else 0 for n in range(256))
+_KIND = L4_KIND
 
 
 def _other_l4(proto: int, a: int, b: int) -> str:
     kind = _KIND[proto]
-    if kind == 2:
+    if kind == K_GRE:
         return f"srckey=0x{a:x} dstkey=0x{b:x} "
     return ""
 
@@ -57,7 +58,7 @@ def _tuple_code(slots: dict[str, int], name: str, proto_idx: int) -> str | None:
     sp, dp = slots.get(f"{name}.sport"), slots.get(f"{name}.dport")
     it, ic, ii = (slots.get(f"{name}.icmp_type"), slots.get(f"{name}.icmp_code"), slots.get(f"{name}.icmp_id"))
     if sp is not None and dp is not None:
-        code += (f"{{f'sport={{v[{sp}]}} dport={{v[{dp}]}} ' if _KIND[v[{proto_idx}]] == 1 "
+        code += (f"{{f'sport={{v[{sp}]}} dport={{v[{dp}]}} ' if _KIND[v[{proto_idx}]] == {K_PORTS} "
                  f"else _other_l4(v[{proto_idx}], v[{sp}], v[{dp}])}}")
     elif it is not None and ic is not None and ii is not None:
         code += f"type={{v[{it}]}} code={{v[{ic}]}} id={{v[{ii}]}} "
@@ -118,9 +119,7 @@ def make_line_factory(opts: OutputOptions) -> Callable[[dict[str, int], int], Ca
         if show_id and "id" in slots:
             code += f"id={{v[{slots['id']}]}} "
         src = f"def line(v):\n    return f\"{code}\"[:-1]\n"
-        namespace = {"_ntoa": ntoa, "_ntop6": ntop6, "_KIND": _KIND, "_other_l4": _other_l4,
-                     "_L4": L4_PREFIX, "_TS": TCP_STATE_TEXT, "_SS": SCTP_STATE_TEXT}
-        exec(src, namespace)  # noqa: S102 - generated from the slot table above, no external text
-        return namespace["line"]
+        return define(src, "line", {"_ntoa": ntoa, "_ntop6": ntop6, "_KIND": _KIND, "_other_l4": _other_l4,
+                                    "_L4": L4_PREFIX, "_TS": TCP_STATE_TEXT, "_SS": SCTP_STATE_TEXT})
 
     return factory

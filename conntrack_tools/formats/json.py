@@ -49,6 +49,7 @@ from conntrack_tools.flow import (
     EXPECT_INACTIVE,
     EXPECT_PERMANENT,
     EXPECT_USERSPACE,
+    GRE_PROTO,
     ICMP_PROTOS,
     PORT_PROTOS,
     SCTP_STATES,
@@ -103,7 +104,7 @@ def tuple_dict(t: Tuple, counters: Counters | None = None) -> dict[str, Any]:
             d["code"] = t.icmp_code
         if t.icmp_id is not None:
             d["id"] = t.icmp_id
-    elif p == 47:
+    elif p == GRE_PROTO:
         if t.sport is not None:
             d["srckey"] = t.sport
         if t.dport is not None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 from conntrack_tools.flow import (
     AF_INET,
     AF_INET6,
+    GRE_PROTO,
+    ICMP_PROTOS,
     IPS_DST_NAT_DONE,
     IPS_SRC_NAT_DONE,
     Flow,
@@ -142,10 +144,10 @@ def render_save(flow: Flow, event: str | None = "new") -> str:
                     add(f"--state {_mapped(_DCCP_STATES, dccp.state)} ")
                 if dccp.role is not None:
                     add(f"--role {_mapped(_DCCP_ROLES, dccp.role)} ")
-    elif proto == 47:
+    elif proto == GRE_PROTO:
         add("-p gre ")
         _ports(parts, flow, "--srckey", "--dstkey", "--reply-key-src", "--reply-key-dst")
-    elif proto in (1, 58):
+    elif proto in ICMP_PROTOS:
         pfx = "--icmp" if proto == 1 else "--icmpv6"
         add("-p icmp " if proto == 1 else "-p icmpv6 ")
         if orig.icmp_type is not None:

@@ -26,7 +26,11 @@ from conntrack_tools.flow import (
 from conntrack_tools.formats._tables import (
     DCCP_STATE_TEXT,
     EVENT_TAG,
+    K_GRE,
+    K_ICMP,
+    K_PORTS,
     L3_PREFIX,
+    L4_KIND,
     L4_PREFIX,
     SCTP_STATE_TEXT,
     TCP_STATE_TEXT,
@@ -39,12 +43,6 @@ from conntrack_tools.formats._tables import (
 _ntoa = socket.inet_ntoa
 _ntop = socket.inet_ntop
 
-# L4 kinds: how a tuple's protocol part is printed (__snprintf_proto).
-_K_NONE, _K_PORTS, _K_GRE, _K_ICMP = 0, 1, 2, 3
-_L4_KIND: tuple[int, ...] = tuple(
-    _K_PORTS if n in (6, 17, 136, 132, 33) else _K_GRE if n == 47 else _K_ICMP if n in (1, 58) else _K_NONE
-    for n in range(256)
-)
 
 
 def tuple_text(t: Tuple | None, src_tag: str = "src", dst_tag: str = "dst") -> str:
@@ -58,12 +56,12 @@ def tuple_text(t: Tuple | None, src_tag: str = "src", dst_tag: str = "dst") -> s
         s = f"{src_tag}={_ntop(AF_INET6, t.src or ZERO16)} {dst_tag}={_ntop(AF_INET6, t.dst or ZERO16)} "
     else:
         s = ""
-    kind = _L4_KIND[(t.proto or 0) & 0xFF]
-    if kind == _K_PORTS:
+    kind = L4_KIND[(t.proto or 0) & 0xFF]
+    if kind == K_PORTS:
         return f"{s}sport={(t.sport or 0) & 0xFFFF} dport={(t.dport or 0) & 0xFFFF} "
-    if kind == _K_ICMP:
+    if kind == K_ICMP:
         return f"{s}type={(t.icmp_type or 0) & 0xFF} code={(t.icmp_code or 0) & 0xFF} id={(t.icmp_id or 0) & 0xFFFF} "
-    if kind == _K_GRE:
+    if kind == K_GRE:
         return f"{s}srckey=0x{(t.sport or 0) & 0xFFFF:x} dstkey=0x{(t.dport or 0) & 0xFFFF:x} "
     return s
 
@@ -116,46 +114,9 @@ def render_default(
         out += SCTP_STATE_TEXT[flow.sctp.state & 0xFF] + " "
     if flow.dccp is not None and flow.dccp.state is not None:
         out += DCCP_STATE_TEXT[flow.dccp.state & 0xFF] + " "
-
-    # Both tuples; the common IPv4 + ports case is one f-string.
-    reply = flow.reply
-    status = flow.status
-    co = flow.counters_orig
-    cr = flow.counters_reply
-    if (
-        orig.family == AF_INET
-        and _L4_KIND[proto & 0xFF] == 1
-        and reply is not None
-        and reply.family == AF_INET
-        and reply.proto == proto
-        and orig.zone is None
-        and reply.zone is None
-    ):
-        out += (
-            f"src={_ntoa(orig.src or ZERO4)} dst={_ntoa(orig.dst or ZERO4)} "
-            f"sport={orig.sport or 0} dport={orig.dport or 0} "
-            f"{'' if co is None else f'packets={co.packets} bytes={co.bytes} '}"
-            f"{'[UNREPLIED] ' if status is not None and not status & IPS_SEEN_REPLY else ''}"
-            f"src={_ntoa(reply.src or ZERO4)} dst={_ntoa(reply.dst or ZERO4)} "
-            f"sport={reply.sport or 0} dport={reply.dport or 0} "
-            f"{'' if cr is None else f'packets={cr.packets} bytes={cr.bytes} '}"
-        )
-    else:
-        out += tuple_text(orig)
-        if orig.zone is not None:
-            out += f"zone-orig={orig.zone} "
-        if co is not None:
-            out += f"packets={co.packets} bytes={co.bytes} "
-        if status is not None and not status & IPS_SEEN_REPLY:
-            out += "[UNREPLIED] "
-        if reply is not None:
-            out += tuple_text(reply)
-            if reply.zone is not None:
-                out += f"zone-reply={reply.zone} "
-        if cr is not None:
-            out += f"packets={cr.packets} bytes={cr.bytes} "
-
-    if status is not None:
+    out += _tuples_text(flow, orig, proto)
+    if flow.status is not None:
+        status = flow.status
         if status & IPS_HW_OFFLOAD:
             out += "[HW_OFFLOAD] "
         elif status & IPS_OFFLOAD:
@@ -188,3 +149,45 @@ def render_default(
     if label_map is not None and flow.labels is not None:
         out += labels_text(flow.labels, label_map)
     return out[:-1]
+
+
+def _tuples_text(flow: Flow, orig: Tuple, proto: int) -> str:
+    """Both tuples with their zones and counters, and [UNREPLIED]; the common IPv4 + ports case is one f-string."""
+    reply = flow.reply
+    status = flow.status
+    co = flow.counters_orig
+    cr = flow.counters_reply
+    if (
+        orig.family == AF_INET
+        and L4_KIND[proto & 0xFF] == K_PORTS
+        and reply is not None
+        and reply.family == AF_INET
+        and reply.proto == proto
+        and orig.zone is None
+        and reply.zone is None
+    ):
+        return (
+            f"src={_ntoa(orig.src or ZERO4)} dst={_ntoa(orig.dst or ZERO4)} "
+            f"sport={orig.sport or 0} dport={orig.dport or 0} "
+            f"{'' if co is None else f'packets={co.packets} bytes={co.bytes} '}"
+            f"{'[UNREPLIED] ' if status is not None and not status & IPS_SEEN_REPLY else ''}"
+            f"src={_ntoa(reply.src or ZERO4)} dst={_ntoa(reply.dst or ZERO4)} "
+            f"sport={reply.sport or 0} dport={reply.dport or 0} "
+            f"{'' if cr is None else f'packets={cr.packets} bytes={cr.bytes} '}"
+        )
+    out = tuple_text(orig)
+    if orig.zone is not None:
+        out += f"zone-orig={orig.zone} "
+    if co is not None:
+        out += f"packets={co.packets} bytes={co.bytes} "
+    if status is not None and not status & IPS_SEEN_REPLY:
+        out += "[UNREPLIED] "
+    if reply is not None:
+        out += tuple_text(reply)
+        if reply.zone is not None:
+            out += f"zone-reply={reply.zone} "
+    if cr is not None:
+        out += f"packets={cr.packets} bytes={cr.bytes} "
+    return out
+
+

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from conntrack_tools.flow import IPS_ASSURED, IPS_SEEN_REPLY, Flow, Tuple, label_bits
+from conntrack_tools.flow import GRE_PROTO, IPS_ASSURED, IPS_SEEN_REPLY, PORT_PROTOS, Flow, Tuple, label_bits
 from conntrack_tools.formats._tables import TCP_STATE_TEXT, U64, addr_text, l3_name, l4_name
 
 XML_DECL = '<?xml version="1.0" encoding="utf-8"?>'
@@ -32,15 +32,12 @@ _FLOW_OPEN: dict[str | None, str] = {
     "destroy": '<flow type="destroy">',
 }
 
-_PORT_PROTOS = frozenset((6, 17, 136, 132, 33))
-
-
 def l4_xml(t: Tuple) -> str:
     """The inside of ``<layer4>`` (__snprintf_proto_xml called for src then dst)."""
     p = (t.proto or 0) & 0xFF
-    if p in _PORT_PROTOS:
+    if p in PORT_PROTOS:
         return f"<sport>{(t.sport or 0) & 0xFFFF}</sport><dport>{(t.dport or 0) & 0xFFFF}</dport>"
-    if p == 47:
+    if p == GRE_PROTO:
         return f"<srckey>0x{(t.sport or 0) & 0xFFFF:x}</srckey><dstkey>0x{(t.dport or 0) & 0xFFFF:x}</dstkey>"
     return ""
 
@@ -99,6 +96,16 @@ def render_flow_xml(
     out += _tuple_meta(flow, flow.orig, "original", counters_on, False)
     out += _tuple_meta(flow, flow.reply, "reply", counters_on, True)
 
+    out += _independent_meta(flow, ktimestamp, label_map, now)
+    if show_time:
+        out += when_xml(now)
+    if flow.helper is not None:
+        out += f"<helper>{flow.helper}</helper>"
+    return out + userspace + "</flow>"
+
+
+def _independent_meta(flow: Flow, ktimestamp: bool, label_map: Mapping[int, str] | None, now: int) -> str:
+    """``<meta direction="independent">``: state, timeout, mark, labels, ..., timestamps (none: '')."""
     state = None
     for info in (flow.tcp, flow.sctp, flow.dccp):
         if info is not None and info.state is not None:
@@ -118,8 +125,7 @@ def render_flow_xml(
         or start is not None
         or stop is not None
     )
-    if independent:
-        out += '<meta direction="independent">'
+    out = '<meta direction="independent">' if independent else ""
     # C prints one <state> per protoinfo attribute present, all from the TCP table.
     for info in (flow.tcp, flow.sctp, flow.dccp):
         if info is not None and info.state is not None:
@@ -158,11 +164,7 @@ def render_flow_xml(
         out += f"<deltatime>{(now - start // 1_000_000_000) & U64}</deltatime>"
     if independent:
         out += "</meta>"
-    if show_time:
-        out += when_xml(now)
-    if flow.helper is not None:
-        out += f"<helper>{flow.helper}</helper>"
-    return out + userspace + "</flow>"
+    return out
 
 
 def _label_names(labels: bytes, label_map: Mapping[int, str]) -> list[str]:

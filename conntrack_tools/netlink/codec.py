@@ -50,6 +50,7 @@ from .attrs import (
     TcpAttr,
     TimestampAttr,
     TupleAttr,
+    ct_type,
 )
 
 
@@ -619,11 +620,23 @@ def encode_dump_filter(
     return b"".join(parts)
 
 
+# A request naming one entry (GET, DELETE) carries its key: the original tuple, the zone, and (from a dump) the id.
 _KEY_ATTRS = frozenset((CTA.TUPLE_ORIG, CTA.ZONE, CTA.ID))
+
+
+def encode_lookup(msg: int, flow: Flow, seq: int) -> bytes:
+    """A GET/DELETE request (``msg``: a CtMsg) naming a flow by its original tuple (+ zone)."""
+    body = encode_tuple(CTA.TUPLE_ORIG, flow.orig)
+    if flow.zone is not None:
+        body += attr(CTA.ZONE, _BE16.pack(flow.zone))
+    return nlmsg(ct_type(msg), 0, seq, flow.orig.family, body)
 
 
 def key_request_from_dump(buf: Buffer, start: int, end: int, msg_type: int, flags: int, seq: int) -> bytes:
     """A request for the entry of a dumped message, reusing its raw tuple, zone and id attributes.
+
+    ``encode_lookup``'s request, cut from bytes: from a dump (``-D``; ``shapes`` compiles it per
+    layout) or from a stored create body (conntrackd's external cache at commit).
 
     Deleting what a dump returned needs no decode/encode round trip: the kernel
     accepts its own CTA_TUPLE_ORIG bytes back, and CTA_ID makes the delete miss
@@ -645,5 +658,5 @@ def key_request_from_dump(buf: Buffer, start: int, end: int, msg_type: int, flag
 __all__ = [
     "DecodeError", "NLMSG_DONE", "NLMSG_ERROR", "nlmsg", "iter_messages", "iter_attrs", "decode_error",
     "decode_flow", "decode_expect", "decode_tuple", "decode_u32_attrs", "encode_flow", "encode_expect",
-    "encode_tuple", "encode_dump_filter", "attr", "nested",
+    "encode_tuple", "encode_dump_filter", "encode_lookup", "key_request_from_dump", "attr", "nested",
 ]

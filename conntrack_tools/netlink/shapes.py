@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from operator import itemgetter
 
+from ..compiled import SIZES, Layout, Layouts, StructFormat, Uncompilable, checked, define
 from ..flow import AF_INET6, Counters, Flow, SctpInfo, TcpInfo, Tuple
 from .attrs import CTA, NLA_TYPE_MASK, CountersAttr, IpAttr, ProtoAttr, ProtoinfoAttr, SctpAttr, TcpAttr, TupleAttr
 from .codec import NFGEN_HDRLEN, DecodeError, decode_flow
@@ -54,182 +54,148 @@ _SCTP_LEAVES = {SctpAttr.STATE: ("B", "state"), SctpAttr.VTAG_ORIGINAL: ("I", "v
                 SctpAttr.VTAG_REPLY: ("I", "vtag_reply")}
 
 
-class _Uncompilable(Exception):
-    pass
-
-
-class _ShapeBuilder:
-    """Accumulates a struct format (big endian, explicit padding) while walking one message."""
-
-    def __init__(self) -> None:
-        self.fmt: list[str] = []
-        self.pos = 0  # byte offset inside the payload
-        self.nvals = 0
-        self.header_idx: list[int] = []
-        self.header_vals: list[bytes] = []
-        self.slots: dict[str, int] = {}  # "orig.src", "status", "tcp.state", ... -> index in the unpacked values
-
-    def skip_to(self, off: int) -> None:
-        if off < self.pos:
-            raise _Uncompilable
-        if off > self.pos:
-            self.fmt.append(f"{off - self.pos}x")
-            self.pos = off
-
-    def field(self, off: int, code: str, size: int) -> int:
-        self.skip_to(off)
-        self.fmt.append(code)
-        self.pos += size
-        idx = self.nvals
-        self.nvals += len(code) if code in ("BB",) else 1
-        return idx
-
-    def header(self, buf, off: int, base: int) -> None:
-        idx = self.field(off - base, "4s", 4)
-        self.header_idx.append(idx)
-        self.header_vals.append(bytes(buf[off:off + 4]))
-
-
-_SIZES = {"4s": 4, "16s": 16, "B": 1, "H": 2, "I": 4, "Q": 8, "BB": 2}
-
-
-def _walk(b: _ShapeBuilder, buf, start: int, end: int, base: int):
-    """Yield (type, value_start, value_end) recording every header in the builder."""
+def _walk(b: StructFormat, buf, start: int, end: int, base: int):
+    """Yield (type, value_start, value_end) recording every header in the format."""
     off = start
     while off + 4 <= end:
         length, atype = _NLA.unpack_from(buf, off)
         if length < 4 or off + length > end:
             raise DecodeError("bad attribute length")
-        b.header(buf, off, base)
+        b.header(off - base, bytes(buf[off:off + 4]))
         yield atype & NLA_TYPE_MASK, off + 4, off + length
         off += (length + 3) & ~3
     if off != end and off < end:
-        raise _Uncompilable
+        raise Uncompilable
+
+
+class _Compiler:
+    """Walks one message, recording its struct format, its slots and the source of its Flow builder."""
+
+    def __init__(self, buf, base: int) -> None:
+        self.b = StructFormat()
+        self.buf, self.base = buf, base
+        self.slots: dict[str, int] = {}  # "orig.src", "status", "tcp.state", ... -> index in the unpacked values
+        self.lines = [f"def build(v):\n    f = Flow({buf[base]})"]
+
+    def walk(self, start: int, end: int):
+        return _walk(self.b, self.buf, start, end, self.base)
+
+    def field(self, s: int, e: int, code: str, slot: str | None) -> int:
+        """The value of ``code`` at ``s`` (its attribute ends at ``e``); recorded as ``slot``."""
+        if e - s < SIZES[code]:
+            raise Uncompilable
+        idx = self.b.field(s - self.base, code)
+        if slot is not None:
+            self.slots[slot] = idx
+        return idx
+
+    def tuple_(self, a: int, s: int, e: int) -> None:
+        name = "orig" if a == CTA.TUPLE_ORIG else "reply"
+        lines = self.lines
+        lines.append(f"    t = Tuple({self.buf[self.base]})")
+        tfam = None
+        for ta, s2, e2 in self.walk(s, e):
+            if ta == TupleAttr.ZONE:
+                code, slot = _TUPLE_LEAVES[(TupleAttr.ZONE,)]
+                lines.append(f"    t.{slot} = v[{self.field(s2, e2, code, f'{name}.{slot}')}]")
+                continue
+            if ta not in (TupleAttr.IP, TupleAttr.PROTO):
+                raise Uncompilable
+            for la, s3, e3 in self.walk(s2, e2):
+                leaf = _TUPLE_LEAVES.get((ta, la))
+                if leaf is None:
+                    raise Uncompilable
+                code, slot = leaf
+                if e3 - s3 < SIZES[code]:
+                    raise Uncompilable
+                if ta == TupleAttr.IP:
+                    tfam = AF_INET6 if la >= IpAttr.V6_SRC else 2
+                lines.append(f"    t.{slot} = v[{self.field(s3, e3, code, f'{name}.{slot}')}]")
+        if tfam is not None:
+            lines.append(f"    t.family = {tfam}")
+            self.slots[f"{name}.family"] = -tfam
+        lines.append(f"    f.{name} = t")
+
+    def counters(self, a: int, s: int, e: int) -> None:
+        name = "counters_orig" if a == CTA.COUNTERS_ORIG else "counters_reply"
+        self.lines.append("    c = Counters()")
+        for ca, s2, e2 in self.walk(s, e):
+            if ca in (CountersAttr.PACKETS, CountersAttr.BYTES) and e2 - s2 >= 8:
+                slot = "packets" if ca == CountersAttr.PACKETS else "bytes"
+                self.lines.append(f"    c.{slot} = v[{self.field(s2, e2, 'Q', f'{name}.{slot}')}]")
+            else:
+                raise Uncompilable
+        self.lines.append(f"    f.{name} = c")
+
+    def protoinfo(self, a: int, s: int, e: int) -> None:
+        lines = self.lines
+        for pa, s2, e2 in self.walk(s, e):
+            if pa == ProtoinfoAttr.TCP:
+                table, cls, slot_name = _TCP_LEAVES, "TcpInfo", "tcp"
+            elif pa == ProtoinfoAttr.SCTP:
+                table, cls, slot_name = _SCTP_LEAVES, "SctpInfo", "sctp"
+            else:
+                raise Uncompilable
+            lines.append(f"    p = {cls}()")
+            for la, s3, e3 in self.walk(s2, e2):
+                leaf = table.get(la)
+                if leaf is None:
+                    raise Uncompilable
+                code, slot = leaf
+                idx = self.field(s3, e3, code, f"{slot_name}.{slot}")
+                if code == "BB":
+                    mask_slot = slot.replace("flags", "mask")
+                    lines.append(f"    p.{slot} = v[{idx}]; p.{mask_slot} = v[{idx + 1}]")
+                else:
+                    lines.append(f"    p.{slot} = v[{idx}]")
+            lines.append(f"    f.{slot_name} = p")
+
+    def synproxy(self, a: int, s: int, e: int) -> None:
+        # Sent on every entry since Linux 5.x; the values matter only for synproxy flows.
+        vals = [f"v[{self.field(s2, e2, 'I', None)}]" for _sa, s2, e2 in self.walk(s, e)]
+        if len(vals) != 3:
+            raise Uncompilable
+        self.lines.append(f"    f.synproxy = ({', '.join(vals)})")
+
+    def u32(self, a: int, s: int, e: int) -> None:
+        self.lines.append(f"    f.{_TOP_U32[a]} = v[{self.field(s, e, 'I', _TOP_U32[a])}]")
+
+    def zone(self, a: int, s: int, e: int) -> None:
+        self.lines.append(f"    f.zone = v[{self.field(s, e, 'H', 'zone')}]")
+
+
+# top-level attribute -> the _Compiler method that records it; any other attribute: generic only
+_TOP: dict[int, Callable] = {CTA.TUPLE_ORIG: _Compiler.tuple_, CTA.TUPLE_REPLY: _Compiler.tuple_,
+                             CTA.COUNTERS_ORIG: _Compiler.counters, CTA.COUNTERS_REPLY: _Compiler.counters,
+                             CTA.PROTOINFO: _Compiler.protoinfo, CTA.SYNPROXY: _Compiler.synproxy,
+                             CTA.ZONE: _Compiler.zone, **dict.fromkeys(_TOP_U32, _Compiler.u32)}
 
 
 def _compile(buf, start: int, end: int):
-    """Build (struct, header getter, header values, builder) for this message's shape."""
-    b = _ShapeBuilder()
-    base = start
-    family = buf[start]
+    """The compiled shape of this message (raises Uncompilable for layouts the fast path does not cover)."""
+    c = _Compiler(buf, start)
     key_spans: list[tuple[int, int]] = [(0, NFGEN_HDRLEN)]
-    lines = [f"def build(v):\n    f = Flow({family})"]
-    for a, s, e in _walk(b, buf, start + NFGEN_HDRLEN, end, base):
+    for a, s, e in c.walk(start + NFGEN_HDRLEN, end):
         if a in (CTA.TUPLE_ORIG, CTA.ZONE, CTA.ID):
-            key_spans.append((s - 4 - base, min(((e + 3) & ~3), end) - base))
-        if a in (CTA.TUPLE_ORIG, CTA.TUPLE_REPLY):
-            name = "orig" if a == CTA.TUPLE_ORIG else "reply"
-            lines.append(f"    t = Tuple({family})")
-            tfam = None
-            for ta, s2, e2 in _walk(b, buf, s, e, base):
-                if ta == TupleAttr.ZONE:
-                    code, slot = _TUPLE_LEAVES[(TupleAttr.ZONE,)]
-                    if e2 - s2 < 2:
-                        raise _Uncompilable
-                    idx = b.field(s2 - base, code, 2)
-                    b.slots[f"{name}.{slot}"] = idx
-                    lines.append(f"    t.{slot} = v[{idx}]")
-                    continue
-                if ta not in (TupleAttr.IP, TupleAttr.PROTO):
-                    raise _Uncompilable
-                for la, s3, e3 in _walk(b, buf, s2, e2, base):
-                    leaf = _TUPLE_LEAVES.get((ta, la))
-                    if leaf is None:
-                        raise _Uncompilable
-                    code, slot = leaf
-                    size = _SIZES[code]
-                    if e3 - s3 < size:
-                        raise _Uncompilable
-                    if ta == TupleAttr.IP:
-                        tfam = AF_INET6 if la >= IpAttr.V6_SRC else 2
-                    idx = b.field(s3 - base, code, size)
-                    b.slots[f"{name}.{slot}"] = idx
-                    lines.append(f"    t.{slot} = v[{idx}]")
-            if tfam is not None:
-                lines.append(f"    t.family = {tfam}")
-                b.slots[f"{name}.family"] = -tfam
-            lines.append(f"    f.{name} = t")
-        elif a in _TOP_U32:
-            if e - s < 4:
-                raise _Uncompilable
-            idx = b.field(s - base, 'I', 4)
-            b.slots[_TOP_U32[a]] = idx
-            lines.append(f"    f.{_TOP_U32[a]} = v[{idx}]")
-        elif a == CTA.ZONE:
-            if e - s < 2:
-                raise _Uncompilable
-            idx = b.field(s - base, 'H', 2)
-            b.slots["zone"] = idx
-            lines.append(f"    f.zone = v[{idx}]")
-        elif a in (CTA.COUNTERS_ORIG, CTA.COUNTERS_REPLY):
-            name = "counters_orig" if a == CTA.COUNTERS_ORIG else "counters_reply"
-            lines.append("    c = Counters()")
-            for ca, s2, e2 in _walk(b, buf, s, e, base):
-                if ca in (CountersAttr.PACKETS, CountersAttr.BYTES) and e2 - s2 >= 8:
-                    slot = "packets" if ca == CountersAttr.PACKETS else "bytes"
-                    idx = b.field(s2 - base, 'Q', 8)
-                    b.slots[f"{name}.{slot}"] = idx
-                    lines.append(f"    c.{slot} = v[{idx}]")
-                else:
-                    raise _Uncompilable
-            lines.append(f"    f.{name} = c")
-        elif a == CTA.PROTOINFO:
-            for pa, s2, e2 in _walk(b, buf, s, e, base):
-                if pa == ProtoinfoAttr.TCP:
-                    table, cls, slot_name = _TCP_LEAVES, "TcpInfo", "tcp"
-                elif pa == ProtoinfoAttr.SCTP:
-                    table, cls, slot_name = _SCTP_LEAVES, "SctpInfo", "sctp"
-                else:
-                    raise _Uncompilable
-                lines.append(f"    p = {cls}()")
-                for la, s3, e3 in _walk(b, buf, s2, e2, base):
-                    leaf = table.get(la)
-                    if leaf is None:
-                        raise _Uncompilable
-                    code, slot = leaf
-                    size = _SIZES[code]
-                    if e3 - s3 < size:
-                        raise _Uncompilable
-                    idx = b.field(s3 - base, code, size)
-                    b.slots[f"{slot_name}.{slot}"] = idx
-                    if code == "BB":
-                        mask_slot = slot.replace("flags", "mask")
-                        lines.append(f"    p.{slot} = v[{idx}]; p.{mask_slot} = v[{idx + 1}]")
-                    else:
-                        lines.append(f"    p.{slot} = v[{idx}]")
-                lines.append(f"    f.{slot_name} = p")
-        elif a == CTA.SYNPROXY:
-            # Sent on every entry since Linux 5.x; the values matter only for synproxy flows.
-            vals = []
-            for _sa, s2, e2 in _walk(b, buf, s, e, base):
-                if e2 - s2 < 4:
-                    raise _Uncompilable
-                vals.append(f"v[{b.field(s2 - base, 'I', 4)}]")
-            if len(vals) != 3:
-                raise _Uncompilable
-            lines.append(f"    f.synproxy = ({', '.join(vals)})")
-        else:
-            raise _Uncompilable
-    if not b.header_idx:  # no attribute at all: nothing to compile
-        raise _Uncompilable
-    b.skip_to(end - base)
-    lines.append("    return f")
+            key_spans.append((s - 4 - start, min(((e + 3) & ~3), end) - start))
+        record = _TOP.get(a)
+        if record is None:
+            raise Uncompilable
+        record(c, a, s, e)
+    c.lines.append("    return f")
     namespace = {"Flow": Flow, "Tuple": Tuple, "Counters": Counters, "TcpInfo": TcpInfo, "SctpInfo": SctpInfo}
-    exec("\n".join(lines), namespace)  # noqa: S102 - code generated from the fixed tables above
-    st = struct.Struct(">" + "".join(b.fmt))
-    getter = itemgetter(*b.header_idx) if len(b.header_idx) > 1 else (lambda v, i=b.header_idx[0]: (v[i],))
-    b.slots["_key_spans"] = key_spans  # type: ignore[assignment]
-    return st, getter, tuple(b.header_vals), namespace["build"], b.slots
+    return _Shape(c.b, end - start, define("\n".join(c.lines), "build", namespace), c.slots, key_spans)
 
 
-class _Shape:
-    __slots__ = ("struct", "getter", "headers", "build", "slots", "line", "pred", "key_spans", "key_len",
-                 "_key_makers")
+class _Shape(Layout):
+    __slots__ = ("slots", "line", "pred", "key_spans", "key_len", "_key_makers")
 
-    def __init__(self, st, getter, headers, build, slots) -> None:
-        self.key_spans: list[tuple[int, int]] = slots.pop("_key_spans")
-        self.key_len = sum(e - s for s, e in self.key_spans)
-        self.struct, self.getter, self.headers, self.build, self.slots = st, getter, headers, build, slots
+    def __init__(self, fmt: StructFormat, size: int, build: Callable, slots: dict[str, int],
+                 key_spans: list[tuple[int, int]]) -> None:
+        super().__init__(fmt, size, build)  # no attribute at all: Uncompilable (nothing to compile)
+        self.slots = slots
+        self.key_spans = key_spans
+        self.key_len = sum(e - s for s, e in key_spans)
         self.line: Callable | None = None
         self.pred: Callable | None = None
         self._key_makers: dict[tuple[int, int], Callable] = {}
@@ -252,9 +218,7 @@ class _Shape:
         prefix = struct.pack("=IHH", 16 + self.key_len, msg_type, flags | 1)
         pieces = " + ".join(f"buf[start + {s}:start + {e}]" for s, e in spans)
         src = f"def make(buf, start, seq):\n    return PREFIX + SEQ(seq, 0) + {pieces}\n"
-        namespace = {"PREFIX": prefix, "SEQ": struct.Struct("=II").pack}
-        exec(src, namespace)  # noqa: S102 - generated from recorded integer offsets
-        return namespace["make"]
+        return define(src, "make", {"PREFIX": prefix, "SEQ": struct.Struct("=II").pack})
 
 
 class ShapeDecoder:
@@ -269,9 +233,8 @@ class ShapeDecoder:
     def __init__(self, max_shapes: int = 256, line_factory: Callable | None = None,
                  reference: Callable[[Flow], str] | None = None, keep: Callable[[Flow], bool] | None = None,
                  predicate_factory: Callable | None = None) -> None:
-        self.cache: dict[tuple[int, int], list[_Shape]] = {}
-        self.generic: set[tuple[int, int]] = set()
-        self.max_shapes = max_shapes
+        # buckets by (payload length, family); a few layouts share a length at most
+        self.layouts = Layouts(max_layouts=max_shapes, per_bucket=4, max_generic=4 * max_shapes)
         self.line_factory = line_factory
         self.reference = reference
         self.keep = keep  # None: every message is wanted
@@ -282,12 +245,10 @@ class ShapeDecoder:
     def _lookup(self, buf, start: int, end: int):
         if end - start < NFGEN_HDRLEN:  # no nfgenmsg (and maybe no byte at start): _miss raises DecodeError
             return None, None
-        shapes = self.cache.get((end - start, buf[start]))
-        if shapes is not None:
-            for shape in shapes:
-                vals = shape.struct.unpack_from(buf, start)
-                if shape.getter(vals) == shape.headers:
-                    return shape, vals
+        for shape in self.layouts.buckets.get((end - start, buf[start]), ()):  # Layouts.find, inlined (hot)
+            vals = shape.struct.unpack_from(buf, start)
+            if shape.getter(vals) == shape.headers:
+                return shape, vals
         return None, None
 
     def decode(self, buf, start: int, end: int) -> Flow:
@@ -316,7 +277,7 @@ class ShapeDecoder:
         it avoids is as large as the rendering itself.
         """
         off = 0
-        cache = self.cache
+        cache = self.layouts.buckets
         unpack_hdr = _NLMSG.unpack_from
         reference = self.reference
         keep = self.keep
@@ -358,36 +319,23 @@ class ShapeDecoder:
         self.misses += 1
         flow = decode_flow(buf, start, end)  # first: it rejects a payload too short to hold a key
         key = (end - start, buf[start])
-        if key in self.generic or len(self.cache) >= self.max_shapes:
+        layouts = self.layouts
+        if key in layouts.generic or layouts.full():
             return flow
         try:
-            shape = _Shape(*_compile(buf, start, end))
-        except (_Uncompilable, DecodeError, KeyError, struct.error):
-            if key not in self.cache:
-                self.generic.add(key)
+            shape = _compile(buf, start, end)
+        except (Uncompilable, DecodeError, KeyError, struct.error):
+            if key not in layouts.buckets:
+                layouts.give_up(key)
             return flow
-        bucket = self.cache.setdefault(key, [])
-        if len(bucket) >= 4:  # a few layouts share a length at most; never let a bucket grow unbounded
+        if not layouts.add(key, shape):
             return flow
-        bucket.append(shape)
+        vals = shape.struct.unpack_from(buf, start)
+        family = buf[start]
         if self.line_factory is not None and self.reference is not None:
-            vals = shape.struct.unpack_from(buf, start)
-            try:
-                line = self.line_factory(shape.slots, buf[start])
-                if line is not None and line(vals) != self.reference(flow):
-                    line = None
-            except Exception:  # noqa: BLE001 - a generated renderer that fails is simply not used
-                line = None
-            shape.line = line
+            shape.line = checked(lambda: self.line_factory(shape.slots, family), (vals,), lambda: self.reference(flow))
         if self.predicate_factory is not None and self.keep is not None:
-            vals = shape.struct.unpack_from(buf, start)
-            try:
-                pred = self.predicate_factory(shape.slots, buf[start])
-                if pred is not None and pred(vals) != self.keep(flow):
-                    pred = None
-            except Exception:  # noqa: BLE001 - a predicate that fails is simply not used
-                pred = None
-            shape.pred = pred
+            shape.pred = checked(lambda: self.predicate_factory(shape.slots, family), (vals,), lambda: self.keep(flow))
         return flow
 
 

@@ -3,7 +3,8 @@
 Why a raw socket and not pyroute2's: pyroute2 0.9.7 dumps 100k entries in
 ~27 s here (it builds an object per attribute); C needs 0.4 s. This shell only
 moves bytes; decoding is the caller's choice (codec.decode_flow, or the
-formatters' fast path). pyroute2 stays our library for links/addresses/netns.
+formatters' fast path). pyroute2 is the library of the netns test and bench harness (links, addresses,
+namespaces: tests/netns/test_sync_burst.py, bench/sync_run.py); the package itself does not need it.
 """
 
 from __future__ import annotations
@@ -106,22 +107,10 @@ class CtnlSocket:
     # ------------------------------------------------------------ requests
 
     def request(self, msg: bytes, seq: int) -> list[tuple[int, bytes]]:
-        """Send one request with NLM_F_ACK expected set by the caller; return (type, payload) replies."""
-        self.send(msg)
-        replies: list[tuple[int, bytes]] = []
-        while True:
-            n = self.recv()
-            for mtype, _flags, mseq, _pid, start, end in iter_messages(self.view, n):
-                if mseq != seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    err = decode_error(self.view, start, end)
-                    if err:
-                        raise NetlinkError(err, mseq)
-                    return replies
-                if mtype == NLMSG_DONE:
-                    return replies
-                replies.append((mtype, bytes(self.view[start:end])))
+        """Send one request with NLM_F_ACK expected set by the caller; return (type, payload) replies.
+
+        The receive loop is :meth:`dump`'s: replies up to the ACK (or NLMSG_DONE), an error raised."""
+        return [(mtype, bytes(buf[start:end])) for buf, mtype, start, end in self.dump(msg, seq)]
 
     def dump(self, msg: bytes, seq: int) -> Iterator[tuple[memoryview, int, int, int]]:
         """Yield ``(buffer, type, payload_start, payload_end)`` for every message of a dump.

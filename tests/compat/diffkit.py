@@ -1,6 +1,6 @@
 """Differential-test kit: run /usr/sbin/conntrack and ours on the same kernel table and compare.
 
-* `mask()` hides what legitimately differs between two runs: timeouts, conntrack ids, `use=`,
+* `mask()` hides what legitimately differs between two runs: timeouts, conntrack ids (not ICMP ids), `use=`,
   `delta-time=`, the event `portid=`/`progname=`, print-time stamps and the binary's path.
 * `Topology` builds client <-> router (NAT, FTP helper) <-> server namespaces with real traffic;
   `start_helpers()` runs this file as the tiny server/client (`python diffkit.py serve|client`).
@@ -47,7 +47,8 @@ _LINE_MASKS = [
 ]
 _MASKS = [
     (re.compile(r"(^|\s)-t \d+"), r"\1-t T"),
-    (re.compile(r"\bid=\d+"), "id=N"),
+    # the conntrack id (-o id: after use=, at the end of the line); an ICMP id follows code=N and is kept
+    (re.compile(r"(\bcode=\d+ )?\bid=\d+"), lambda m: m[0] if m[1] else "id=N"),
     (re.compile(r"\bdelta-time=\d+"), "delta-time=N"),
     (re.compile(r"\buse=\d+"), "use=N"),
     (re.compile(r"\bportid=\d+"), "portid=N"),
@@ -130,9 +131,18 @@ def _diff(a: Result, b: Result) -> str:
     return "".join(difflib.unified_diff(a.show().splitlines(True), b.show().splitlines(True), "C", "ours"))
 
 
-def compare(ns: Netns, args: str, *, labels: bool = False, extra=None, stdin: str | None = None) -> Result:
-    """Read-only command: ours must equal C run just before or just after (masked)."""
+def compare(ns: Netns, args: str, *, labels: bool = False, extra=None, stdin: str | None = None,
+            empty: bool = False) -> Result:
+    """Read-only command: ours must equal C run just before or just after (masked).
+
+    C's stdout must not be empty (an empty table or a filter matching nothing would compare nothing),
+    unless ``empty``: the case is about matching nothing, and then C's stdout must be empty.
+    """
     c1 = run(ns, C_CONNTRACK, args, labels=labels, stdin=stdin).masked(extra)
+    if bool(c1.out) == empty:
+        raise AssertionError(f"conntrack {args}: C printed {'something' if empty else 'nothing'} on stdout "
+                             f"({'listed as matching nothing' if empty else 'the case would compare nothing'})\n"
+                             f"{c1.show()}")
     py = run(ns, PY_CONNTRACK, args, labels=labels, stdin=stdin).masked(extra)
     if py == c1:
         return py
@@ -142,14 +152,15 @@ def compare(ns: Netns, args: str, *, labels: bool = False, extra=None, stdin: st
     raise AssertionError(f"conntrack {args}: ours differs from C\n{_diff(c1, py)}")
 
 
-def compare_all(ns: Netns, corpus: list[str], *, labels: bool = False, extra=None,
+def compare_all(ns: Netns, corpus: list[str], *, labels: bool = False, extra=None, empty: frozenset[str] = frozenset(),
                 workers: int = 6) -> dict[str, str | None]:
-    """`compare()` every read-only command line concurrently: {args: None if equal, else the diff}."""
+    """`compare()` every read-only command line concurrently: {args: None if equal, else the diff}.
+    ``empty``: the lines whose C output is expected to be empty (see `compare`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(args: str) -> str | None:
         try:
-            compare(ns, args, labels=labels, extra=extra)
+            compare(ns, args, labels=labels, extra=extra, empty=args in empty)
         except AssertionError as exc:
             return str(exc)
         return None
@@ -176,11 +187,20 @@ def reset(ns: Netns, setup: list[str], *, labels: bool = False) -> None:
         if "--label" in line:
             r = run(ns, C_CONNTRACK, line, labels=labels)
             assert r.rc == 0, f"setup `conntrack {line}` failed: {r.show()}"
+    n = run(ns, C_CONNTRACK, "-C", labels=labels).out.strip()
+    assert n == str(len(setup)), f"setup loaded {n} entries, not {len(setup)}: the comparison would be vacuous"
 
 
 def compare_fresh(ns: Netns, setup: list[str], args: str, *, post: tuple[str, ...] = ("-L -o extended",),
-                  labels: bool = False, stdin: str | None = None) -> Result:
-    """Table-changing command: each binary runs on the same freshly built table; C lists the result."""
+                  labels: bool = False, stdin: str | None = None, multi_update: bool = False) -> Result:
+    """Table-changing command: each binary runs on the same freshly built table; C lists the result.
+
+    ``multi_update``: a `-U` that changes several entries. C 1.4.7 sends every update and read-back
+    with one sequence number and reads one reply per request, so from the second entry on it reads
+    the previous request's reply: it prints a subset of the updated entries and its error lines and
+    count lag (docs/compat.md). Then the table after, the exit status and "each line C printed is
+    one of ours" are compared, and ours must print one line per entry it counts.
+    """
     got = {}
     for name, binary in (("C", C_CONNTRACK), ("ours", PY_CONNTRACK)):
         reset(ns, setup, labels=labels)
@@ -188,7 +208,13 @@ def compare_fresh(ns: Netns, setup: list[str], args: str, *, post: tuple[str, ..
         after = [run(ns, C_CONNTRACK, p, labels=labels).masked() for p in post]
         got[name] = (main, after)
     c, py = got["C"], got["ours"]
-    if c[0] != py[0]:
+    if multi_update:
+        c_lines, py_lines = c[0].out.splitlines(), py[0].out.splitlines()
+        counted = re.search(r"(\d+) flow entries have been updated", py[0].err)
+        if (c[0].rc != py[0].rc or not set(c_lines) <= set(py_lines) or counted is None
+                or int(counted[1]) != len(py_lines)):
+            raise AssertionError(f"conntrack {args}: ours differs from C\n{_diff(c[0], py[0])}")
+    elif c[0] != py[0]:
         raise AssertionError(f"conntrack {args}: ours differs from C\n{_diff(c[0], py[0])}")
     for p, a, b in zip(post, c[1], py[1], strict=True):
         if a != b:
@@ -206,6 +232,24 @@ def netlink_listeners(ns: Netns) -> int:
         if len(cols) > 3 and cols[1] == "12" and int(cols[3], 16) != 0:
             n += 1
     return n
+
+
+def netlink_backlog(ns: Netns) -> int:
+    """Bytes queued unread on the namespace's NETLINK_NETFILTER listener sockets (Rmem of /proc/net/netlink)."""
+    text = ns.run(["cat", "/proc/net/netlink"]).stdout
+    return sum(int(cols[4]) for cols in (line.split() for line in text.splitlines()[1:])
+               if len(cols) > 4 and cols[1] == "12" and int(cols[3], 16) != 0)
+
+
+def drained(ns: Netns, polls: int = 3):
+    """A wait_for predicate: true once the listeners' queues were seen empty ``polls`` times in a row (each
+    listener has read every event; the last buffer read is printed by the time of the last poll)."""
+    seen = [0]
+
+    def pred() -> bool:
+        seen[0] = seen[0] + 1 if netlink_backlog(ns) == 0 else 0
+        return seen[0] >= polls
+    return pred
 
 
 def wait_for(pred, timeout: float = 10.0, what: str = "condition") -> None:
@@ -285,7 +329,13 @@ class Topology:
                                text=True)
         self.procs.append(cli)
         assert cli.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
+
+    def burst(self) -> None:
+        """The client sends one UDP/ICMP request per flow and waits for every reply (counters +1 each way)."""
+        cli = self.procs[1]
+        cli.stdin.write("burst\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "done"
 
     def close(self) -> None:
         for p in self.procs:
@@ -416,13 +466,45 @@ def _client() -> None:
         icmp4.sendto(hdr[:2] + struct.pack("!H", _icmp_checksum(hdr)) + hdr[4:], ("10.77.2.2", 0))
         icmp6.sendto(struct.pack("!BBHHH", 128, 0, 0, 17883, 1) + b"ctpy", ("fd77:2::2", 0))
 
+    def burst():
+        """One request and its reply on each answered UDP/ICMP flow (not the unanswered UDP over IPv6), replies
+        awaited: the same counters each time."""
+        for s in (udp4, masq, icmp4, icmp6):  # drop earlier replies: the ones awaited below are this burst's
+            s.setblocking(False)
+            try:
+                while True:
+                    s.recv(2048)
+            except BlockingIOError:
+                pass
+            s.settimeout(10)
+        udp4.sendto(b"x", ("10.77.2.2", 53))
+        masq.sendto(b"x", ("10.77.2.2", 5555))
+        hdr = struct.pack("!BBHHH", 8, 0, 0, 17882, 2) + b"ctpy"
+        icmp4.sendto(hdr[:2] + struct.pack("!H", _icmp_checksum(hdr)) + hdr[4:], ("10.77.2.2", 0))
+        icmp6.sendto(struct.pack("!BBHHH", 128, 0, 0, 17883, 2) + b"ctpy", ("fd77:2::2", 0))
+        await_replies()
+
+    def await_replies():
+        for s in (udp4, masq, icmp4, icmp6):
+            s.settimeout(10)
+        udp4.recv(100)
+        masq.recv(100)
+        while (lambda d: d[(d[0] & 15) * 4])(icmp4.recv(2048)) != 0:  # IPv4 header, then the ICMP type
+            pass
+        while icmp6.recv(2048)[0] != 129:  # echo reply (not neighbour discovery)
+            pass
+
     ping_all()
-    time.sleep(0.3)
+    await_replies()  # the IPv6 UDP request stays unanswered (no server on fd77:2::2 port 53)
     print("ready", flush=True)
 
     # No refresh traffic: packets during the comparisons would change counters between the C run and ours.
     # The router's UDP/ICMP timeouts are raised instead (Topology.setup), so the entries outlive the session.
-    sys.stdin.read()
+    # A line `burst` on stdin sends one more burst (Topology.burst) and answers `done`.
+    for line in sys.stdin:
+        if line.strip() == "burst":
+            burst()
+            print("done", flush=True)
 
 
 def _ftp_lo(addr: str, port: int) -> None:

@@ -10,15 +10,16 @@ import os
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from conntrack_tools.cli.batch import parse_batch_requests
 from conntrack_tools.cli.errors import CliError
-from conntrack_tools.cli.parse import parse_args, parse_batch_requests
+from conntrack_tools.cli.parse import parse_args
+from tests.conftest import REFERENCE
 
 C_BIN = "/usr/sbin/conntrack"
-TESTSUITE = Path("/work/shared/reference/upstream-tests/conntrack-testsuite")
+TESTSUITE = REFERENCE / "upstream-tests" / "conntrack-testsuite"
 
 pytestmark = [
     pytest.mark.compat,

@@ -12,13 +12,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.compat import diffkit
-from tests.compat.diffkit import netlink_listeners, run, wait_for
+from tests.compat.diffkit import drained, netlink_listeners, run, wait_for
 from tests.conftest import C_CONNTRACK, PY_CONNTRACK, Netns, require_c_tools, require_root
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
@@ -75,7 +74,8 @@ def captured():
         ns.run(me + ["tcp-lo", "4022"], check=True)
         ns.run(me + ["ftp-lo", "127.0.0.1", "40021"], check=True)
         run(ns, C_CONNTRACK, "-F expect")
-        time.sleep(0.5)
+        # every event is queued by the time the commands above return: wait until the listeners read them all
+        wait_for(drained(ns), 20, "event listeners drained")
         for _a, _w, p in procs:
             p.send_signal(signal.SIGINT)
         results: dict[str, dict[str, diffkit.Result]] = {}

@@ -287,3 +287,52 @@ def test_metrics_scrape_parses_in_every_sync_mode(make, mode) -> None:
     assert "conntrackd_commit_duration_seconds" in fams
     assert secs < 0.5, f"scrape took {secs:.2f}s with a silent client connected (a blocking read waits 1 s)"
     assert d.client("-s").returncode == 0
+
+
+def test_every_metric_the_alert_rules_use_is_exported(make) -> None:
+    """monitoring/conntrackd-alerts.yml against what running daemons export: FTFW with an external
+    cache and NOTRACK with DisableExternalCache (the inject counters), scraped, not listed here."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.unit.test_monitoring import rule_metric_names
+
+    exported: set[str] = set()
+    for i, (mode, options) in enumerate((("FTFW", ""), ("NOTRACK", "DisableExternalCache on"))):
+        port = 9131 + i
+        section = (f"Sync {{\n  Mode {mode} {{ {options} }}\n  UDP {{\n    IPv4_address 127.0.0.1\n"
+                   f"    IPv4_Destination_Address 127.0.0.1\n    Port {port + 100}\n    Interface lo\n  }}\n}}\n")
+        d = make(f"rules{i}", False, section, f"  Metrics {{\n    Listen 127.0.0.1:{port}\n  }}\n").start()
+        wait_for(lambda d=d: json.loads(d.client("-s", "network", "-o", "json").stdout).get("peers"),
+                 what="the daemon hears itself")
+        text, _ = scrape(port)
+        body = text.replace("\r\n", "\n").split("\n\n", 1)[1]
+        exported |= {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+    used = rule_metric_names()
+    assert used and used <= exported, sorted(used - exported)
+
+
+def test_role_follows_the_notify_steps(make) -> None:
+    """The daemon learns its VRRP role from the notify hook's requests: commit = primary, -t = backup
+    (what conntrackd-notify and upstream's primary-backup.sh both send); JSON and metrics show it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = 9141
+    section = ("Sync {\n  Mode FTFW { }\n  UDP {\n    IPv4_address 127.0.0.1\n"
+               f"    IPv4_Destination_Address 127.0.0.1\n    Port {port + 100}\n    Interface lo\n  }}\n}}\n")
+    d = make("role", False, section, f"  Metrics {{\n    Listen 127.0.0.1:{port}\n  }}\n").start()
+
+    def role() -> dict:
+        return json.loads(d.client("-s", "network", "-o", "json").stdout)["role"]
+
+    assert role() == {"primary": 0, "backup": 0, "since": 0.0, "changes": 0}
+    notify = [str(Path(sys.executable).parent / "conntrackd-notify"), "-C", str(d.conf)]
+    assert nsrun(*notify, "primary").returncode == 0
+    r = role()
+    assert (r["primary"], r["backup"], r["changes"]) == (1, 0, 1) and r["since"] > 0
+    assert nsrun(*notify, "backup").returncode == 0
+    r = role()
+    assert (r["primary"], r["backup"], r["changes"]) == (0, 1, 2)
+    text, _ = scrape(port)
+    body = text.replace("\r\n", "\n").split("\n\n", 1)[1]
+    got = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples}
+    assert (got["conntrackd_sync_role_primary"], got["conntrackd_sync_role_changes"]) == (0, 2)

@@ -197,15 +197,24 @@ def test_overrun_grows_buffer_and_resyncs(make) -> None:
 
 @need_c_daemon
 def test_c_client_drives_our_daemon(make) -> None:
-    d = make().start()
+    """The C client gets the same answers from our daemon as from the C daemon (same config, same netns, same
+    events)."""
+    ours = make("ours").start()
+    theirs = make("c", c=True).start()
     conntrack_insert("10.1.0.1", "10.2.0.1")
     conntrack_insert("10.1.0.1", "10.2.0.2", "udp", 5, 53)
-    wait_for(lambda: d.client("-i").stdout.count("\n") == 2, what="events")
+    for d in (ours, theirs):
+        wait_for(lambda d=d: d.client("-i", c=True).stdout.count("\n") == 2, what=f"events in {d.dir.name}")
     for args in (["-i"], ["-i", "-x"], ["-s"], ["-s", "cache"], ["-s", "runtime"], ["-s", "network"],
-                 ["-s", "queue"], ["-i", "expect"], ["-e"], ["-n"], ["-t"]):
-        assert d.lines(*args, c=True) == d.lines(*args), args
-    r = d.client("-k", c=True)
-    assert r.returncode == 0 and d.proc.wait(5) == 0
+                 ["-s", "queue"], ["-i", "expect"], ["-e"], ["-n"], ["-t"], ["-s"]):
+        want = theirs.client(*args, c=True)
+        got = ours.client(*args, c=True)
+        assert (got.returncode, got.stderr) == (want.returncode, want.stderr), args
+        assert ours.lines(*args, c=True) == theirs.lines(*args, c=True), args
+    assert ours.lines("-i", c=True), "nothing cached: the comparison is vacuous"
+    for d in (ours, theirs):
+        r = d.client("-k", c=True)
+        assert r.returncode == 0 and d.proc.wait(5) == 0
 
 
 @need_c_daemon

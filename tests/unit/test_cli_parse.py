@@ -9,21 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conntrack_tools.cli import options as O
+from conntrack_tools.cli.batch import parse_batch_file, parse_batch_requests, tokenize_line
 from conntrack_tools.cli.errors import CliError
 from conntrack_tools.cli.help import extension_help_text, usage_text, version_text
-from conntrack_tools.cli.parse import (
-    c_atoi,
-    c_strtoul,
-    inet_aton,
-    parse_args,
-    parse_batch_file,
-    parse_batch_requests,
-    read_labelmap,
-    tokenize_line,
-)
+from conntrack_tools.cli.labelmap import read_labelmap
+from conntrack_tools.cli.libc import c_atoi, c_strtoul, inet_aton
+from conntrack_tools.cli.parse import parse_args
 from conntrack_tools.cli.request import AF_INET, AF_INET6, AF_UNSPEC, Command, Table
+from tests.conftest import REFERENCE
 
-HELP_REF = "/work/shared/reference/c-tools-behaviour/help_conntrack.txt"
+HELP_REF = REFERENCE / "c-tools-behaviour" / "help_conntrack.txt"
 
 
 def p(line: str, **kw):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from conntrack_tools.daemon.config import (
     parse_config,
 )
 from conntrack_tools.daemon.config.model import DEFAULT_LOCKFILE, DEFAULT_LOGFILE, DEFAULT_STATS_LOGFILE
+from tests.conftest import REFERENCE
 
-SHARED = Path(os.environ.get("CT_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-REF = SHARED / "reference"
+REF = REFERENCE
 BAD = Path(__file__).resolve().parents[1] / "data" / "configs" / "bad"
 
 

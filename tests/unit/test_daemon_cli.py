@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import pytest
 
 from conntrack_tools.daemon import main as main_mod
 from conntrack_tools.daemon.main import main
+from tests.conftest import REFERENCE
 
-SHARED = Path(os.environ.get("CT_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-REF = SHARED / "reference"
+REF = REFERENCE
 BEHAVIOUR = REF / "c-tools-behaviour"
 BAD = Path(__file__).resolve().parents[1] / "data" / "configs" / "bad"
 LOGLINE = re.compile(r"^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] \(pid=\d+\) \[(\w+)\] (.*)$")

@@ -103,16 +103,18 @@ def test_metrics_words_stay_names_elsewhere() -> None:
 
 
 def test_kernel_table_occupancy_and_commit_histogram(tmp_path) -> None:
-    from conntrack_tools.daemon.metrics import commit_histogram, kernel_table
+    from conntrack_tools.daemon.metrics import histogram_family, kernel_table
+    from conntrack_tools.daemon.stats import DurationHistogram
 
     (tmp_path / "nf_conntrack_count").write_text("1234\n")
     (tmp_path / "nf_conntrack_max").write_text("262144\n")
     assert kernel_table(str(tmp_path)) == {"entries": 1234, "max": 262144}
     assert kernel_table(str(tmp_path / "absent")) == {}
-    hist = commit_histogram()
+    hist = DurationHistogram()
     for dt in (0.004, 0.3, 7.0):
         hist.observe(dt)
-    got = samples(render({}, {}, 0, 1, None, kernel_table(str(tmp_path)), hist.collect()))
+    fam = histogram_family("conntrackd_commit_duration_seconds", "commits", hist)
+    got = samples(render({}, {}, 0, 1, None, kernel_table(str(tmp_path)), [fam]))
     assert got[("conntrackd_kernel_table_entries", ())] == 1234
     assert got[("conntrackd_kernel_table_max", ())] == 262144
     assert got[("conntrackd_commit_duration_seconds_count", ())] == 3

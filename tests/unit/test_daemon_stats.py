@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +16,9 @@ from conntrack_tools.daemon.stats import (
     traffic_text,
     uptime_text,
 )
+from tests.conftest import REFERENCE
 
-SHARED = Path(os.environ.get("CT_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-CMDS = SHARED / "reference" / "c-tools-behaviour" / "t3" / "cmds"
+CMDS = REFERENCE / "c-tools-behaviour" / "t3" / "cmds"
 
 
 def ref(name: str) -> str:

@@ -15,7 +15,6 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pytest
 
@@ -51,8 +50,9 @@ from conntrack_tools.formats import (
     render_expect,
     render_flow,
 )
+from tests.conftest import REFERENCE
 
-REF = Path("/work/shared/reference/c-tools-behaviour")
+REF = REFERENCE / "c-tools-behaviour"
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="reference captures not available")
 
 FIXED_NOW = 1_795_684_700  # any second; delta-times are rebuilt around it

@@ -45,6 +45,7 @@ class FakeDaemon:
         self.answers = answers or {}
         self.drop = drop or set()  # codes for which the server never answers (connection held open)
         self.held: list[socket.socket] = []
+        self.closed_early: list[int] = []  # codes whose client hung up before the server closed
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
         self.sock.listen(8)
@@ -78,7 +79,13 @@ class FakeDaemon:
                     self.held.append(conn)  # a hung daemon: never answers, never closes
                     held = True
                     continue
-                time.sleep(self.delays.get(code, 0))
+                if code in self.delays:
+                    time.sleep(self.delays[code])
+                    try:
+                        if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                            self.closed_early.append(code)
+                    except BlockingIOError:
+                        pass  # still connected: the client waits for our close
                 if code in self.answers:
                     conn.sendall(self.answers[code])
             finally:
@@ -339,20 +346,17 @@ def test_main_against_fake_server(capsys, fake, state, codes, names) -> None:
 def test_commit_is_waited_for(capsys, fake) -> None:
     """The commit step lasts until the daemon closes the connection (C keeps it open until done)."""
     d, conf = fake(delays={46: 0.2})
-    t0 = time.monotonic()
     rc, lines = run_main(capsys, "-C", str(conf), "primary")
-    assert rc == 0 and time.monotonic() - t0 >= 0.2
-    m = re.search(r"commit (\d+\.\d+)s", lines[-1])
-    assert m and float(m.group(1)) >= 0.2
+    assert rc == 0
+    assert re.search(r"commit (\d+\.\d+)s", lines[-1]), lines
     assert d.codes == [46, 45, 44, 22]
+    assert d.closed_early == []  # still connected when the server closed: the client waited
 
 
 def test_timeout_fails_the_step_and_continues(capsys, fake) -> None:
     d, conf = fake(drop={46})
-    t0 = time.monotonic()
     rc, lines = run_main(capsys, "-C", str(conf), "--timeout", "0.3", "primary")
     assert rc == 1
-    assert time.monotonic() - t0 < 3
     assert lines[0] == f"conntrackd-notify: primary: commit (-c) failed: no answer from `{d.path}' within 0.3s"
     assert summary_steps(lines) == [("commit", "FAILED"), ("flush", "ok"), ("resync", "ok"), ("bulk", "ok")]
 

@@ -176,8 +176,7 @@ def test_compiled_predicates_match_make_filter(argv, batch, kw):
         return
     for f in batch:
         payload = bytes((f.family, 0, 0, 0)) + encode_flow(f)
-        st_, _getter, _headers, build, slots = _compile(payload, 0, len(payload))
-        vals = st_.unpack_from(payload, 0)
-        slots.pop("_key_spans", None)
-        pred = factory(slots, f.family)
-        assert pred(vals) == keep(build(vals)), (argv, kw, f)
+        shape = _compile(payload, 0, len(payload))
+        vals = shape.struct.unpack_from(payload, 0)
+        pred = factory(shape.slots, f.family)
+        assert pred(vals) == keep(shape.build(vals)), (argv, kw, f)

@@ -10,13 +10,12 @@ from ipaddress import IPv4Address
 import pytest
 
 from conntrack_tools.daemon.cache import pack_tuple
-from conntrack_tools.daemon.ctnl import encode_lookup
 from conntrack_tools.daemon.sync.convert import flow_to_sync, sync_to_create_flow, update_flow
 from conntrack_tools.daemon.sync.external import ExternalCache, _delete_msg, _timeout_for, build_entry, commit
 from conntrack_tools.daemon.sync.wire import CT_TYPES, FlowTuple, SyncFlow, decode_datagram, encode_flow_message
 from conntrack_tools.flow import IPS_EXPECTED, TCP_FLAG_BE_LIBERAL
 from conntrack_tools.netlink.attrs import NLM_F_ACK, CtMsg, ct_type
-from conntrack_tools.netlink.codec import NLMSG_HDRLEN, decode_flow, iter_messages
+from conntrack_tools.netlink.codec import NLMSG_HDRLEN, decode_flow, encode_lookup, iter_messages
 from tests.conftest import REFERENCE
 
 _DELETE_T = ct_type(CtMsg.DELETE)

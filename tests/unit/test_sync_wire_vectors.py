@@ -8,7 +8,6 @@ next to the captures.  The captures are read in place (``CT_SHARED``).
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from ipaddress import ip_address
@@ -28,10 +27,10 @@ from conntrack_tools.daemon.sync.wire import (
     pack_datagrams,
 )
 from conntrack_tools.daemon.sync.wire_attrs import CT_ATTRS, CtAttr
+from tests.conftest import REFERENCE
 from tests.unit.pcap import read_udp
 
-SHARED = Path(os.environ.get("CT_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-REF = SHARED / "reference"
+REF = REFERENCE
 WIRE = REF / "wire-captures"
 SYNC_PCAP = REF / "c-tools-behaviour" / "sync.pcap"
 SYNC_DUMP = REF / "c-tools-behaviour" / "sync_decoded.txt"

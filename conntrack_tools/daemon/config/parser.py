@@ -140,6 +140,7 @@ GENERAL: Table = {
     "Filter": Block("_filter"),
     "Scheduler": Block("_sub", "Scheduler"),
     "Metrics": Block("_metrics"),  # beyond C (not a C keyword: matched as a name, see EXTENSION_WORDS)
+    "Readiness": Block("_readiness"),  # beyond C, likewise
 }
 #: Beyond C: ``General { Metrics { Listen ADDR:PORT  Textfile /path } }``.  These words are plain
 #: names for C's scanner (so C 1.4.7 rejects the block with a syntax error); we accept them only
@@ -148,7 +149,14 @@ METRICS: Table = {
     "Listen": Key("listen", "metrics_listen"),
     "Textfile": Key("path", "metrics_textfile", maxlen=FILENAME_MAXLEN),
 }
-EXTENSION_WORDS = frozenset({"Metrics", "Listen", "Textfile", "AuthKey"})  # AuthKey: Sync block
+#: Beyond C: ``General { Readiness { File /path  Weight -N } }``: a keepalived ``track_file`` that holds
+#: Weight until the daemon's state is complete and 0 from then on (docs/failover.md).
+READINESS: Table = {
+    "File": Key("path", "readiness_file", maxlen=FILENAME_MAXLEN),
+    "Weight": Key("weight", "readiness_weight"),
+}
+EXTENSION_WORDS = frozenset({"Metrics", "Listen", "Textfile", "AuthKey",  # AuthKey: Sync block
+                             "Readiness", "File", "Weight"})
 UNIX: Table = {
     "Path": Key("path", "unix_path", maxlen=UNIX_PATH_MAX - 1),
     "Backlog": Key(UINT, None, note="deprecated unix backlog configuration, ignoring."),
@@ -264,6 +272,8 @@ _PLACES: tuple[tuple[str, Table], ...] = (
     ("General", GENERAL),
     ("UNIX", UNIX),
     ("Scheduler", SCHEDULER),
+    ("Metrics", METRICS),
+    ("Readiness", READINESS),
     ("Sync", SYNC),
     *((f"Mode {m}", t) for m, t in MODES.items()),
     ("Options", OPTIONS),
@@ -292,6 +302,7 @@ _EXPECTED = {
     "priority": "a priority between 0 and 99",
     "pollsecs": "a number of seconds",
     "authkey": "hex digits or an absolute path",
+    "weight": "a negative number such as -100",
 }
 _ACCEPTED_KINDS = {
     "bool": (Kind.ON, Kind.OFF),
@@ -308,6 +319,7 @@ _ACCEPTED_KINDS = {
     "sched_type": (Kind.STRING,),
     "priority": (Kind.NUMBER,),
     "pollsecs": (Kind.NUMBER,),
+    "weight": (Kind.SIGNED, Kind.NUMBER),
     # a hex word is scanned as numbers, IPv6 words and names: r_authkey re-reads the raw text
     "authkey": (Kind.NUMBER, Kind.IP, Kind.STRING, Kind.PATH, Kind.ON, Kind.OFF, Kind.ALARM, Kind.FTFW,
                 Kind.NOTRACK, Kind.KEYWORD),
@@ -460,6 +472,13 @@ class _Parser:
         assert isinstance(tok.value, int)
         return tok.value
 
+    def r_weight(self, key: Token, tok: Token, spec: Key) -> int:
+        assert isinstance(tok.value, int)
+        if tok.value >= 0:
+            raise self.error(tok, "Readiness Weight must be negative (keepalived adds it to the priority "
+                                  "until the state is complete)")
+        return tok.value
+
     def r_path(self, key: Token, tok: Token, spec: Key) -> str:
         if len(tok.text) > spec.maxlen:
             what = "Path" if key.text == "Path" else f"{key.text} path"
@@ -580,6 +599,11 @@ class _Parser:
         self.warn(tok, "'Metrics' is an extension: conntrackd 1.4.7 (and its client) reject this file "
                   "(syntax error)", "c-incompatible")
         self.block(METRICS, target, "Metrics", prefix)
+
+    def _readiness(self, tok: Token, _a: Any, target: dict[str, Any], prefix: str) -> None:
+        self.warn(tok, "'Readiness' is an extension: conntrackd 1.4.7 (and its client) reject this file "
+                  "(syntax error)", "c-incompatible")
+        self.block(READINESS, target, "Readiness", prefix)
 
     def r_pollsecs(self, key: Token, tok: Token, spec: Key) -> int:
         value = self.r_uint(key, tok, spec)

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv6Address
 from ...flow import (
     AF_INET,
     AF_INET6,
+    ICMP_PROTOS,
     IPS_DST_NAT,
     IPS_DST_NAT_DONE,
     IPS_EXPECTED,
@@ -30,11 +31,10 @@ from ...flow import (
     Tuple,
 )
 from .wire import FlowTuple, NatSeqAdj, SyncFlow, Synproxy
+from .wire_attrs import NTA_PORT_PROTOS
 
 __all__ = ["flow_to_sync", "sync_key_tuple", "sync_to_create_flow", "update_flow"]
 
-_WIRE_PORTS = frozenset((6, 17, 33, 132))  # C sends NTA_PORT for these only
-_ICMP = frozenset((1, 58))
 IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT | IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE
 
 
@@ -46,7 +46,7 @@ def _addr(family: int, b: bytes | None):
 
 def _ftuple(t: Tuple) -> FlowTuple:
     fam = t.family
-    if t.proto in _WIRE_PORTS:
+    if t.proto in NTA_PORT_PROTOS:
         return FlowTuple(_addr(fam, t.src), _addr(fam, t.dst), t.proto, t.sport or 0, t.dport or 0)
     return FlowTuple(_addr(fam, t.src), _addr(fam, t.dst), t.proto or 0)
 
@@ -74,7 +74,7 @@ def flow_to_sync(flow: Flow, *, timeout: bool = True, window_tracking: bool = Fa
     elif proto == 33 and flow.dccp is not None and flow.dccp.state is not None:
         kw["dccp_state"] = flow.dccp.state
         kw["dccp_role"] = flow.dccp.role or 0
-    elif proto in _ICMP and o.icmp_type is not None:
+    elif proto in ICMP_PROTOS and o.icmp_type is not None:
         kw["icmp_type"] = o.icmp_type
         kw["icmp_code"] = o.icmp_code or 0
         kw["icmp_id"] = o.icmp_id or 0
@@ -93,7 +93,7 @@ def flow_to_sync(flow: Flow, *, timeout: bool = True, window_tracking: bool = Fa
             kw["snat"] = _addr(fam, r.dst)
         if (st is None or st & IPS_DST_NAT_DONE) and r.src != o.dst:
             kw["dnat"] = _addr(fam, r.src)
-        if proto in _WIRE_PORTS:
+        if proto in NTA_PORT_PROTOS:
             if (st is None or st & IPS_SRC_NAT_DONE) and r.dport != o.sport:
                 kw["spat"] = r.dport
             if (st is None or st & IPS_DST_NAT_DONE) and r.sport != o.dport:
@@ -128,7 +128,7 @@ def sync_key_tuple(sf: SyncFlow) -> tuple[Tuple, int]:
     """Original tuple + family of a received flow (the external cache key source)."""
     fam = AF_INET if isinstance(sf.orig.src, IPv4Address) else AF_INET6
     icmp = None
-    if sf.orig.l4proto in _ICMP and sf.icmp_type is not None:
+    if sf.orig.l4proto in ICMP_PROTOS and sf.icmp_type is not None:
         icmp = (sf.icmp_type, sf.icmp_code or 0, sf.icmp_id or 0)
     return _tuple(fam, sf.orig, icmp), fam
 

@@ -17,8 +17,8 @@ from ..bypass import InternalBypass
 from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
 from ..control import Action
-from ..metrics import commit_histogram
-from ..stats import to_json
+from ..readiness import ReadinessTracker
+from ..stats import DurationHistogram, to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
@@ -73,7 +73,10 @@ class SyncDaemonEngine:
             self.mode = Notrack(self.seq)
         self.mode.on_resync = self._on_resync_request
         self.errors = dict.fromkeys(ERROR_NAMES, 0)
-        self.commit_seconds = commit_histogram()
+        self.commit_seconds = DurationHistogram()
+        self.role: str | None = None  # "primary" / "backup" once a notify step told (_note_role)
+        self.role_since = 0.0
+        self.role_changes = 0
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
         self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
@@ -132,6 +135,12 @@ class SyncDaemonEngine:
         self._reset_timer = None
         self._refresh_pos = 0
         self._refresh_list: list[Entry] = []
+        self.last_data: float | None = None  # when a peer's data message was last applied
+        self.readiness = getattr(daemon, "readiness", None)  # beyond C: keepalived track_file (daemon/readiness.py)
+        self.tracker: ReadinessTracker | None = None
+        if self.readiness is not None:
+            alarm = sc.mode == SyncMode.ALARM
+            self.tracker = ReadinessTracker(refresh_time=float(sc.refresh_time) if alarm else None)
         self.loop.add_timer(0, self._startup)
         self._tick_timer = self.loop.add_timer(0.25, self._tick)
         self.closed = False
@@ -142,9 +151,20 @@ class SyncDaemonEngine:
         return self.d.mode.cache
 
     def _startup(self) -> None:
-        if self.cfg.startup_resync and self.mode_name != SyncMode.ALARM:
+        # with a readiness file the daemon always asks: completeness is "the peer's answer is in"
+        if (self.cfg.startup_resync or self.tracker is not None) and self.mode_name != SyncMode.ALARM:
             self.mode.request_resync()
+            if self.tracker is not None:
+                self.tracker.resync_requested(time.time())
         self._schedule_tx()
+
+    def _check_ready(self, now: float) -> None:
+        mode = self.mode
+        peers = mode.peers.values()
+        heard = max((p.last_heard for p in peers), default=None)
+        if self.tracker.update(now, heard, self.last_data, mode.resync_pending(),  # type: ignore[union-attr]
+                               any(p.debt.owed for p in peers)):
+            self.readiness.ready()
 
     def _schedule_tx(self) -> None:
         if not self._tx_scheduled:
@@ -229,6 +249,8 @@ class SyncDaemonEngine:
         if self.closed:
             return
         now = time.monotonic()
+        if self.tracker is not None and not self.tracker.ready:
+            self._check_ready(time.time())
         if self.mode.heal(time.time()):
             p = self.mode.policy
             self.log("notice", f"requesting resync: messages lost (sequence gaps {p.gap}, socket drops "
@@ -414,6 +436,7 @@ class SyncDaemonEngine:
                 if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off and fast(peer, seq, now):
                     chans.set_current(idx)
                     apply(vt & 0x0F, buf, off, mlen)
+                    self.last_data = now
                     off += mlen
                     continue
             try:
@@ -436,6 +459,7 @@ class SyncDaemonEngine:
                 chans.set_current(idx)
                 if res == MsgResult.DATA:
                     apply(h.type, buf, off, mlen)
+                    self.last_data = now
             off += mlen
 
     def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
@@ -492,7 +516,18 @@ class SyncDaemonEngine:
         ext = self.external
         return () if ext is None else ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
 
+    def _note_role(self, role: str) -> None:
+        """Beyond C: the node's VRRP role as keepalived's notify hook reveals it. Both our
+        conntrackd-notify and upstream's primary-backup.sh commit the external cache on becoming
+        primary and schedule the purge (-t) on becoming backup or faulty, so the daemon learns
+        its role from the requests, with no extra protocol (a manual -c or -t counts too)."""
+        if role != self.role:
+            self.role, self.role_since = role, time.time()
+            self.role_changes += 1
+
     def _commit_request(self, action: int, as_json: bool) -> Iterable[str]:
+        if action in (Action.CT_COMMIT, Action.ALL_COMMIT):
+            self._note_role("primary")
         if action == Action.CT_COMMIT:
             return self._commit("committing conntrack cache", ct=True, exp=False)
         if action == Action.ALL_COMMIT:
@@ -517,6 +552,7 @@ class SyncDaemonEngine:
         return ()
 
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
+        self._note_role("backup")
         if self._reset_timer is None:
             pt = self.cfg.purge_timeout
             self.log("notice", f"flushing conntrack table in {pt} secs")
@@ -667,7 +703,9 @@ class SyncDaemonEngine:
     def stats_json(self) -> dict:
         d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
-                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters()}
+                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters(),
+                   "role": {"primary": int(self.role == "primary"), "backup": int(self.role == "backup"),
+                            "since": self.role_since, "changes": self.role_changes}}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
         now = time.time()

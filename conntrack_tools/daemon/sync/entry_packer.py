@@ -19,16 +19,17 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from ...flow import AF_INET, AF_INET6
+from ...compiled import define
+from ...flow import AF_INET, AF_INET6, ICMP_PROTOS
 from ..cache import Entry, entry_flow
 from .convert import flow_to_sync
 from .wire import WireError, WireErrorKind, encode_attrs
-from .wire_attrs import CT_ATTRS, CtAttr
+from .wire_attrs import CT_ATTRS, NTA_PORT_PROTOS, CtAttr
 
 __all__ = ["EntryRenderer", "render_reference"]
 
 _PORTS, _ICMP, _BARE = "ports", "icmp", "bare"
-_PROTO_CLASS = {6: _PORTS, 17: _PORTS, 33: _PORTS, 132: _PORTS, 1: _ICMP, 58: _ICMP}
+_PROTO_CLASS = {**dict.fromkeys(NTA_PORT_PROTOS, _PORTS), **dict.fromkeys(ICMP_PROTOS, _ICMP)}
 _Z_FLOW = 2  # cache.py's zone-present flag for the flow's CTA_ZONE
 
 # attribute -> (struct code of the payload, padding after it); lengths follow from the codes
@@ -92,9 +93,7 @@ def _compile(fam: int, pclass: str, state: bool, timeout: bool, mark: bool, synp
     if zone:
         add(CtAttr.ZONE, f"key[{l4 + 8}] << 8 | key[{l4 + 9}]")
     src = f"def pack(key, status, state, timeout, mark, sp):\n    return _S.pack({', '.join(args)})\n"
-    namespace: dict = {"_S": struct.Struct("".join(fmt))}
-    exec(src, namespace)  # noqa: S102 - generated from the fixed table above
-    return namespace["pack"]
+    return define(src, "pack", {"_S": struct.Struct("".join(fmt))})
 
 
 class EntryRenderer:

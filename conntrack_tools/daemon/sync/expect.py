@@ -22,10 +22,10 @@ from ...netlink.codec import encode_expect, nlmsg
 from ...netlink.socket import CtnlSocket, NetlinkError
 from ..cache import ExpCache, ExpEntry
 from .wire import FlowTuple, SyncExpect
+from .wire_attrs import NTA_PORT_PROTOS
 
 __all__ = ["ExpInjector", "commit_expectations", "expect_to_sync", "external_exp_apply", "sync_to_expect"]
 
-_PORT_PROTOS = frozenset((6, 17, 33, 132))  # exp_l4proto_fcn: ports only for these master protocols
 
 
 def _ftuple(t: Tuple, ports: bool) -> FlowTuple | None:
@@ -41,7 +41,8 @@ def expect_to_sync(exp: Expect, *, timeout: bool = True) -> SyncExpect | None:
     """exp2msg: what a C 1.4.7 sender transmits for a kernel expectation (None: not sendable)."""
     if exp.master is None or exp.tuple is None or exp.mask is None:
         return None
-    ports = (exp.master.proto or 0) in _PORT_PROTOS  # the master's protocol decides for all three tuples
+    # exp_l4proto_fcn: the master's protocol decides for all three tuples
+    ports = (exp.master.proto or 0) in NTA_PORT_PROTOS
     master, expected, mask = (_ftuple(t, ports) for t in (exp.master, exp.tuple, exp.mask))
     if master is None or expected is None or mask is None:
         return None

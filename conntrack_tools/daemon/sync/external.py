@@ -20,11 +20,17 @@ import time
 from collections.abc import Callable, Iterator
 
 from ...flow import Flow
-from ...netlink.attrs import CTA, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, CtMsg, ct_type
-from ...netlink.codec import NLMSG_HDR, NLMSG_HDRLEN, decode_flow, encode_flow, nlmsg
+from ...netlink.attrs import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, CtMsg, ct_type
+from ...netlink.codec import (
+    NLMSG_HDR,
+    NLMSG_HDRLEN,
+    decode_flow,
+    encode_flow,
+    encode_lookup,
+    key_request_from_dump,
+)
 from ...netlink.socket import CtnlSocket, NetlinkError
 from ..cache import CacheStats, pack_tuple
-from ..ctnl import encode_lookup
 from .convert import sync_key_tuple, sync_to_create_flow, update_flow
 from .transcode import HAS_TIMEOUT, META, META_LEN, RELATED, TAIL, TAIL_LEN, Transcoder, make_value
 from .wire import SyncFlow
@@ -405,25 +411,8 @@ def _send_creates(sock: CtnlSocket, part: list[bytes], commit_timeout: int | Non
 
 
 def _delete_msg(value: bytes, seq: int) -> bytes:
-    """``encode_lookup(CtMsg.DELETE, flow, seq)`` of the entry's flow, cut from its body:
-    the original tuple (the body's first attribute) and CTA_ZONE if any."""
-    body_end = len(value) - TAIL_LEN
-    start = META_LEN + 4
-    pos = start
-    orig = zone = b""
-    while pos + 4 <= body_end:
-        alen, atype = _CTA_TIMEOUT_HDR.unpack_from(value, pos)
-        if alen < 4 or pos + alen > body_end:
-            break
-        atype &= 0x3FFF
-        if pos == start and atype == CTA.TUPLE_ORIG:
-            orig = value[pos:pos + ((alen + 3) & ~3)]
-        elif atype == CTA.ZONE:
-            zone = value[pos:pos + ((alen + 3) & ~3)]
-        pos += (alen + 3) & ~3
-    if not orig:
-        return encode_lookup(CtMsg.DELETE, ExtEntry(b"", value).flow(), seq)
-    return nlmsg(_DELETE, 0, seq, value[META_LEN], orig + zone)
+    """``encode_lookup(CtMsg.DELETE, flow, seq)`` of the entry's flow, cut from its create body."""
+    return key_request_from_dump(value, META_LEN, len(value) - TAIL_LEN, _DELETE, 0, seq)
 
 
 def _delete_and_create(sock: CtnlSocket, ents: list[bytes], commit_timeout: int | None,

@@ -66,6 +66,7 @@ class Ctl:
     from_: int = 0
     to: int = 0
     seq: int = 0  # the seq it was last sent with
+    sent: bool = False
 
 
 @dataclass(slots=True)
@@ -98,6 +99,7 @@ class _Base:
         self.on_resync: Callable[[], None] | None = None  # RESYNC received: bulk send
         self.tx_full = 0
         self.policy = ResyncPolicy()  # beyond C: losses -> rate-limited RESYNC requests (heal.py)
+        self.pending_resync: Ctl | None = None  # our last RESYNC request until it is known to be through
 
     # ------------------------------------------------------------- queueing
     def enqueue(self, key: Hashable, obj: Any) -> None:
@@ -112,7 +114,13 @@ class _Base:
 
     def request_resync(self) -> None:
         """``-n`` / StartupResync: ask the peers for a bulk send."""
-        self.enqueue_ctl(MsgFlag.RESYNC)
+        c = self.pending_resync = Ctl(MsgFlag.RESYNC)
+        self.tx[("ctl", next(self._ctl_ids))] = c
+
+    def resync_pending(self) -> bool:
+        """Our last RESYNC request is not through yet (NOTRACK: not sent; FTFW: not acknowledged)."""
+        c = self.pending_resync
+        return c is not None and not c.sent
 
     def _take(self, limit: int | None) -> Iterable[tuple[Hashable, Any]]:
         """Up to ``limit`` queued items, oldest first (all of them when ``limit`` is None)."""
@@ -137,6 +145,17 @@ class _Base:
         The receive hot path (docs/sync.md R5): no NetHeader, no IntFlag, the same state and
         counters as ``recv`` would leave."""
         return False
+
+    def _next_in_order(self, addr: Hashable, seq: int, now: float) -> Peer | None:
+        """The known peer ``addr`` when ``seq`` is the one it sends next (its last_heard updated)."""
+        p = self.peers.get(addr)
+        if p is None:
+            return None
+        last = p.tracker.last
+        if last is None or seq != (last + 1) & SEQ_MASK:
+            return None
+        p.last_heard = now
+        return p
 
     def heal(self, now: float) -> bool:
         """Every tick: True when a resync request should go out now (``request_resync``)."""
@@ -167,6 +186,7 @@ class _Base:
 
     def _ctl_bytes(self, c: Ctl, extra_flags: int = 0) -> bytes:
         c.seq = self.seq.next()
+        c.sent = True
         flags = int(c.flags) | extra_flags
         if flags & _ACKISH_INT:
             return encode_ctl(flags, c.seq, c.from_, c.to)
@@ -189,15 +209,10 @@ class Notrack(_Base):
         return res
 
     def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
-        p = self.peers.get(addr)
+        p = self._next_in_order(addr, seq, now)
         if p is None:
             return False
-        tr = p.tracker
-        last = tr.last
-        if last is None or seq != (last + 1) & SEQ_MASK:
-            return False
-        p.last_heard = now
-        tr.last = seq
+        p.tracker.last = seq
         return True
 
     def _digest(self, h: NetHeader) -> MsgResult:
@@ -313,9 +328,9 @@ class Ftfw(_Base):
                 self.rs_index.pop(ent[0], None)
                 self.evicted[old_seq] = ent
                 self.evicted_index[ent[0]] = old_seq
-            elif ent[1].flags & _NACK_INT:
-                # beyond C: an unacknowledged NACK is asked again (if it was lost, nothing
-                # else would ever make the peer re-send that range)
+            elif ent[1].flags & _NACK_INT or ent[1] is self.pending_resync:
+                # beyond C: an unacknowledged NACK (or our resync request) is asked again (if it
+                # was lost, nothing else would ever make the peer re-send that range / its cache)
                 self.tx[("ctl", next(self._ctl_ids))] = ent[1]
             self.rsq_overflow += 1
         self.rsq[seq] = [key, item, None]
@@ -413,14 +428,9 @@ class Ftfw(_Base):
 
     def recv_fast(self, addr: Hashable, seq: int, now: float) -> bool:
         """``recv`` -> ``_in_sync`` for an in-order flagless data message of a known peer."""
-        p = self.peers.get(addr)
+        p = self._next_in_order(addr, seq, now)
         if p is None:
             return False
-        tr = p.tracker
-        last = tr.last
-        if last is None or seq != (last + 1) & SEQ_MASK:
-            return False
-        p.last_heard = now
         p.messages += 1
         p.in_hello = False
         if not p.ack_from_set:
@@ -431,7 +441,7 @@ class Ftfw(_Base):
         p.window -= 1
         if p.window <= 0:
             self.window_ack(p, seq)
-        tr.last = seq
+        p.tracker.last = seq
         return True
 
     def heal(self, now: float) -> bool:
@@ -445,6 +455,9 @@ class Ftfw(_Base):
 
     def socket_dropped(self, now: float, count: int) -> None:
         self.policy.socket_drop += count  # counted only: the gap is NACKed
+
+    def resync_pending(self) -> bool:
+        return self.pending_resync is not None  # cleared when every live peer acknowledged it
 
     def window_ack(self, p: Peer, seq: int) -> None:
         """The ACK window of ``p`` is full at ``seq``: acknowledge [ack_from, seq], start a new window."""
@@ -505,6 +518,8 @@ class Ftfw(_Base):
                 ent[2] = got
                 return
         self._drop(d, seq)
+        if ent[1] is self.pending_resync:
+            self.pending_resync = None
 
     def _acked(self, p: Peer, from_: int, to: int) -> None:
         """rs_queue_empty: release what the ACK covers -- only [from, to], as C.

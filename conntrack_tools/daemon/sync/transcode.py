@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from operator import itemgetter
 
+from ...compiled import Layout, Layouts, StructFormat, Uncompilable, define
 from ...flow import ICMP_PROTOS, ICMP_REPLY_TYPE, IPS_EXPECTED, TCP_FLAG_BE_LIBERAL
 from ...netlink.attrs import (
     CTA,
@@ -105,7 +105,6 @@ _CODES: dict[int, tuple[str, ...]] = {
     A.SYNPROXY: ("4s", "4s", "4s"),  # its, isn, tsoff
     A.ZONE: ("2s",),
 }
-_SIZE = {"4s": 4, "16s": 16, "2s": 2, "B": 1, "c": 1, "I": 4}
 _AF_INET, _AF_INET6 = 2, 10
 _Z_FLOW = 2  # cache.pack_tuple: the flow has a CTA_ZONE
 _STATUS_KEEP = 0xFFFFFFFF & ~IPS_EXPECTED
@@ -114,10 +113,6 @@ _LIBERAL = bytes((TCP_FLAG_BE_LIBERAL, TCP_FLAG_BE_LIBERAL))
 # Values the generated code indexes: one bytes object per u8, and the ICMP reply type maps.
 _B1 = tuple(bytes((i,)) for i in range(256))
 _RT = {p: tuple(bytes((ICMP_REPLY_TYPE.get((p, i), i),)) for i in range(256)) for p in ICMP_PROTOS}
-
-
-class _Uncompilable(Exception):
-    pass
 
 
 # A piece of generated output: (bytes constant | source expression, size in bytes).
@@ -151,23 +146,16 @@ def _join(pieces: list[Piece]) -> str:
     return f"b''.join(({', '.join(srcs)},))"
 
 
-class _Layout:
-    __slots__ = ("struct", "getter", "headers", "build")
-
-    def __init__(self, st: struct.Struct, getter: Callable, headers: tuple, build: Callable) -> None:
-        self.struct, self.getter, self.headers, self.build = st, getter, headers, build
-
-
 def _signature(buf, start: int, end: int) -> tuple[int, ...]:
     """(nta_len, id) of every attribute the way ``decode_attrs`` walks them, and the L4 protocol.
 
-    Raises _Uncompilable where ``decode_attrs`` would raise."""
+    Raises Uncompilable where ``decode_attrs`` would raise."""
     sig: list[int] = []
     pos = start
     while end - pos > 4:
         nta_len, aid = NTA_HDR.unpack_from(buf, pos)
         if nta_len > end - pos or nta_len < 4:
-            raise _Uncompilable
+            raise Uncompilable
         sig += (nta_len, aid)
         if aid == A.L4PROTO and nta_len == 5:
             sig.append(buf[pos + 4])
@@ -175,108 +163,88 @@ def _signature(buf, start: int, end: int) -> tuple[int, ...]:
     return tuple(sig)
 
 
-def _compile(buf, start: int, end: int, window_tracking: bool) -> _Layout:
-    fmt: list[str] = []
-    nvals = 0
-    pos = 0  # struct offset, relative to start
-    hdr_idx: list[int] = []
-    hdr_vals: list = []
+def _compile(buf, start: int, end: int, window_tracking: bool) -> Layout:
+    fmt = StructFormat()
     idx: dict[int, list[int]] = {}  # attr id -> indices of its values
     offs: dict[int, int] = {}  # value index -> byte offset
     p = start
     while end - p > 4:
         nta_len, aid = NTA_HDR.unpack_from(buf, p)
         if nta_len > end - p or nta_len < 4 or aid in idx:
-            raise _Uncompilable
+            raise Uncompilable
         codes = _CODES.get(aid)
         spec = CT_ATTRS.get(aid)
         if codes is None or spec is None or spec.nta_len != nta_len:
-            raise _Uncompilable
+            raise Uncompilable
         off = p - start
-        if off > pos:
-            fmt.append(f"{off - pos}x")
-        fmt.append("4s")
-        hdr_idx.append(nvals)
-        hdr_vals.append(bytes(buf[p:p + 4]))
-        nvals += 1
-        pos = off + 4
+        fmt.header(off, bytes(buf[p:p + 4]))
         idx[aid] = []
         for c in codes:
-            fmt.append(c)
-            idx[aid].append(nvals)
-            offs[nvals] = pos
-            nvals += 1
-            pos += _SIZE[c]
-        if pos != off + nta_len:
-            raise _Uncompilable
+            offs[fmt.nvals] = fmt.pos
+            idx[aid].append(fmt.field(fmt.pos, c))
+        if fmt.pos != off + nta_len:
+            raise Uncompilable
         p += (nta_len + 3) & ~3
-    if end - start > pos:
-        fmt.append(f"{end - start - pos}x")
-    st = struct.Struct(">" + "".join(fmt))
-    if st.size != end - start:
-        raise _Uncompilable
     if (A.IPV4 in idx) == (A.IPV6 in idx) or A.L4PROTO not in idx:
-        raise _Uncompilable  # from_attrs rejects a missing group; both groups: rare, reference path
+        raise Uncompilable  # from_attrs rejects a missing group; both groups: rare, reference path
     proto = buf[start + offs[idx[A.L4PROTO][0]]]
-    hdr_idx.append(idx[A.L4PROTO][0])
-    hdr_vals.append(proto)
+    fmt.signature(idx[A.L4PROTO][0], proto)
     src = _compile_build(idx, proto, window_tracking)
     ns: dict = {"S": struct.Struct(">I").pack, "H": struct.Struct(">H").pack, "B1": _B1,
                 "RT": _RT.get(proto, _B1), "M": META.pack}
-    exec(src, ns)  # noqa: S102 - generated from the fixed tables above and recorded integer indices
-    getter = itemgetter(*hdr_idx)
-    return _Layout(st, getter, tuple(hdr_vals), ns["build"])
+    return Layout(fmt, end - start, define(src, "build", ns))
 
 
 def _v(i: int) -> str:
     return f"v[{i}]"
 
 
-def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
-    v6 = A.IPV6 in idx
-    fam = _AF_INET6 if v6 else _AF_INET
-    alen = 16 if v6 else 4
-    s_i, d_i = idx[A.IPV6 if v6 else A.IPV4]
-    src, dst = (_v(s_i), alen), (_v(d_i), alen)
+Idx = dict[int, list[int]]  # attribute id -> indices of its values in the unpacked message
 
-    # ---- tuples (sync_key_tuple + Tuple.reversed + encode_tuple)
+
+def _icmp(idx: Idx, proto: int) -> tuple[int, Piece, Piece] | None:
+    """(type value index, code piece, id piece) of an ICMP layout with its type, else None."""
+    if proto not in ICMP_PROTOS or A.ICMP_TYPE not in idx:
+        return None
+    code: Piece = (_v(idx[A.ICMP_CODE][0]), 1) if A.ICMP_CODE in idx else (b"\0", 1)
+    ident: Piece = (f"v[{idx[A.ICMP_ID][0]}][::-1]", 2) if A.ICMP_ID in idx else (b"\0\0", 2)
+    return idx[A.ICMP_TYPE][0], code, ident
+
+
+def _tuple(idx: Idx, proto: int, v6: bool, atype: int, src: Piece, dst: Piece, reply: bool) -> list[Piece]:
+    """One CTA_TUPLE_* nest (sync_key_tuple + Tuple.reversed + encode_tuple)."""
+    a, b = (dst, src) if reply else (src, dst)
+    ip = _nested(TupleAttr.IP, _attr(IpAttr.V6_SRC if v6 else IpAttr.V4_SRC, [a]),
+                 _attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, [b]))
+    leaves = _attr(ProtoAttr.NUM, [(bytes((proto,)), 1)])
     ports = idx.get(A.PORT)
-    icmp = proto in ICMP_PROTOS and A.ICMP_TYPE in idx
-    if icmp:
-        it = idx[A.ICMP_TYPE][0]
-        code: Piece = (_v(idx[A.ICMP_CODE][0]), 1) if A.ICMP_CODE in idx else (b"\0", 1)
-        ident: Piece = (f"v[{idx[A.ICMP_ID][0]}][::-1]", 2) if A.ICMP_ID in idx else (b"\0\0", 2)
+    if ports is not None:
+        sp, dp = (_v(ports[0]), 2), (_v(ports[1]), 2)
+        if reply:
+            sp, dp = dp, sp
+        leaves += _attr(ProtoAttr.SRC_PORT, [sp]) + _attr(ProtoAttr.DST_PORT, [dp])
+    icmp = _icmp(idx, proto)
+    if icmp is not None:
+        it, code, ident = icmp
+        typ: Piece = (f"{'RT' if reply else 'B1'}[v[{it}]]", 1)
+        if proto == 58:
+            ids = (ProtoAttr.ICMPV6_ID, ProtoAttr.ICMPV6_TYPE, ProtoAttr.ICMPV6_CODE)
+        else:
+            ids = (ProtoAttr.ICMP_ID, ProtoAttr.ICMP_TYPE, ProtoAttr.ICMP_CODE)
+        leaves += _attr(ids[0], [ident]) + _attr(ids[1], [typ]) + _attr(ids[2], [code])
+    return _nested(atype, ip, _nested(TupleAttr.PROTO, leaves))
 
-    def tup(atype: int, reply: bool) -> list[Piece]:
-        a, b = (dst, src) if reply else (src, dst)
-        ip = _nested(TupleAttr.IP, _attr(IpAttr.V6_SRC if v6 else IpAttr.V4_SRC, [a]),
-                     _attr(IpAttr.V6_DST if v6 else IpAttr.V4_DST, [b]))
-        leaves = _attr(ProtoAttr.NUM, [(bytes((proto,)), 1)])
-        if ports is not None:
-            sp, dp = (_v(ports[0]), 2), (_v(ports[1]), 2)
-            if reply:
-                sp, dp = dp, sp
-            leaves += _attr(ProtoAttr.SRC_PORT, [sp]) + _attr(ProtoAttr.DST_PORT, [dp])
-        if icmp:
-            typ: Piece = (f"{'RT' if reply else 'B1'}[v[{it}]]", 1)
-            if proto == 58:
-                ids = (ProtoAttr.ICMPV6_ID, ProtoAttr.ICMPV6_TYPE, ProtoAttr.ICMPV6_CODE)
-            else:
-                ids = (ProtoAttr.ICMP_ID, ProtoAttr.ICMP_TYPE, ProtoAttr.ICMP_CODE)
-            leaves += _attr(ids[0], [ident]) + _attr(ids[1], [typ]) + _attr(ids[2], [code])
-        return _nested(atype, ip, _nested(TupleAttr.PROTO, leaves))
 
-    body: list[Piece] = [(bytes((fam, 0, 0, 0)), 4)]
-    body += tup(CTA.TUPLE_ORIG, False) + tup(CTA.TUPLE_REPLY, True)
-
-    # ---- NAT (sync_to_create_flow + encode_nat): address ranges of one address, port ranges of one port
+def _nat(idx: Idx, v6: bool) -> list[Piece]:
+    """sync_to_create_flow + encode_nat: address ranges of one address, port ranges of one port."""
+    body: list[Piece] = []
     for atype, a4, a6, pat in ((CTA.NAT_SRC, A.SNAT_IPV4, A.SNAT_IPV6, A.SPAT_PORT),
                                (CTA.NAT_DST, A.DNAT_IPV4, A.DNAT_IPV6, A.DPAT_PORT)):
         if a4 in idx and a6 in idx:
-            raise _Uncompilable
+            raise Uncompilable
         addr = a6 if a6 in idx else a4 if a4 in idx else None
         if addr is not None and (addr == a6) != v6:
-            raise _Uncompilable  # NAT address of the other family: reference path
+            raise Uncompilable  # NAT address of the other family: reference path
         parts: list[Piece] = []
         if addr is not None:
             ap: Piece = (_v(idx[addr][0]), 16 if v6 else 4)
@@ -287,8 +255,36 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
             parts += _nested(NatAttr.PROTO, _attr(ProtoNatAttr.PORT_MIN, [pp]), _attr(ProtoNatAttr.PORT_MAX, [pp]))
         if parts:
             body += _nested(atype, parts)
+    return body
 
-    # ---- flow attributes, in encode_flow order
+
+def _protoinfo(idx: Idx, proto: int, wt: bool) -> list[Piece]:
+    """CTA_PROTOINFO: TCP (BE_LIBERAL flags unless TCPWindowTracking), SCTP/DCCP only with a state."""
+    def leaf(atype: int, attr_id: int, size: int) -> list[Piece]:
+        return _attr(atype, [(_v(idx[attr_id][0]), size)]) if attr_id in idx else []
+
+    info: list[Piece] | None = None
+    if proto == 6:
+        tcp = (leaf(TcpAttr.STATE, A.TCP_STATE, 1) + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
+               + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1))
+        if not wt:
+            info = _nested(ProtoinfoAttr.TCP, tcp + _attr(TcpAttr.FLAGS_ORIGINAL, [(_LIBERAL, 2)])
+                           + _attr(TcpAttr.FLAGS_REPLY, [(_LIBERAL, 2)]))
+        elif A.TCP_STATE in idx:
+            info = _nested(ProtoinfoAttr.TCP, tcp)
+    elif proto == 132 and A.SCTP_STATE in idx:
+        info = _nested(ProtoinfoAttr.SCTP, leaf(SctpAttr.STATE, A.SCTP_STATE, 1)
+                       + leaf(SctpAttr.VTAG_ORIGINAL, A.SCTP_VTAG_ORIG, 4)
+                       + leaf(SctpAttr.VTAG_REPLY, A.SCTP_VTAG_REPL, 4))
+    elif proto == 33 and A.DCCP_STATE in idx:
+        info = _nested(ProtoinfoAttr.DCCP, leaf(_DccpAttr.STATE, A.DCCP_STATE, 1)
+                       + leaf(_DccpAttr.ROLE, A.DCCP_ROLE, 1))
+    return _nested(CTA.PROTOINFO, info) if info is not None else []
+
+
+def _flow_attrs(idx: Idx, proto: int, wt: bool) -> list[Piece]:
+    """The flow attributes after the tuples and NAT, in encode_flow order."""
+    body: list[Piece] = []
     if A.STATUS in idx:
         body += _attr(CTA.STATUS, [(f"S(v[{idx[A.STATUS][0]}] & {_STATUS_KEEP})", 4)])
     else:
@@ -297,41 +293,23 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
         body += _attr(CTA.MARK, [(_v(idx[A.MARK][0]), 4)])
     if A.ZONE in idx:
         body += _attr(CTA.ZONE, [(_v(idx[A.ZONE][0]), 2)])
-
-    def leaf(atype: int, attr_id: int, size: int) -> list[Piece]:
-        return _attr(atype, [(_v(idx[attr_id][0]), size)]) if attr_id in idx else []
-
-    info: list[Piece] | None = None
-    if proto == 6:
-        if not wt:
-            info = _nested(ProtoinfoAttr.TCP, leaf(TcpAttr.STATE, A.TCP_STATE, 1)
-                           + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
-                           + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1)
-                           + _attr(TcpAttr.FLAGS_ORIGINAL, [(_LIBERAL, 2)])
-                           + _attr(TcpAttr.FLAGS_REPLY, [(_LIBERAL, 2)]))
-        elif A.TCP_STATE in idx:
-            info = _nested(ProtoinfoAttr.TCP, leaf(TcpAttr.STATE, A.TCP_STATE, 1)
-                           + leaf(TcpAttr.WSCALE_ORIGINAL, A.TCP_WSCALE_ORIG, 1)
-                           + leaf(TcpAttr.WSCALE_REPLY, A.TCP_WSCALE_REPL, 1))
-    elif proto == 132 and A.SCTP_STATE in idx:
-        info = _nested(ProtoinfoAttr.SCTP, leaf(SctpAttr.STATE, A.SCTP_STATE, 1)
-                       + leaf(SctpAttr.VTAG_ORIGINAL, A.SCTP_VTAG_ORIG, 4)
-                       + leaf(SctpAttr.VTAG_REPLY, A.SCTP_VTAG_REPL, 4))
-    elif proto == 33 and A.DCCP_STATE in idx:
-        info = _nested(ProtoinfoAttr.DCCP, leaf(_DccpAttr.STATE, A.DCCP_STATE, 1)
-                       + leaf(_DccpAttr.ROLE, A.DCCP_ROLE, 1))
-    if info is not None:
-        body += _nested(CTA.PROTOINFO, info)
+    body += _protoinfo(idx, proto, wt)
     if A.SYNPROXY in idx:
         its, isn, tsoff = idx[A.SYNPROXY]
         body += _nested(CTA.SYNPROXY, _attr(SynproxyAttr.ISN, [(_v(isn), 4)]),
                         _attr(SynproxyAttr.ITS, [(_v(its), 4)]), _attr(SynproxyAttr.TSOFF, [(_v(tsoff), 4)]))
+    return body
 
-    # ---- key (cache.pack_tuple of the original tuple + the flow's zone)
+
+def _key(idx: Idx, proto: int, fam: int, src: Piece, dst: Piece) -> list[Piece]:
+    """cache.pack_tuple of the original tuple + the flow's zone."""
     zone = A.ZONE in idx
     key: list[Piece] = [(bytes((fam, proto, _Z_FLOW if zone else 0)), 3), src, dst]
+    ports = idx.get(A.PORT)
+    icmp = _icmp(idx, proto)
     if proto in ICMP_PROTOS:
-        if icmp:
+        if icmp is not None:
+            it, code, ident = icmp
             key += [(f"B1[v[{it}]]", 1), code, ident, (b"\0\0", 2)]
         else:
             key.append((bytes(6), 6))
@@ -340,12 +318,26 @@ def _compile_build(idx: dict[int, list[int]], proto: int, wt: bool) -> str:
     else:
         key.append((bytes(6), 6))
     key += [(b"\0\0", 2), (_v(idx[A.ZONE][0]), 2) if zone else (b"\0\0", 2)]
+    return key
 
+
+def _compile_build(idx: Idx, proto: int, wt: bool) -> str:
+    """Source of ``build(v, lu, lt) -> (key, value)`` for this layout."""
+    v6 = A.IPV6 in idx
+    fam = _AF_INET6 if v6 else _AF_INET
+    alen = 16 if v6 else 4
+    s_i, d_i = idx[A.IPV6 if v6 else A.IPV4]
+    src, dst = (_v(s_i), alen), (_v(d_i), alen)
+    body: list[Piece] = [(bytes((fam, 0, 0, 0)), 4)]
+    body += _tuple(idx, proto, v6, CTA.TUPLE_ORIG, src, dst, False)
+    body += _tuple(idx, proto, v6, CTA.TUPLE_REPLY, src, dst, True)
+    body += _nat(idx, v6)
+    body += _flow_attrs(idx, proto, wt)
     if A.TIMEOUT in idx:
         value: list[Piece] = [(f"M(lu, lt, {_v(idx[A.TIMEOUT][0])})", META_LEN), *body, (TAIL[HAS_TIMEOUT], TAIL_LEN)]
     else:
         value = [("M(lu, lt, 0)", META_LEN), *body, (TAIL[0], TAIL_LEN)]
-    return f"def build(v, lu, lt):\n    return ({_join(key)}, {_join(value)})\n"
+    return f"def build(v, lu, lt):\n    return ({_join(_key(idx, proto, fam, src, dst))}, {_join(value)})\n"
 
 
 class Transcoder:
@@ -359,16 +351,19 @@ class Transcoder:
     def __init__(self, window_tracking: bool = False, max_layouts: int = 128,
                  reference: Callable | None = None) -> None:
         self.window_tracking = window_tracking
-        self.cache: dict[int, list[_Layout]] = {}  # attribute bytes -> layouts of that length
-        self.generic: set[tuple[int, tuple[int, ...]]] = set()  # layouts known not to compile
-        self.max_layouts = max_layouts
-        self.layouts = 0
+        # buckets by attribute bytes; generic: the (length, signature) of layouts known not to compile
+        self.compiled = Layouts(max_layouts=max_layouts, per_bucket=8, max_generic=4 * max_layouts)
+        self._buckets = self.compiled.buckets
         self.hits = 0
         self.misses = 0
         self._reference = reference if reference is not None else _reference
 
+    @property
+    def layouts(self) -> int:
+        return self.compiled.count
+
     def entry(self, buf, start: int, end: int, lastupdate: float, lifetime: int) -> tuple[bytes, bytes] | None:
-        bucket = self.cache.get(end - start)
+        bucket = self._buckets.get(end - start)
         if bucket is not None:
             for lay in bucket:
                 vals = lay.struct.unpack_from(buf, start)
@@ -388,39 +383,33 @@ class Transcoder:
         timeout = META.unpack_from(value)[2] if value[-4] & HAS_TIMEOUT else None
         return key, value[META_LEN:-TAIL_LEN], timeout
 
-    def _miss(self, buf, start: int, end: int) -> tuple[_Layout, tuple] | None:
+    def _miss(self, buf, start: int, end: int) -> tuple[Layout, tuple] | None:
         self.misses += 1
-        if (self.layouts >= self.max_layouts or len(self.generic) >= 4 * self.max_layouts
-                or end - start > 0xFFFF or start < 0 or end > len(buf)):
+        compiled = self.compiled
+        if compiled.full() or end - start > 0xFFFF or start < 0 or end > len(buf):
             return None  # full (a peer sending ever new layouts): the reference path from now on
         try:
             sig = (end - start, _signature(buf, start, end))
-            if sig in self.generic:
+            if sig in compiled.generic:
                 return None
             try:
                 lay = _compile(buf, start, end, self.window_tracking)
-            except (_Uncompilable, struct.error, KeyError, IndexError, ValueError):
-                self._give_up(sig)
+            except (Uncompilable, struct.error, KeyError, IndexError, ValueError):
+                compiled.give_up(sig)
                 return None
             vals = lay.struct.unpack_from(buf, start)
             got = lay.build(vals, 0.0, 0)
-        except _Uncompilable:  # malformed: the reference path counts the error
+        except Uncompilable:  # malformed: the reference path counts the error
             return None
         try:
             want = self._reference(buf, start, end, self.window_tracking)
         except Exception:  # noqa: BLE001 - the reference path raises (and counts) it again
             return None
         if want != got:
-            self._give_up(sig)
+            compiled.give_up(sig)
             return None
-        bucket = self.cache.setdefault(end - start, [])
-        if len(bucket) < 8:  # a few layouts share a length at most; never let a bucket grow unbounded
-            bucket.append(lay)
-            self.layouts += 1
+        compiled.add(end - start, lay)
         return lay, vals
-
-    def _give_up(self, sig: tuple) -> None:
-        self.generic.add(sig)
 
 
 def _reference(buf, start: int, end: int, window_tracking: bool) -> tuple[bytes, bytes]:

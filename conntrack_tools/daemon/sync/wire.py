@@ -595,11 +595,45 @@ _CT_TAIL_FIELDS: tuple[tuple[CtAttr, str], ...] = (
     (A.ZONE, "zone"),
 )
 _FIELD_WRAP: dict[str, type] = {"nat_seq_adj": NatSeqAdj, "synproxy": Synproxy}
+# Tuples as (address group v4, v6, L4 protocol, port group); NAT addresses as (field, v4, v6).
+_CT_ORIG = (A.IPV4, A.IPV6, A.L4PROTO, A.PORT)
+_CT_MASTER = (A.MASTER_IPV4, A.MASTER_IPV6, A.MASTER_L4PROTO, A.MASTER_PORT)
+_CT_NAT = (("snat", A.SNAT_IPV4, A.SNAT_IPV6), ("dnat", A.DNAT_IPV4, A.DNAT_IPV6))
 del A
 
 
 def _ip_attr(addr: Addr, v4: int, v6: int) -> int:
     return v4 if isinstance(addr, IPv4Address) else v6
+
+
+def _tuple_attrs(t: FlowTuple, v4: int, v6: int, l4: int, port: int) -> list[Attr]:
+    """A tuple's attributes (address group, L4 protocol, ports if the protocol has them): one table row."""
+    out: list[Attr] = [(_ip_attr(t.src, v4, v6), (t.src, t.dst)), (l4, t.l4proto)]
+    if (ports := t.ports) is not None:
+        out.append((port, ports))
+    return out
+
+
+def _tuple_from(a: Mapping[int, Any], v4: int, v6: int, l4: int, port: int) -> FlowTuple | None:
+    """The inverse of ``_tuple_attrs`` (None without the address group)."""
+    group = a.get(v4, a.get(v6))
+    if group is None:
+        return None
+    sport, dport = a.get(port, (None, None))
+    return FlowTuple(group[0], group[1], a.get(l4, 0), sport, dport)
+
+
+def _fields_attrs(obj: Any, rows: tuple[tuple[int, str], ...]) -> list[Attr]:
+    """Plain field -> attribute copies; a ``None`` field is not transmitted."""
+    return [(attr, v) for attr, name in rows if (v := getattr(obj, name)) is not None]
+
+
+def _fields_from(a: Mapping[int, Any], rows: tuple[tuple[int, str], ...], kw: dict[str, Any]) -> None:
+    """The inverse of ``_fields_attrs``: absent attributes keep the dataclass default."""
+    for attr, name in rows:
+        if attr in a:
+            wrap = _FIELD_WRAP.get(name)
+            kw[name] = wrap(*a[attr]) if wrap else a[attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,70 +699,43 @@ class SyncFlow:
 
     def to_attrs(self) -> tuple[Attr, ...]:
         """Attributes in ``ct2msg`` order; ``None`` fields are not transmitted."""
-        o = self.orig
-        attrs: list[Attr] = [
-            (_ip_attr(o.src, CtAttr.IPV4, CtAttr.IPV6), (o.src, o.dst)),
-            (CtAttr.STATUS, self.status),
-            (CtAttr.L4PROTO, o.l4proto),
-        ]
-        if (ports := o.ports) is not None:
-            attrs.append((CtAttr.PORT, ports))
-        attrs += [(a, getattr(self, f)) for a, f in _CT_L4_FIELDS if getattr(self, f) is not None]
-        if (m := self.master) is not None:
-            attrs.append((_ip_attr(m.src, CtAttr.MASTER_IPV4, CtAttr.MASTER_IPV6), (m.src, m.dst)))
-            attrs.append((CtAttr.MASTER_L4PROTO, m.l4proto))
-            if (mports := m.ports) is not None:
-                attrs.append((CtAttr.MASTER_PORT, mports))
-        if self.snat is not None:
-            attrs.append((_ip_attr(self.snat, CtAttr.SNAT_IPV4, CtAttr.SNAT_IPV6), self.snat))
-        if self.dnat is not None:
-            attrs.append((_ip_attr(self.dnat, CtAttr.DNAT_IPV4, CtAttr.DNAT_IPV6), self.dnat))
-        attrs += [(a, getattr(self, f)) for a, f in _CT_TAIL_FIELDS if getattr(self, f) is not None]
+        attrs = _tuple_attrs(self.orig, *_CT_ORIG)
+        attrs.insert(1, (CtAttr.STATUS, self.status))  # ct2msg sends the status between addresses and protocol
+        attrs += _fields_attrs(self, _CT_L4_FIELDS)
+        if self.master is not None:
+            attrs += _tuple_attrs(self.master, *_CT_MASTER)
+        for name, v4, v6 in _CT_NAT:
+            if (addr := getattr(self, name)) is not None:
+                attrs.append((_ip_attr(addr, v4, v6), addr))
+        attrs += _fields_attrs(self, _CT_TAIL_FIELDS)
         return tuple(attrs)
 
     @classmethod
     def from_attrs(cls, attrs: Iterable[Attr]) -> SyncFlow:
         """Build the object view; needs the address group and L4PROTO like any C sender sends."""
         a = dict(attrs)
-        group = a.get(CtAttr.IPV4, a.get(CtAttr.IPV6))
-        if group is None or CtAttr.L4PROTO not in a:
+        orig = _tuple_from(a, *_CT_ORIG)
+        if orig is None or CtAttr.L4PROTO not in a:
             raise WireError("conntrack message without NTA_IPV4/IPV6 or NTA_L4PROTO")
-        sport, dport = a.get(CtAttr.PORT, (None, None))
-        kw: dict[str, Any] = {"orig": FlowTuple(group[0], group[1], a[CtAttr.L4PROTO], sport, dport)}
+        kw: dict[str, Any] = {"orig": orig}
         if CtAttr.STATUS in a:
             kw["status"] = a[CtAttr.STATUS]
-        for attr, name in _CT_L4_FIELDS + _CT_TAIL_FIELDS:
-            if attr in a:
-                wrap = _FIELD_WRAP.get(name)
-                kw[name] = wrap(*a[attr]) if wrap else a[attr]
-        mgroup = a.get(CtAttr.MASTER_IPV4, a.get(CtAttr.MASTER_IPV6))
-        if mgroup is not None:
-            msport, mdport = a.get(CtAttr.MASTER_PORT, (None, None))
-            kw["master"] = FlowTuple(mgroup[0], mgroup[1], a.get(CtAttr.MASTER_L4PROTO, 0), msport, mdport)
-        kw["snat"] = a.get(CtAttr.SNAT_IPV4, a.get(CtAttr.SNAT_IPV6))
-        kw["dnat"] = a.get(CtAttr.DNAT_IPV4, a.get(CtAttr.DNAT_IPV6))
+        _fields_from(a, _CT_L4_FIELDS + _CT_TAIL_FIELDS, kw)
+        if (master := _tuple_from(a, *_CT_MASTER)) is not None:
+            kw["master"] = master
+        for name, v4, v6 in _CT_NAT:
+            kw[name] = a.get(v4, a.get(v6))
         return cls(**kw)
-
-
-def _exp_tuple_attrs(t: FlowTuple, v4: ExpAttr, v6: ExpAttr, l4: ExpAttr, port: ExpAttr) -> list[Attr]:
-    out: list[Attr] = [(_ip_attr(t.src, v4, v6), (t.src, t.dst)), (l4, t.l4proto)]
-    if (ports := t.ports) is not None:
-        out.append((port, ports))
-    return out
-
-
-def _exp_tuple(a: Mapping[int, Any], v4: int, v6: int, l4: int, port: int) -> FlowTuple | None:
-    group = a.get(v4, a.get(v6))
-    if group is None:
-        return None
-    sport, dport = a.get(port, (None, None))
-    return FlowTuple(group[0], group[1], a.get(l4, 0), sport, dport)
 
 
 _E = ExpAttr
 _EXP_MASTER = (_E.MASTER_IPV4, _E.MASTER_IPV6, _E.MASTER_L4PROTO, _E.MASTER_PORT)
 _EXP_EXPECT = (_E.EXPECT_IPV4, _E.EXPECT_IPV6, _E.EXPECT_L4PROTO, _E.EXPECT_PORT)
 _EXP_MASK = (_E.MASK_IPV4, _E.MASK_IPV6, _E.MASK_L4PROTO, _E.MASK_PORT)
+_EXP_NAT = (_E.NAT_IPV4, _E.NAT_IPV4, _E.NAT_L4PROTO, _E.NAT_PORT)  # no NTA_EXP_NAT_IPV6 on the wire
+# exp2msg order: the three tuples, these fields, the NAT tuple and its direction, then the tail fields.
+_EXP_FIELDS: tuple[tuple[int, str], ...] = ((_E.TIMEOUT, "timeout"), (_E.FLAGS, "flags"), (_E.CLASS, "klass"))
+_EXP_TAIL_FIELDS: tuple[tuple[int, str], ...] = ((_E.HELPER_NAME, "helper"), (_E.FN, "fn"))
 del _E
 
 
@@ -752,47 +759,28 @@ class SyncExpect:
     fn: str | None = None
 
     def to_attrs(self) -> tuple[Attr, ...]:
-        attrs = _exp_tuple_attrs(self.master, *_EXP_MASTER)
-        attrs += _exp_tuple_attrs(self.expected, *_EXP_EXPECT)
-        attrs += _exp_tuple_attrs(self.mask, *_EXP_MASK)
-        if self.timeout is not None:
-            attrs.append((ExpAttr.TIMEOUT, self.timeout))
-        attrs.append((ExpAttr.FLAGS, self.flags))
-        if self.klass is not None:
-            attrs.append((ExpAttr.CLASS, self.klass))
-        if (n := self.nat) is not None:
-            attrs.append((ExpAttr.NAT_IPV4, (n.src, n.dst)))
-            attrs.append((ExpAttr.NAT_L4PROTO, n.l4proto))
-            if (ports := n.ports) is not None:
-                attrs.append((ExpAttr.NAT_PORT, ports))
+        attrs = _tuple_attrs(self.master, *_EXP_MASTER)
+        attrs += _tuple_attrs(self.expected, *_EXP_EXPECT)
+        attrs += _tuple_attrs(self.mask, *_EXP_MASK)
+        attrs += _fields_attrs(self, _EXP_FIELDS)  # flags (never None) always goes
+        if self.nat is not None:
+            attrs += _tuple_attrs(self.nat, *_EXP_NAT)
             attrs.append((ExpAttr.NAT_DIR, self.nat_dir))
-        if self.helper is not None:
-            attrs.append((ExpAttr.HELPER_NAME, self.helper))
-        if self.fn is not None:
-            attrs.append((ExpAttr.FN, self.fn))
+        attrs += _fields_attrs(self, _EXP_TAIL_FIELDS)
         return tuple(attrs)
 
     @classmethod
     def from_attrs(cls, attrs: Iterable[Attr]) -> SyncExpect:
         a = dict(attrs)
-        master = _exp_tuple(a, *_EXP_MASTER)
-        expected = _exp_tuple(a, *_EXP_EXPECT)
-        mask = _exp_tuple(a, *_EXP_MASK)
+        master = _tuple_from(a, *_EXP_MASTER)
+        expected = _tuple_from(a, *_EXP_EXPECT)
+        mask = _tuple_from(a, *_EXP_MASK)
         if master is None or expected is None or mask is None:
             raise WireError("expectation message without master/expected/mask tuple")
-        nat = _exp_tuple(a, ExpAttr.NAT_IPV4, ExpAttr.NAT_IPV4, ExpAttr.NAT_L4PROTO, ExpAttr.NAT_PORT)
-        return cls(
-            master=master,
-            expected=expected,
-            mask=mask,
-            timeout=a.get(ExpAttr.TIMEOUT),
-            flags=a.get(ExpAttr.FLAGS, 0),
-            klass=a.get(ExpAttr.CLASS),
-            nat=nat,
-            nat_dir=a.get(ExpAttr.NAT_DIR, 0),
-            helper=a.get(ExpAttr.HELPER_NAME),
-            fn=a.get(ExpAttr.FN),
-        )
+        kw: dict[str, Any] = {"master": master, "expected": expected, "mask": mask,
+                              "nat": _tuple_from(a, *_EXP_NAT), "nat_dir": a.get(ExpAttr.NAT_DIR, 0)}
+        _fields_from(a, _EXP_FIELDS + _EXP_TAIL_FIELDS, kw)
+        return cls(**kw)
 
 
 def encode_flow_message(msgtype: int, flow: SyncFlow, seq: int, flags: int = 0) -> bytes:

@@ -28,6 +28,10 @@ from ipaddress import IPv4Address, IPv6Address
 from types import MappingProxyType
 from typing import Any
 
+from ...flow import PORT_PROTOS
+
+# C's build.c sends NTA_PORT (and exp_l4proto_fcn the expectation ports) for these protocols only: not udplite.
+NTA_PORT_PROTOS = PORT_PROTOS - {136}
 NTA_HDR = struct.Struct("!HH")  # nta_len, nta_attr
 NTA_HDR_LEN = NTA_HDR.size
 

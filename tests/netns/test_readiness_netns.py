@@ -1,0 +1,59 @@
+"""Beyond C: the readiness file (keepalived track_file) says 0 only once the resync is in.
+
+Node A (ours or C 1.4.7) holds N flows; node B (ours, ``General { Readiness { File  Weight -100 } }``)
+starts afterwards. B's file must hold -100 from its start until its external cache holds all N of
+A's flows, then 0, and -100 again after B stops. Two nodes on one multicast segment
+(tests/netns/sync_mesh.py), FTFW and NOTRACK, ours and C as the peer that answers the resync.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from tests.netns.sync_mesh import Mesh, Node, ns, wait_for
+from tests.netns.test_sync_resync import burst_keys
+
+pytestmark = [pytest.mark.root]
+
+N = int(os.environ.get("CTPY_READINESS_N", "20000"))
+
+
+@pytest.mark.parametrize("peer", ["py", "c"])
+@pytest.mark.parametrize("mode", ["ftfw", "notrack"])
+def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
+    with Mesh() as mesh:
+        nodes = []
+        try:
+            for i in (1, 2):
+                mesh.add(i)
+            ready = tmp_path / "ready"
+            a = Node(tmp_path, 1, impl=peer, mode=mode)
+            b = Node(tmp_path, 2, mode=mode, extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")
+            nodes = [a, b]
+            a.start()
+            r = ns(a.ns, sys.executable, "bench/populate.py", str(N), "udp", timeout=60)
+            assert r.returncode == 0, r.stderr
+            wait_for(lambda: a.count("-i") >= N, 60, f"{N} flows in A's internal cache")
+            b.start(wait=False)
+            seen, t0 = [], time.monotonic()
+            while time.monotonic() - t0 < 60:
+                value = ready.read_text().strip() if ready.exists() else None
+                if value is not None and (not seen or seen[-1] != value):
+                    seen.append(value)
+                if value == "0":
+                    break
+                time.sleep(0.02)
+            got = b.external()
+            secs = time.monotonic() - t0
+            print(f"\n{mode}, peer {peer}: file {seen} after {secs:.1f} s; B holds {len(got)} of {N}")
+            assert seen and seen[0] == "-100" and seen[-1] == "0", seen
+            assert len(burst_keys(N) - got) == 0, f"ready with {len(burst_keys(N) - got)} flows missing"
+            b.stop()
+            assert ready.read_text() == "-100\n"
+        finally:
+            for n in nodes:
+                n.stop()

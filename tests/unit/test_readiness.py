@@ -1,0 +1,141 @@
+"""Readiness for keepalived's track_file (conntrack_tools/daemon/readiness.py): the decisions, pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from conntrack_tools.daemon.readiness import ReadinessFile, ReadinessTracker
+from conntrack_tools.daemon.sync.modes import Ftfw, Notrack
+from conntrack_tools.daemon.sync.seq import SeqCounter
+from conntrack_tools.daemon.sync.wire import AckHeader, MsgFlag, MsgType, decode_datagram
+
+
+def test_ready_after_the_answer_to_our_request_and_a_quiet_second():
+    t = ReadinessTracker(quiet=1.0)
+    assert not t.update(0.5, None, None, False, False)  # nothing asked yet
+    t.resync_requested(1.0)
+    assert not t.update(1.2, 1.1, 1.15, True, False)  # request not through yet
+    assert not t.update(1.5, 1.4, 1.45, False, False)  # the bulk is still arriving
+    assert not t.update(2.2, 2.0, 1.9, False, True)  # a NACK is open
+    assert t.update(3.0, 2.9, 1.9, False, False)
+    assert t.ready and not t.update(9.0, 9.0, 8.9, False, False)  # once
+
+
+def test_a_silent_peer_never_makes_us_ready():
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    assert not any(t.update(x, None, None, False, False) for x in (2.0, 10.0, 100.0))
+
+
+def test_a_peer_with_an_empty_cache_answers_with_alives_only():
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    assert not t.update(1.5, 1.4, None, False, False)
+    assert t.update(2.1, 2.0, None, False, False)
+
+
+def test_alarm_waits_one_refresh_period_after_the_peer_was_first_heard():
+    t = ReadinessTracker(refresh_time=15.0)
+    assert not t.update(3.0, None, None, False, False)
+    assert not t.update(4.0, 3.5, 3.5, False, False)
+    assert not t.update(18.0, 17.9, 17.9, False, False)
+    assert t.update(18.6, 18.5, 18.5, False, False)
+
+
+def test_ftfw_resync_request_is_pending_until_acknowledged():
+    m = Ftfw(SeqCounter(lambda: 100))
+    m.request_resync()
+    assert m.resync_pending()
+    out = m.xmit(lambda o: o)
+    (msg,) = [x for d in out for x in decode_datagram(d)]
+    assert msg.header.flags & MsgFlag.RESYNC and m.resync_pending()  # sent, not acknowledged
+    m.recv("peer", AckHeader(type=MsgType.CTL, flags=int(MsgFlag.ACK), seq=7, from_=msg.header.seq,
+                             to=msg.header.seq), 1.0)
+    assert not m.resync_pending()
+
+
+def test_ftfw_resync_request_pushed_out_of_a_full_resend_queue_is_asked_again():
+    m = Ftfw(SeqCounter(lambda: 100), rsq_size=2)
+    m.request_resync()
+    m.xmit(lambda o: o)
+    for k in range(3):
+        m.enqueue(k, (1, b"x"))
+    m.xmit(lambda o: o)  # the RESYNC is evicted by the data messages ...
+    assert m.resync_pending()
+    again = [x for d in m.xmit(lambda o: o) for x in decode_datagram(d)]
+    assert [x.header.flags & MsgFlag.RESYNC for x in again] == [MsgFlag.RESYNC]  # ... and sent again
+
+
+def test_notrack_resync_request_is_through_once_sent():
+    m = Notrack(SeqCounter(lambda: 100))
+    m.request_resync()
+    assert m.resync_pending()
+    m.xmit(lambda o: o)
+    assert not m.resync_pending()
+
+
+def test_readiness_file_holds_the_weight_then_zero(tmp_path):
+    logged = []
+    f = ReadinessFile(str(tmp_path / "ready"), -100, lambda lvl, msg: logged.append(msg))
+    f.not_ready()
+    assert (tmp_path / "ready").read_text() == "-100\n"
+    f.ready()
+    assert (tmp_path / "ready").read_text() == "0\n" and len(logged) == 1
+    f.ready()
+    assert len(logged) == 1
+    f.not_ready()
+    assert (tmp_path / "ready").read_text() == "-100\n"
+    bad = ReadinessFile(str(tmp_path / "absent" / "ready"), -5, lambda lvl, msg: logged.append(msg))
+    bad.not_ready()
+    assert "cannot write readiness file" in logged[-1]
+
+
+# ------------------------------------------------------------------ General { Readiness { ... } } (beyond C)
+
+
+BASE = "General {{\n UNIX {{ Path /run/ct.ctl }}\n{body}}}\nStats {{\n}}\n"
+
+
+def parse(body: str):
+    from conntrack_tools.daemon.config import parse_config
+
+    return parse_config(BASE.format(body=body))
+
+
+def test_readiness_block_in_general():
+    cfg = parse(" Readiness {\n  File /run/conntrackd/ready\n  Weight -50\n }\n")
+    assert (cfg.general.readiness_file, cfg.general.readiness_weight) == ("/run/conntrackd/ready", -50)
+    w = [f for f in cfg.warnings if f.code == "c-incompatible"]
+    assert len(w) == 1 and "Readiness" in w[0].message and (w[0].line, w[0].column) == (3, 2)
+    assert parse(" Readiness {\n  File /r\n }\n").general.readiness_weight == -100
+    plain = parse("")
+    assert plain.general.readiness_file is None
+    assert not [f for f in plain.warnings if f.code == "c-incompatible"]
+
+
+@pytest.mark.parametrize(("body", "where", "words"), [
+    (" Readiness {\n  Weight 5\n }\n", (4, 10), "negative"),
+    (" Readiness {\n  Weight +5\n }\n", (4, 10), "negative"),
+    (" Readiness {\n  Weight 0\n }\n", (4, 10), "negative"),
+    (" Readiness {\n  File relative\n }\n", (4, 8), "absolute path"),
+    (" Readiness {\n  Listen 127.0.0.1:1\n }\n", (4, 3), "Readiness"),
+    (" File /run/x\n", (3, 2), "General"),
+])
+def test_readiness_block_errors(body, where, words):
+    from conntrack_tools.daemon.config import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        parse(body)
+    assert (ei.value.line, ei.value.column) == where and words in ei.value.message, ei.value
+
+
+def test_readiness_words_stay_names_elsewhere():
+    """'File' and 'Weight' are names for C's scanner: still valid where C takes a name."""
+    from conntrack_tools.daemon.config import parse_config
+
+    text = ("General {\n UNIX { Path /run/ct.ctl }\n}\nSync {\n Mode FTFW { }\n UDP {\n  IPv4_address 10.0.0.1\n"
+            "  IPv4_Destination_Address 10.0.0.2\n  Port 3780\n  Interface Weight\n }\n"
+            " Options { ExpectationSync { File Readiness } }\n}\n")
+    cfg = parse_config(text)
+    assert cfg.sync is not None and cfg.sync.channels[0].interface == "Weight"
+    assert cfg.sync.expectation_helpers == ("File", "Readiness")
