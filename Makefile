@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: deps venv test test-unit lint lab-test demo demo-netns demo-clean bench fuzz soak clean
+.PHONY: deps venv test test-unit lint dist lab-test demo demo-netns demo-clean bench fuzz soak clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -24,9 +24,13 @@ test-unit: venv
 	$(BIN)/pytest tests/unit
 
 lint: venv
-	$(BIN)/ruff check conntrack_tools tests bench fuzz
+	$(BIN)/ruff check conntrack_tools tests bench fuzz scripts setup.py
 	$(BIN)/yamllint -s .
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q --profile production roles playbooks
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint -q --profile production
+
+# Release artifacts in dist/: the wheel and the collection ctpy.conntrack_tools (which carries the wheel).
+dist: venv
+	VENV=$(VENV) bash scripts/build-dist.sh
 
 # Molecule: the four-container lab, default (ours on both firewalls) and interop (ours + C) scenarios:
 # converge, idempotence, failover side_effect under 100 live TCP connections, verify (~11 min).
@@ -58,4 +62,4 @@ soak: deps venv
 	for round in 1 2 3; do $(BIN)/pytest -v -s tests/netns/test_reliability_sync_faults.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info roles/conntrack_tools/files/*.whl

@@ -40,8 +40,10 @@ __all__ = [
     "main",
 ]
 
-#: Repository layout: conntrack_tools/render.py -> <root>/templates, <root>/roles.
-_ROOT = Path(__file__).resolve().parent.parent
+#: Where templates/ and roles/*/defaults live: inside the package when installed from a wheel
+#: (setup.py copies them into conntrack_tools/_data/), else the checkout's root.
+_DATA = Path(__file__).resolve().parent / "_data"
+_ROOT = _DATA if (_DATA / "templates").is_dir() else Path(__file__).resolve().parent.parent
 _ENV_VAR = "CONNTRACK_TOOLS_TEMPLATES"
 
 _TRUE_STRINGS = frozenset({"yes", "on", "1", "true", "y", "t"})
@@ -149,7 +151,7 @@ def role_defaults(
     Expressions that need Ansible-only context (``hostvars``, ``groups``, ...) and
     are not overridden are dropped rather than guessed.  Needs PyYAML.
     """
-    import yaml  # only this helper needs it; PyYAML ships with ansible-core
+    import yaml  # only this helper (and -e @FILE.yml) needs it: imported late to keep start-up short
 
     path = Path(roles_dir) if roles_dir is not None else _ROOT / "roles"
     data = yaml.safe_load((path / role / "defaults" / "main.yml").read_text()) or {}

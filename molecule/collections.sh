@@ -1,12 +1,15 @@
 #!/bin/bash
-# Install the Ansible collections the lab needs into molecule/.collections
-# (ANSIBLE_COLLECTIONS_PATH, set by molecule/env.sh). Ansible Galaxy is not
+# Install the Ansible collections the lab needs: containers.podman into
+# molecule/.collections, and our own collection, built from this tree, into the
+# clean path molecule/.state/collections (both on ANSIBLE_COLLECTIONS_PATH, set by
+# molecule/env.sh and the scenarios). Ansible Galaxy is not
 # reachable from here, so they are taken from the PyPI `ansible` bundle wheel,
 # pinned by version and sha256, and only the listed collections are unpacked
 # (containers.podman is ~0.8 MB; the whole bundle would add ~470 MB to the venv).
 #
-# Idempotent: a stamp records the wheel hash and the collection list; a second
-# run does nothing (~0.05 s). Needs only pip (the project venv's) and network
+# containers.podman is idempotent: a stamp records the wheel hash and the
+# collection list; a second run does nothing (~0.05 s). Ours is rebuilt and
+# reinstalled every time (~5 s). Needs only pip (the project venv's) and network
 # access to the configured Python package index, once.
 set -euo pipefail
 # shellcheck source=env.sh
@@ -20,14 +23,13 @@ COLLECTIONS=(containers/podman)
 
 PYTHON=${PYTHON:-$CTPY_REPO/.venv/bin/python}
 [[ -x $PYTHON ]] || PYTHON=python3
-dest="$ANSIBLE_COLLECTIONS_PATH"
+dest="$CTPY_MOLECULE/.collections"
 stamp="$dest/.ctpy-stamp"
 want="ansible==$ANSIBLE_BUNDLE_VERSION sha256:$ANSIBLE_BUNDLE_SHA256 ${COLLECTIONS[*]}"
 
 if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
     ctpy_log "collections up to date in $dest (${COLLECTIONS[*]} from ansible $ANSIBLE_BUNDLE_VERSION)"
-    exit 0
-fi
+else
 
 dl="$CTPY_CACHE_DIR/wheels"
 mkdir -p "$dl"
@@ -60,3 +62,16 @@ with zipfile.ZipFile(wheel) as z:
         print(f"installed {coll.replace('/', '.')} {version} into {dest}", file=sys.stderr)
 EOF
 echo "$want" >"$stamp"
+fi
+
+# Our collection: built from this tree (wheel + tarball, scripts/build-dist.sh) and installed into a
+# clean collections path every time, so the lab runs exactly what the artifact ships.
+t0=$SECONDS
+tarball=$(VENV=${VENV:-$CTPY_REPO/.venv} bash "$CTPY_REPO/scripts/build-dist.sh" "$CTPY_STATE/dist")
+ours="$CTPY_STATE/collections"
+rm -rf "$ours"
+mkdir -p "$ours"
+galaxy=$(dirname "$PYTHON")/ansible-galaxy
+[[ -x $galaxy ]] || galaxy=ansible-galaxy
+"$galaxy" collection install --offline -p "$ours" "$tarball" >/dev/null
+ctpy_log "installed ${tarball##*/} into $ours ($((SECONDS - t0)) s)"

@@ -4,7 +4,8 @@
 # the lab needs on this machine kind (see docs/lab.md):
 #   * runc instead of crun (crun 1.8 refuses the hybrid cgroup v1 + cgroup2 layout);
 #   * pinned nofile/nproc ulimits (no CAP_SYS_RESOURCE: podman's defaults fail);
-#   * the repo-local containers.podman collection and the repository's roles.
+#   * the repo-local containers.podman collection and our collection as built and
+#     installed by molecule/collections.sh (the lab never uses the checkout's roles).
 # Nothing here is written outside the repository except by ctpy_host_packages.
 
 CTPY_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,10 +47,11 @@ EOF
 }
 
 # Host packages: podman (netavark + aardvark-dns for name resolution between
-# containers), runc, catatonit, debootstrap. apt-get update only when something
-# is missing.
+# containers; netavark 1.4 drives iptables and fails with "netavark: No such
+# file or directory" without it), runc, catatonit, debootstrap. apt-get update
+# only when something is missing.
 ctpy_host_packages() {
-    local pkgs=(podman runc netavark aardvark-dns catatonit debootstrap debian-archive-keyring)
+    local pkgs=(podman runc netavark aardvark-dns iptables catatonit debootstrap debian-archive-keyring)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -67,8 +69,8 @@ ctpy_host_packages() {
 }
 
 ctpy_ansible_env() {
-    export ANSIBLE_COLLECTIONS_PATH="$CTPY_MOLECULE/.collections"
-    export ANSIBLE_ROLES_PATH="$CTPY_REPO/roles"
+    export ANSIBLE_COLLECTIONS_PATH="$CTPY_STATE/collections:$CTPY_MOLECULE/.collections"
+    unset ANSIBLE_ROLES_PATH
     export ANSIBLE_FORCE_COLOR=${ANSIBLE_FORCE_COLOR:-0}
 }
 

@@ -18,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 SUITE=bookworm
 PACKAGES=(
     python3 python3-venv
+    python3-pyroute2 python3-jinja2 python3-prometheus-client python3-yaml   # our package's dependencies
     python3-apt python3-packaging           # needed on the node by Ansible's apt and pip modules
     systemd systemd-sysv dbus kmod          # systemd as PID 1 (/sbin/init)
     keepalived nftables iptables iproute2 tcpdump

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -16,6 +17,21 @@ from conntrack_tools import render
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "inventories" / "example"
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+
+
+def checkout_collections_path() -> Path:
+    """A collections path whose ``ansible_collections/ctpy/conntrack_tools`` is this checkout (a link), so the
+    checkout's playbooks and tests resolve the collection's modules and module_utils by FQCN."""
+    tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]  # one per checkout, reused by every run
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ctpy-checkout-collections-{tag}"
+    link = path / "ansible_collections" / "ctpy" / "conntrack_tools"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not (link.is_symlink() and link.resolve() == ROOT):
+        tmp = link.with_name(f".conntrack_tools-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(ROOT)
+        tmp.replace(link)
+    return path
 
 
 def _load(path: Path) -> dict[str, Any]:

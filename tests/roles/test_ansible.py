@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers import INVENTORY, ROOT, VENV_BIN, context
+from .helpers import INVENTORY, ROOT, VENV_BIN, checkout_collections_path, context
 
 PLAYBOOK = VENV_BIN / "ansible-playbook"
 HERE = Path(__file__).parent
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible-core is n
 ENV = {
     **os.environ,
     "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+    "ANSIBLE_COLLECTIONS_PATH": str(checkout_collections_path()),  # the modules by FQCN (status.yml)
     "ANSIBLE_NOCOLOR": "1",
     "ANSIBLE_FORCE_COLOR": "0",
     "ANSIBLE_LOCALHOST_WARNING": "false",
