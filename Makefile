@@ -58,8 +58,10 @@ fuzz: venv
 
 # Sync under faults (loss, link cut, kill -9), three rounds (one round runs in `make test`).
 # CTPY_SYNC_FAULT_IMPL=c runs the same scenarios between two C daemons for comparison.
+# The 20,000-flow bursts (NOTRACK both ways, C sender over a lossy link), five rounds (one runs in `make test`).
 soak: deps venv
 	for round in 1 2 3; do $(BIN)/pytest -v -s tests/netns/test_reliability_sync_faults.py || exit 1; done
+	for round in 1 2 3 4 5; do $(BIN)/pytest -v -s tests/netns/test_sync_burst.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info roles/conntrack_tools/files/*.whl
