@@ -76,8 +76,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyroute2 import IPRoute, NetNS, netns
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -85,6 +83,7 @@ from conntrack_tools.daemon.control import Action  # noqa: E402
 from conntrack_tools.daemon.control_server import request  # noqa: E402
 from tests.netns.daemon_proc import Conntrackd, ns_run, sh  # noqa: E402
 from tests.netns.sync_mesh import sync_general  # noqa: E402
+from tests.netns.veth_pair import VethPair, stat_num  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 C_DAEMON = "/usr/sbin/conntrackd"
@@ -93,13 +92,12 @@ PY_DAEMON = str(VENV_BIN / "conntrackd")
 MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
 CLK = os.sysconf("SC_CLK_TCK")
 TAG = f"{os.getpid() % 100000}"
-NS = {"A": f"ctpy-sbA{TAG}", "B": f"ctpy-sbB{TAG}"}
-VETH = {"A": f"ctpy-sb{TAG}a", "B": f"ctpy-sb{TAG}b"}
-ADDR = {"A": "10.241.0.1", "B": "10.241.0.2"}
+PORT = 3781  # UDP port, and the multicast group's port (--matrix)
+PAIR = VethPair("ctpy-sb", TAG, "10.241.0", PORT, "ctpy_loss")
+NS, VETH, ADDR = PAIR.ns, PAIR.veth, PAIR.addr
 # the receiver's log line, as tests/netns/test_sync_interop.py::_COMMIT reads it (C and ours alike)
 COMMIT = re.compile(r"Committed (\d+) new entries.*?commit has taken (\d+\.\d+) seconds", re.S)
 ACTIVE = re.compile(r"current active connections:\s+(\d+)")
-PORT = 3781  # UDP port, and the multicast group's port (--matrix)
 GROUP = "225.0.0.50"
 MODE_CONF = {"ftfw": " Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n }\n",
              "notrack": " Mode NOTRACK {\n }\n"}
@@ -114,27 +112,7 @@ def proc_kb(pid: int, key: str) -> int:
     return int(m[1]) if m else 0
 
 
-def setup_link() -> None:
-    """The two namespaces and the veth between them, by rtnetlink (pyroute2); a route for the multicast
-    groups on the veth (--matrix, Multicast)."""
-    for side in "AB":
-        netns.create(NS[side])
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=VETH["A"], kind="veth", peer={"ifname": VETH["B"], "net_ns_fd": NS["B"]})
-        ipr.link("set", index=ipr.link_lookup(ifname=VETH["A"])[0], net_ns_fd=NS["A"])
-    for side in "AB":
-        with NetNS(NS[side]) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-            dev = ipr.link_lookup(ifname=VETH[side])[0]
-            ipr.addr("add", index=dev, address=ADDR[side], prefixlen=24)
-            ipr.link("set", index=dev, state="up")
-            ipr.route("add", dst="224.0.0.0/4", oif=dev)
-
-
-def teardown_link() -> None:
-    for side in "AB":
-        if NS[side] in netns.listnetns():
-            netns.remove(NS[side])
+setup_link, teardown_link = PAIR.create, PAIR.remove
 
 
 class Daemon(Conntrackd):
@@ -464,33 +442,7 @@ def baseline_rows() -> list[Row]:
     return rows
 
 
-def set_loss(pct: int) -> None:
-    """Drop ``pct`` % of the sync datagrams arriving at B, at random (nft numgen in B's input hook, before
-    conntrack; a counter says how many).  The kernel here has no sch_netem, hence nft."""
-    ns("B", "nft", "delete", "table", "inet", "ctpy_loss")
-    if not pct:
-        return
-    rules = ("table inet ctpy_loss {\n chain input {\n  type filter hook input priority -300;\n"
-             f"  udp dport {PORT} numgen random mod 100 < {pct} counter drop\n }}\n}}\n")
-    r = ns_run(NS["B"], "nft", "-f", "-", input=rules)
-    if r.returncode:
-        raise SystemExit(f"nft loss rule in B: {r.stderr}")
-
-
-def injected_drops() -> int:
-    m = re.search(r"counter packets (\d+)", ns("B", "nft", "list", "table", "inet", "ctpy_loss").stdout)
-    return int(m[1]) if m else 0
-
-
-def udp_snmp(side: str) -> dict[str, int]:
-    """The Udp: line of /proc/net/snmp in namespace ``side`` (InErrors, RcvbufErrors, SndbufErrors ...)."""
-    lines = [x.split() for x in ns(side, "cat", "/proc/net/snmp").stdout.splitlines() if x.startswith("Udp:")]
-    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True)) if len(lines) >= 2 else {}
-
-
-def stat_num(text: str | None, label: str) -> int:
-    m = re.search(rf"{re.escape(label)}:\s+(\d+)", text or "")
-    return int(m[1]) if m else -1
+set_loss, injected_drops, udp_snmp = PAIR.set_loss, PAIR.injected_drops, PAIR.udp_snmp
 
 
 def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, sockbuf: int | None) -> RowResult:

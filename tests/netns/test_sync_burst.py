@@ -37,13 +37,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, NetNS, netns
 
 from conntrack_tools.daemon.control import Action
 from conntrack_tools.daemon.control_server import request
 from tests.conftest import require_root
-from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, REPO, Conntrackd, ns_run, stopping
+from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, REPO, Conntrackd, stopping
 from tests.netns.sync_mesh import sync_general
+from tests.netns.veth_pair import VethPair, stat_num
 
 pytestmark = [pytest.mark.root]
 
@@ -51,10 +51,9 @@ N = int(os.environ.get("CTPY_BURST_N", "20000"))
 BOUND = 90.0  # s from the first create for the receiver to hold every flow
 STALL = 60.0  # ... giving up earlier when its count has not moved this long (RESYNC hold-offs double up to 32 s)
 TAG = f"{os.getpid() % 100000}"
-NS = {"A": f"ctpy-bA{TAG}", "B": f"ctpy-bB{TAG}"}
-VETH = {"A": f"ctpy-b{TAG}a", "B": f"ctpy-b{TAG}b"}
-ADDR = {"A": "10.242.0.1", "B": "10.242.0.2"}
-PORT = 3785  # UDP port and multicast group port: one loss rule (dport) fits both transports
+# UDP port and multicast group port 3785: one loss rule (dport) fits both transports
+PAIR = VethPair("ctpy-b", TAG, "10.242.0", 3785, "ctpy_burst_loss")
+NS, VETH, ADDR, PORT = PAIR.ns, PAIR.veth, PAIR.addr, PAIR.port
 GROUP = "225.0.0.55"
 MODES = {"ftfw": " Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n }\n",
          "notrack": " Mode NOTRACK {\n }\n"}
@@ -69,29 +68,14 @@ def link() -> Iterator[None]:
         pytest.fail("needs iproute2, /usr/sbin/conntrack and /usr/sbin/conntrackd")
     if not shutil.which("nft"):
         pytest.fail("needs nft (loss on the sync link)")
-    created = []
     try:
-        for side in "AB":
-            netns.create(NS[side])
-            created.append(NS[side])
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=VETH["A"], kind="veth", peer={"ifname": VETH["B"], "net_ns_fd": NS["B"]})
-            ipr.link("set", index=ipr.link_lookup(ifname=VETH["A"])[0], net_ns_fd=NS["A"])
-        for side in "AB":
-            with NetNS(NS[side]) as ipr:
-                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-                dev = ipr.link_lookup(ifname=VETH[side])[0]
-                ipr.addr("add", index=dev, address=ADDR[side], prefixlen=24)
-                ipr.link("set", index=dev, state="up")
-                ipr.route("add", dst="224.0.0.0/4", oif=dev)
+        PAIR.create()
         yield
     finally:
-        for name in created:
-            netns.remove(name)
+        PAIR.remove()
 
 
-def ns(side: str, *cmd: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return ns_run(NS[side], *cmd, timeout=timeout, **kw)
+ns = PAIR.run
 
 
 class Daemon(Conntrackd):
@@ -143,31 +127,6 @@ def kernel_keys(side: str) -> set[tuple[str, ...]]:
     return {m.groups() for line in out.splitlines() if (m := KEY.search(line))}
 
 
-def set_loss(pct: int) -> None:
-    """Drop ``pct`` % of the sync datagrams arriving at B at random (nft in B's input hook, before conntrack)."""
-    ns("B", "nft", "delete", "table", "inet", "ctpy_burst_loss")
-    if pct:
-        rules = ("table inet ctpy_burst_loss {\n chain input {\n  type filter hook input priority -300;\n"
-                 f"  udp dport {PORT} numgen random mod 100 < {pct} counter drop\n }}\n}}\n")
-        r = ns("B", "nft", "-f", "-", input=rules)
-        assert r.returncode == 0, r.stderr
-
-
-def injected() -> int:
-    m = re.search(r"counter packets (\d+)", ns("B", "nft", "list", "table", "inet", "ctpy_burst_loss").stdout)
-    return int(m[1]) if m else 0
-
-
-def udp_snmp(side: str) -> dict[str, int]:
-    lines = [x.split() for x in ns(side, "cat", "/proc/net/snmp").stdout.splitlines() if x.startswith("Udp:")]
-    return dict(zip(lines[0][1:], map(int, lines[1][1:]), strict=True)) if len(lines) >= 2 else {}
-
-
-def stat_num(text: str | None, label: str) -> int:
-    m = re.search(rf"{re.escape(label)}:\s+(\d+)", text or "")
-    return int(m[1]) if m else -1
-
-
 class Burst:
     """One run: fresh daemons, loss rule, N flows created at full speed in A, B's external cache watched."""
 
@@ -176,13 +135,13 @@ class Burst:
         self.label = f"{mode.upper()} {transport} {sender}->py loss {loss} %"
         for side in "AB":
             ns(side, C_CONNTRACK, "-F")
-        set_loss(loss)
+        PAIR.set_loss(loss)
         self.b = Daemon(tmp, "B", "py", mode, transport)
         self.a = Daemon(tmp, "A", sender, mode, transport)
         for d in (self.b, self.a):  # listed first: stopped even when it fails to come up
             started.append(d)
             d.start()
-        self.snmp0 = udp_snmp("B")
+        self.snmp0 = PAIR.udp_snmp("B")
         self.t0 = 0.0
         self.got = -1
 
@@ -211,7 +170,7 @@ class Burst:
 
     def report(self) -> str:
         """Where the flows went."""
-        snmp = udp_snmp("B")
+        snmp = PAIR.udp_snmp("B")
         want = burst_keys(N)
         got = self.b.keys("-e") & want
         return (f"{self.label}: receiver external {len(got):,}/{N:,} ({100 * len(got) / N:.2f} %) by key, "
@@ -220,14 +179,14 @@ class Burst:
                 f"{stat_num(self.a.stats(Action.STATS_RUNTIME), 'netlink overrun')}; receiver seq lost "
                 f"{stat_num(self.b.stats(Action.STATS_NETWORK), 'Packets lost')}, UDP RcvbufErrors "
                 f"{snmp.get('RcvbufErrors', 0) - self.snmp0.get('RcvbufErrors', 0)}; datagrams dropped by the "
-                f"loss rule {injected()}")
+                f"loss rule {PAIR.injected_drops()}")
 
 
 @pytest.fixture
 def started() -> Iterator[list[Conntrackd]]:
     with stopping() as daemons:
         yield daemons
-    set_loss(0)
+    PAIR.set_loss(0)
 
 
 @pytest.mark.parametrize("loss", [10, 20])
