@@ -13,17 +13,16 @@ Structure-aware families are added where raw bytes rarely reach the interesting 
 
 from __future__ import annotations
 
-import signal
 import struct
 import time
 from collections import Counter
-from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuzz.targets import ALLOWED, TARGETS, Crash, run, seeds
+from tests.unit.steps import Hang, hang_guard
 from tests.unit.test_config_fuzz import ATOMS
 
 PER_INPUT_S = 2.0
@@ -32,28 +31,10 @@ FIGURES: dict[str, Counter] = {name: Counter() for name in TARGETS}
 SLOWEST: dict[str, float] = dict.fromkeys(TARGETS, 0.0)
 
 
-class Hang(Exception):
-    pass
-
-
-@contextmanager
-def time_bound(seconds: float):
-    def fire(_sig, _frm):
-        raise Hang(f"input took more than {seconds}s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def check(name: str, data: bytes) -> None:
     t0 = time.perf_counter()
     try:
-        with time_bound(PER_INPUT_S):
+        with hang_guard(PER_INPUT_S):
             outcome = run(name, data)
     except Crash as exc:
         raise AssertionError(f"{exc}\ninput={data!r}") from exc.__cause__
