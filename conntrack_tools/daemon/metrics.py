@@ -47,9 +47,8 @@ _LABELLED = {"peers": "peer"}
 _LINK_LABELS = ("device", "transport", "role", "status")
 def histogram_family(name: str, help_: str, h: DurationHistogram) -> Metric:
     """A pure DurationHistogram (daemon/stats.py) as a Prometheus histogram family."""
-    counts = h.counts or [0] * (len(h.buckets) + 1)
     bounds = [*(repr(float(b)) for b in h.buckets), "+Inf"]
-    return HistogramMetricFamily(name, help_, buckets=list(zip(bounds, counts, strict=True)), sum_value=h.total)
+    return HistogramMetricFamily(name, help_, buckets=list(zip(bounds, h.counts, strict=True)), sum_value=h.total)
 
 
 def _number(v: object) -> bool:

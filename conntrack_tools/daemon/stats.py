@@ -7,7 +7,7 @@ C 1.4.7 output these reproduce.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .cache import CacheStats
 
@@ -64,13 +64,14 @@ class DurationHistogram:
     daemon without a Metrics endpoint must not pay (bench/sync_run.py compares RSS with C's)."""
 
     buckets: tuple[float, ...] = COMMIT_BUCKETS
-    counts: list[int] | None = None  # per bucket, cumulative; the last one is +Inf
+    counts: list[int] = field(default_factory=list)  # per bucket, cumulative; the last one is +Inf
     total: float = 0.0
     count: int = 0
 
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.buckets) + 1)
+
     def observe(self, value: float) -> None:
-        if self.counts is None:
-            self.counts = [0] * (len(self.buckets) + 1)
         for i, bound in enumerate(self.buckets):
             if value <= bound:
                 self.counts[i] += 1
