@@ -9,7 +9,8 @@ captures exist (/work/shared or ``CT_SHARED``), the C sender's conntrack message
 
 The sender rows time N kernel-shaped NEW events (IPv4 TCP/UDP with the protoinfo, mark, id and
 all-zero SYNPROXY a kernel event carries) through the daemon's own stages: decode, cache update +
-enqueue, rendering by the reference path and by ``entry_packer.EntryRenderer``, and FTFW xmit.
+enqueue (the reference path: decode + SyncCacheMode.new; the fast path: daemon/event_fill.py, which
+replaces both), rendering by the reference path and by ``entry_packer.EntryRenderer``, and FTFW xmit.
 
 Each receiver stage prints the best of ``--runs`` runs in µs per message:
 
@@ -289,6 +290,27 @@ def sender_rows(n: int, runs: int) -> list[tuple[str, float]]:
             m.new(f, None)
         return m
 
+    from functools import partial
+
+    from conntrack_tools.daemon.event_fill import event_fill_factory, reference_snapshot
+    from conntrack_tools.daemon.filter import ACCEPT_ALL
+
+    shapes = ShapeDecoder(event_factory=event_fill_factory(ACCEPT_ALL),
+                          event_reference=partial(reference_snapshot, ACCEPT_ALL))
+    for v, s, e in events:
+        shapes.decode(v, s, e)  # compiles each layout (and its event fill) on first sight
+    find = shapes.find
+
+    def fast_all() -> SyncCacheMode:
+        """What Ctnl.read_events does per NEW event of a compiled layout (no Flow)."""
+        m = fresh()
+        event = m.event
+        for v, s, e in events:
+            _shape, vals = find(v, s, e)
+            ev = _shape.event
+            event(True, ev.key(vals), ev.fill, vals, None)
+        return m
+
     m = new_all()
     entries = [e for e, _ in m.engine.mode.tx.values()]
     r = EntryRenderer(True, False)
@@ -302,6 +324,7 @@ def sender_rows(n: int, runs: int) -> list[tuple[str, float]]:
     return [
         ("event decode (ShapeDecoder -> Flow)", best(lambda: [decode(v, s, e) for v, s, e in events], runs) * us),
         ("cache update + enqueue (SyncCacheMode.new, new entries)", best(new_all, runs) * us),
+        ("event fast path: layout + key + fill + enqueue (SyncCacheMode.event)", best(fast_all, runs) * us),
         ("cache update + enqueue (SyncCacheMode.upd, known entries)",
          best(lambda: [m.upd(f, None) for f in flows], runs) * us),
         ("render, reference path (entry_flow -> flow_to_sync -> encode_attrs)",

@@ -38,7 +38,7 @@ from ..flow import (
 )
 
 __all__ = ["Cache", "CacheStats", "Entry", "ExpCache", "ExpEntry", "entry_exp", "entry_flow", "exp_key", "flow_key",
-           "master_key", "pack_tuple", "unpack_tuple"]
+           "master_key", "pack_tuple", "tcpx_of", "unpack_tuple"]
 
 _HDR = struct.Struct("!BBB")  # family, proto, zone-present flags
 _L4 = struct.Struct("!HHH")
@@ -217,10 +217,16 @@ def _pack_tcp(t: TcpInfo) -> int:
     """The six u8 TCP protoinfo leaves in one int (9 bits each, value + 1, 0 = absent).
 
     Kept in a slot instead of a TcpInfo in ``extra`` (a dict + an object per TCP entry, ~300 B);
-    equal values give the same (interned) int, so most TCP entries share one.  Kernel flows carry
-    a handful of distinct combinations: they are memoised (bounded) instead of packed per event.
+    equal values give the same (interned) int, so most TCP entries share one.
     """
-    vals = _get_tcp(t)
+    return tcpx_of(_get_tcp(t))
+
+
+def tcpx_of(vals: tuple) -> int:
+    """:func:`_pack_tcp` of the six values in ``_TCP_PACKED`` order (the event fast path has no TcpInfo).
+
+    Kernel flows carry a handful of distinct combinations: they are memoised (bounded) instead of
+    packed per event."""
     n = _tcpx_memo.get(vals)
     if n is None:
         n = 0
@@ -340,12 +346,18 @@ class Cache:
             key = self.key_of(flow)
             if key is None:
                 return None
+        e = self.new_entry(key, now)
+        if e is not None:
+            e.merge(flow)
+        return e
+
+    def new_entry(self, key: bytes, now: int) -> Entry | None:
+        """An empty entry added under ``key`` (the caller fills it); None (add_fail, ENOSPC) when full."""
         if len(self.entries) >= self.limit:
             self.stats.add_fail += 1
             self.stats.add_fail_enospc += 1
             return None
         e = self.entry_type(key, now)
-        e.merge(flow)
         self.entries[key] = e
         s = self.stats
         s.objects += 1

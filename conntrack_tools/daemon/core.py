@@ -230,7 +230,8 @@ class Daemon:
                 else:
                     mode.exp_destroy(exp, origin)
 
-        if self.ctnl.read_events(handle, self.g.event_iteration_limit, exp_handle):
+        fast = mode.event if isinstance(mode, SyncCacheMode) else None
+        if self.ctnl.read_events(handle, self.g.event_iteration_limit, exp_handle, fast):
             self._schedule_resync()
 
     def _schedule_resync(self) -> None:
@@ -261,7 +262,8 @@ class Daemon:
                 if expect:
                     mode.exp_purge()
             mode.begin_resync()
-            ctnl.dump(mode.resync, self._on_events if ctnl.events is not None else None)
+            ctnl.dump(mode.resync, self._on_events if ctnl.events is not None else None,
+                      fast=mode.resync_values if isinstance(mode, SyncCacheMode) else None)
             if expect:
                 ctnl.dump_expect(mode.exp_resync)
             if not purge_first:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from ..flow import Expect, Flow
 from ..netlink.attrs import (
@@ -39,6 +40,7 @@ from ..netlink.codec import DecodeError, decode_expect, encode_expect, encode_lo
 from ..netlink.shapes import ShapeDecoder
 from ..netlink.socket import CtnlSocket, NetlinkError
 from .config.model import Config
+from .event_fill import event_fill_factory, reference_snapshot
 from .filter import CompiledFilter, exp_helper_accepts, sane
 
 __all__ = ["Ctnl", "EV_DESTROY", "EV_NEW", "EV_UPDATE", "encode_exp_lookup", "event_kind", "exp_event_kind"]
@@ -87,7 +89,9 @@ class Ctnl:
         self.filter = filt
         self.log = log
         self.stats = stats
-        self.decode = ShapeDecoder().decode
+        self.shapes = ShapeDecoder(event_factory=event_fill_factory(filt),
+                                   event_reference=partial(reference_snapshot, filt))
+        self.decode = self.shapes.decode
         self.events: CtnlSocket | None = None
         self.dumper = CtnlSocket(rcvbuf=4 << 20)
         self.requests = CtnlSocket(rcvbuf=4 << 20)
@@ -151,15 +155,20 @@ class Ctnl:
 
     # ------------------------------------------------------------------ events
     def read_events(self, handler: Callable[[str, Flow, str | None], None], limit: int,
-                    exp_handler: Callable[[str, Expect, str | None], None] | None = None) -> bool:
+                    exp_handler: Callable[[str, Expect, str | None], None] | None = None,
+                    fast: Callable[[bool, bytes, Callable, tuple, str | None], None] | None = None) -> bool:
         """Drain the event socket (at most ``limit`` events per call, as EventIterationLimit).
 
-        Expectation events go to ``exp_handler`` (only subscribed with ExpectationSync).
+        Expectation events go to ``exp_handler`` (only subscribed with ExpectationSync). With
+        ``fast`` (the sync mode's ``event``), NEW and UPDATE events of a compiled layout skip the
+        Flow: filter, key and entry fill are generated per layout (daemon/event_fill.py).
         Returns True when an overrun asks for a resync from a dump.
         """
         s = self.events
         assert s is not None
         st = self.stats
+        origins = self.origins
+        find = self.shapes.find if fast is not None else None
         done = 0
         while done < limit:
             try:
@@ -176,31 +185,51 @@ class Ctnl:
             view = s.view
             try:
                 for mtype, flags, _seq, pid, start, end in iter_messages(view, n):
-                    kind = event_kind(mtype, flags)
-                    st.nl_events_received += 1
                     done += 1
-                    if kind is None:
-                        ekind = exp_event_kind(mtype, flags) if exp_handler is not None else None
-                        if ekind is not None:
-                            exp = decode_expect(view, start, end)
-                            if not exp_helper_accepts(self.exp_helpers, exp):
+                    if mtype == _NEW and find is not None:
+                        shape, vals = find(view, start, end)
+                        ev = shape.event if shape is not None else None
+                        if ev is not None:
+                            if ev.accept is not None and not ev.accept(vals):
+                                st.nl_events_received += 1
                                 st.nl_events_filtered += 1
                                 continue
-                            exp_handler(ekind, exp, self.origins.get(pid))
-                        elif mtype not in (NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN):
-                            st.nl_events_unknown_type += 1
-                        continue
-                    flow = self.decode(view, start, end)
-                    if not sane(flow) or not self.filter.accepts(flow):
-                        st.nl_events_filtered += 1
-                        continue
-                    handler(kind, flow, self.origins.get(pid))
+                            key = ev.key(vals)
+                            if key is not None:
+                                st.nl_events_received += 1
+                                fast(bool(flags & (NLM_F_CREATE | NLM_F_EXCL)), key, ev.fill, vals, origins.get(pid))
+                                continue
+                    self._event(mtype, flags, pid, view, start, end, handler, exp_handler)
             except DecodeError:
                 st.nl_catch_event_failed += 1
         if self._new_drops():  # dropped without an ENOBUFS to tell: resync, as for an overrun
             st.nl_silent_drops += 1
             return self.g.netlink_overrun_resync > 0
         return False
+
+    def _event(self, mtype: int, flags: int, pid: int, view, start: int, end: int,
+               handler: Callable[[str, Flow, str | None], None],
+               exp_handler: Callable[[str, Expect, str | None], None] | None) -> None:
+        """One event by the reference path: decode, sanity, filter, then the handler."""
+        st = self.stats
+        st.nl_events_received += 1
+        kind = event_kind(mtype, flags)
+        if kind is None:
+            ekind = exp_event_kind(mtype, flags) if exp_handler is not None else None
+            if ekind is not None:
+                exp = decode_expect(view, start, end)
+                if not exp_helper_accepts(self.exp_helpers, exp):
+                    st.nl_events_filtered += 1
+                    return
+                exp_handler(ekind, exp, self.origins.get(pid))
+            elif mtype not in (NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN):
+                st.nl_events_unknown_type += 1
+            return
+        flow = self.decode(view, start, end)
+        if not sane(flow) or not self.filter.accepts(flow):
+            st.nl_events_filtered += 1
+            return
+        handler(kind, flow, self.origins.get(pid))
 
     def overrun(self) -> bool:
         """ENOBUFS: grow the buffer (nl_resize_socket_buffer) and count; True if a resync is due."""
@@ -222,8 +251,12 @@ class Ctnl:
 
     # ------------------------------------------------------------------ dumps
     def dump(self, callback: Callable[[Flow], None], interleave: Callable[[], None] | None = None,
-             every: int = 4096) -> int:
+             every: int = 4096, fast: Callable[[bytes, Callable, tuple], None] | None = None) -> int:
         """Dump the kernel table; filtered flows go to ``callback``. Returns flows seen.
+
+        With ``fast`` (the sync mode's ``resync_values``), an entry of a compiled layout goes to it
+        as (key, fill, values) instead of a Flow, as in :meth:`read_events`: an overrun resync of
+        200k entries cost seconds of decoding into Flows that were dropped right after.
 
         ``interleave`` is called every ``every`` flows (the overrun resync drains the event socket
         with it). Why: a resync dump of 1M entries takes seconds; events queued meanwhile overflowed
@@ -236,14 +269,25 @@ class Ctnl:
         msg = nlmsg(ct_type(CtMsg.GET), NLM_F_DUMP, seq, AF_UNSPEC)
         n = 0
         decode = self.decode
+        find = self.shapes.find if fast is not None else None
         filt = self.filter
         for view, _mtype, start, end in self.dumper.dump(msg, seq):
             n += 1
+            if interleave is not None and not n % every:
+                interleave()
+            if find is not None:
+                shape, vals = find(view, start, end)
+                ev = shape.event if shape is not None else None
+                if ev is not None:
+                    if ev.accept is not None and not ev.accept(vals):
+                        continue
+                    key = ev.key(vals)
+                    if key is not None:
+                        fast(key, ev.fill, vals)
+                        continue
             flow = decode(view, start, end)
             if sane(flow) and filt.accepts(flow):
                 callback(flow)
-            if interleave is not None and not n % every:
-                interleave()
         return n
 
     def dump_expect(self, callback: Callable[[Expect], None]) -> int:

@@ -53,16 +53,25 @@ class CompiledFilter:
 
     def accepts(self, flow: Flow) -> bool:
         """True when the flow is kept (C: ct_filter_check() == 1)."""
-        orig = flow.orig
-        proto = orig.proto if orig is not None else 0
+        orig, reply, tcp = flow.orig, flow.reply, flow.tcp
+        if orig is None:
+            return self.accepts_values(0, flow.family, None, None, None)
+        return self.accepts_values(orig.proto or 0, orig.family, orig.src,
+                                   reply.src if reply is not None else orig.src,
+                                   tcp.state if tcp is not None else None)
+
+    def accepts_values(self, proto: int, family: int, src: bytes | None, reply_src: bytes | None,
+                       tcp_state: int | None) -> bool:
+        """The verdict from the values it depends on: the event fast path has no Flow to give.
+
+        ``reply_src`` is the reply tuple's source (the original source when there is no reply tuple)."""
         if self.protocols is not None and ((proto in self.protocols) != self.protocol_accept):
             return False
         if self.nets4 is not None:
-            fam = orig.family if orig is not None else flow.family
-            nets = self.nets4 if fam == AF_INET else self.nets6 if fam == AF_INET6 else None
+            nets = self.nets4 if family == AF_INET else self.nets6 if family == AF_INET6 else None
             if nets is not None:
-                a = int.from_bytes(orig.src or b"", "big")
-                b = int.from_bytes(flow.reply.src or b"", "big") if flow.reply is not None else a
+                a = int.from_bytes(src or b"", "big")
+                b = int.from_bytes(reply_src or b"", "big")
                 hit = False
                 for n, m in nets:  # a loop, not any(genexpr): this runs once per event
                     if (a & m) == n or (b & m) == n:
@@ -70,10 +79,14 @@ class CompiledFilter:
                         break
                 if hit != self.address_accept:
                     return False
-        if self.states is not None and proto == 6 and flow.tcp is not None and flow.tcp.state is not None:
-            if (flow.tcp.state in self.states) != self.state_accept:
+        if self.states is not None and proto == 6 and tcp_state is not None:
+            if (tcp_state in self.states) != self.state_accept:
                 return False
         return True
+
+    @property
+    def accepts_everything(self) -> bool:
+        return self.protocols is None and self.nets4 is None and self.states is None
 
 
 ACCEPT_ALL = CompiledFilter()

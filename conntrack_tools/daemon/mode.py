@@ -343,6 +343,26 @@ class SyncCacheMode(_Base):
         elif _sync_state(e) != before:
             self.engine.on_local_update(e, flow, None)
 
+    def resync_values(self, key: bytes, fill: Callable, vals: tuple) -> None:
+        """resync() for a dumped entry of a compiled layout (daemon/event_fill.py): no Flow."""
+        c = self.cache
+        stamp = self._resync_stamp
+        e = c.entries.get(key)
+        if e is not None and not e.dead:
+            before = _sync_state(e)
+            fill(vals, e)
+            e.lastupdate = stamp
+            c.stats.upd_ok += 1
+            if _sync_state(e) != before:
+                self.engine.on_local_update(e, None, None)
+            return
+        if e is not None:
+            c.delete(e)
+        e = c.new_entry(key, stamp)
+        if e is not None:
+            fill(vals, e)
+            self.engine.on_local_new(e, None, None)
+
     def new(self, flow: Flow, origin: str | None) -> None:
         e, _ = self.cache.update_force(flow, self.now())
         if e is not None:
@@ -352,6 +372,26 @@ class SyncCacheMode(_Base):
         e, _ = self.cache.update_force(flow, self.now())
         if e is not None:
             self.engine.on_local_update(e, flow, origin)
+
+    def event(self, new: bool, key: bytes, fill: Callable, vals: tuple, origin: str | None) -> None:
+        """new()/upd() for a kernel event of a compiled layout (daemon/event_fill.py): no Flow.
+
+        The same cache_update_force and engine hook, with ``fill`` doing what Entry.merge does."""
+        c = self.cache
+        now = int(time.time())
+        e = c.entries.get(key)
+        if e is not None and not e.dead:
+            fill(vals, e)
+            e.lastupdate = now
+            c.stats.upd_ok += 1
+        else:
+            if e is not None:
+                c.delete(e)
+            e = c.new_entry(key, now)
+            if e is None:
+                return
+            fill(vals, e)
+        (self.engine.on_local_new if new else self.engine.on_local_update)(e, None, origin)
 
     def destroy(self, flow: Flow, origin: str | None) -> bool:
         e = self.cache.find(flow)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from ..compiled import SIZES, Layout, Layouts, StructFormat, Uncompilable, checked, define
 from ..flow import AF_INET6, Counters, Flow, SctpInfo, TcpInfo, Tuple
@@ -152,7 +153,7 @@ class _Compiler:
 
     def synproxy(self, a: int, s: int, e: int) -> None:
         # Sent on every entry since Linux 5.x; the values matter only for synproxy flows.
-        vals = [f"v[{self.field(s2, e2, 'I', None)}]" for _sa, s2, e2 in self.walk(s, e)]
+        vals = [f"v[{self.field(s2, e2, 'I', f'synproxy.{i}')}]" for i, (_sa, s2, e2) in enumerate(self.walk(s, e))]
         if len(vals) != 3:
             raise Uncompilable
         self.lines.append(f"    f.synproxy = ({', '.join(vals)})")
@@ -188,7 +189,7 @@ def _compile(buf, start: int, end: int):
 
 
 class _Shape(Layout):
-    __slots__ = ("slots", "line", "pred", "key_spans", "key_len", "_key_makers")
+    __slots__ = ("slots", "line", "pred", "event", "key_spans", "key_len", "_key_makers")
 
     def __init__(self, fmt: StructFormat, size: int, build: Callable, slots: dict[str, int],
                  key_spans: list[tuple[int, int]]) -> None:
@@ -198,6 +199,7 @@ class _Shape(Layout):
         self.key_len = sum(e - s for s, e in key_spans)
         self.line: Callable | None = None
         self.pred: Callable | None = None
+        self.event: Any = None  # the daemon's compiled event -> cache entry (daemon/event_fill.py)
         self._key_makers: dict[tuple[int, int], Callable] = {}
 
     def key_request(self, buf, start: int, msg_type: int, flags: int, seq: int) -> bytes:
@@ -228,17 +230,22 @@ class ShapeDecoder:
     ``line()`` also renders a shape's text line straight from the unpacked values,
     skipping the Flow objects. Each generated renderer is checked against the
     reference renderer on the first message of its shape and dropped if they differ.
+    ``event_factory`` and ``event_reference`` do the same for the daemon's event path
+    (``shape.event``, see daemon/event_fill.py): :meth:`find` gives the shape and its values.
     """
 
     def __init__(self, max_shapes: int = 256, line_factory: Callable | None = None,
                  reference: Callable[[Flow], str] | None = None, keep: Callable[[Flow], bool] | None = None,
-                 predicate_factory: Callable | None = None) -> None:
+                 predicate_factory: Callable | None = None, event_factory: Callable | None = None,
+                 event_reference: Callable[[Flow], Any] | None = None) -> None:
         # buckets by (payload length, family); a few layouts share a length at most
         self.layouts = Layouts(max_layouts=max_shapes, per_bucket=4, max_generic=4 * max_shapes)
         self.line_factory = line_factory
         self.reference = reference
         self.keep = keep  # None: every message is wanted
         self.predicate_factory = predicate_factory
+        self.event_factory = event_factory
+        self.event_reference = event_reference
         self.hits = 0
         self.misses = 0
 
@@ -250,6 +257,13 @@ class ShapeDecoder:
             if shape.getter(vals) == shape.headers:
                 return shape, vals
         return None, None
+
+    def find(self, buf, start: int, end: int) -> tuple[_Shape | None, tuple | None]:
+        """(shape, unpacked values) of a message whose layout is compiled, else (None, None)."""
+        shape, vals = self._lookup(buf, start, end)
+        if shape is not None:
+            self.hits += 1
+        return shape, vals
 
     def decode(self, buf, start: int, end: int) -> Flow:
         shape, vals = self._lookup(buf, start, end)
@@ -336,6 +350,9 @@ class ShapeDecoder:
             shape.line = checked(lambda: self.line_factory(shape.slots, family), (vals,), lambda: self.reference(flow))
         if self.predicate_factory is not None and self.keep is not None:
             shape.pred = checked(lambda: self.predicate_factory(shape.slots, family), (vals,), lambda: self.keep(flow))
+        if self.event_factory is not None and self.event_reference is not None:
+            shape.event = checked(lambda: self.event_factory(shape.slots, family), (vals,),
+                                  lambda: self.event_reference(flow))
         return flow
 
 
