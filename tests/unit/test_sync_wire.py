@@ -338,6 +338,16 @@ def test_batcher_strict_budget_like_channel_send() -> None:
     assert datagram_budget(1500) == 1472
 
 
+@given(st.lists(st.integers(1, 700), max_size=40), st.integers(9, 1500))
+def test_batcher_add_all_equals_add(sizes, budget) -> None:
+    """The TX run's one-loop batching makes the datagrams message-by-message batching makes."""
+    msgs = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    one, run = Batcher(budget), Batcher(budget)
+    want = [d for m in msgs for d in one.add(m)]
+    assert run.add_all(msgs) == want
+    assert run.pending == one.pending and run.flush() == one.flush()
+
+
 def test_stream_decoder_reassembles_any_split() -> None:
     stream = encode_ctl(MsgFlag.ACK, 1, 2, 3) + WORKED + encode_ctl(MsgFlag.ALIVE, 4)
     want = decode_datagram(stream)

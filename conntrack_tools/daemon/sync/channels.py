@@ -316,6 +316,10 @@ class SyncChannel:
         for dgram in self.batcher.add(msg):
             self._send(dgram if self.sealer is None else self.sealer.seal(dgram))
 
+    def queue_all(self, msgs: list[bytes]) -> None:
+        for dgram in self.batcher.add_all(msgs):
+            self._send(dgram if self.sealer is None else self.sealer.seal(dgram))
+
     def flush(self) -> None:
         d = self.batcher.flush()
         if d is not None:
@@ -668,6 +672,9 @@ class MultiChannel:
 
     def queue(self, msg: bytes) -> None:
         self.cur.queue(msg)
+
+    def queue_all(self, msgs: list[bytes]) -> None:
+        self.cur.queue_all(msgs)
 
     def flush(self) -> None:
         self.cur.flush()

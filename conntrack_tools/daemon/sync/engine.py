@@ -205,8 +205,7 @@ class SyncDaemonEngine:
         if not msgs and not self._direct_pending:
             return
         ch = self.channels
-        for m in msgs:
-            ch.queue(m)
+        ch.queue_all(msgs)
         ch.flush()
         self._direct_pending = False
         self._last_xmit = time.monotonic()

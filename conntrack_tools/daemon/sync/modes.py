@@ -38,7 +38,7 @@ from typing import Any
 
 from .heal import NackDebt, ResyncPolicy
 from .seq import SEQ_MASK, SeqCounter, SeqStatus, SeqTracker, before
-from .wire import MsgFlag, NetHeader, encode_ctl, encode_data
+from .wire import HEADER, NETHDR_LEN, MsgFlag, NetHeader, encode_ctl, encode_data
 
 __all__ = ["Alarm", "Ftfw", "MsgResult", "Notrack", "Peer", "encode_data"]
 
@@ -338,21 +338,39 @@ class Ftfw(_Base):
             self.rs_index[key] = seq
 
     def xmit(self, render: Render, limit: int | None = None) -> list[bytes]:
+        """The TX run: every queued item framed with the next seq and kept in the resend queue.
+
+        The HELLO flags are computed for the first message only: the handshake state changes only
+        when a message is received, so every later message of the run carries the same flags."""
         out: list[bytes] = []
+        append = out.append
         next_seq = self.seq.next
-        hello = self._hello_flags
+        pack = HEADER.pack
+        rsq, rs_index, size = self.rsq, self.rs_index, self.rsq_size
+        flags = -1
         for key, item in self._take(limit):
-            if isinstance(item, Ctl):
-                out.append(self._ctl_bytes(item, hello()))
+            if item.__class__ is Ctl:
+                append(self._ctl_bytes(item, self._hello_flags()))
+                flags = -1  # (a Ctl is rare: recompute for the next message)
                 if item.flags & _ACKISH_INT:
                     self._rsq_add(item.seq, None, item)
                 continue
             m = render(item)
             if m is None:
                 continue
+            if flags < 0:
+                first = self._hello_flags()
+                flags = _HELLO_INT if self.hello_state == self.HELLO_SAY else 0
+            else:
+                first = flags
             seq = next_seq()
-            out.append(encode_data(m[0], m[1], seq, hello()))
-            self._rsq_add(seq, key, item)
+            body = m[1]
+            append(pack(0x10 | m[0], first, NETHDR_LEN + len(body), seq) + body)
+            if len(rsq) < size:  # _rsq_add without the overflow case
+                rsq[seq] = [key, item, None]
+                rs_index[key] = seq
+            else:
+                self._rsq_add(seq, key, item)
         return out
 
     def tick(self, now: float = 0.0) -> None:

@@ -502,6 +502,24 @@ class Batcher:
         self._used += len(msg)
         return ready
 
+    def add_all(self, msgs: Iterable[bytes]) -> list[bytes]:
+        """:meth:`add` for a whole TX run in one loop (the sender's hot path: a call per message less)."""
+        ready: list[bytes] = []
+        parts, used, budget = self._parts, self._used, self.budget
+        for msg in msgs:
+            n = len(msg)
+            if used + n >= budget:
+                if parts:
+                    ready.append(b"".join(parts))
+                    parts, used = [], 0
+                if n >= budget:
+                    ready.append(bytes(msg))
+                    continue
+            parts.append(bytes(msg))
+            used += n
+        self._parts, self._used = parts, used
+        return ready
+
     def flush(self) -> bytes | None:
         """End of a TX run (``channel_send_flush``): the partial datagram, if any."""
         return self._take() if self._parts else None
