@@ -16,7 +16,7 @@ from ...netlink.socket import CtnlSocket
 from ..bypass import InternalBypass
 from ..cache import Entry, ExpCache, ExpEntry
 from ..config.model import SyncMode
-from ..control import Action
+from ..control import Action, Answers, handles
 from ..readiness import ReadinessTracker
 from ..stats import DurationHistogram, to_json
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
@@ -54,7 +54,7 @@ ERROR_NAMES = ("malformed", "bad_version", "bad_header", "bad_payload", "bad_typ
                "snd_malformed")
 
 
-class SyncDaemonEngine:
+class SyncDaemonEngine(Answers):
     """Implements ``mode.SyncEngine``."""
 
     def __init__(self, daemon: Any) -> None:
@@ -429,37 +429,42 @@ class SyncDaemonEngine:
         unpack = HEADER.unpack_from
         apply = self._apply
         chans = self.channels
-        while off < end:
-            if end - off >= 8:
-                vt, flags, mlen, seq = unpack(buf, off)
-                if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off and fast(peer, seq, now):
-                    chans.set_current(idx)
-                    apply(vt & 0x0F, buf, off, mlen)
-                    self.last_data = now
+        applied = False  # last_data once per datagram (the readiness clock), not per message
+        try:
+            while off < end:
+                if end - off >= 8:
+                    vt, flags, mlen, seq = unpack(buf, off)
+                    if flags == 0 and 0x10 <= vt <= 0x15 and 8 <= mlen <= end - off and fast(peer, seq, now):
+                        chans.set_current(idx)
+                        apply(vt & 0x0F, buf, off, mlen)
+                        applied = True
+                        off += mlen
+                        continue
+                try:
+                    mlen = frame(buf, off)
+                except WireError as exc:
+                    err["malformed"] += 1
+                    err["truncated" if exc.kind is WireErrorKind.TRUNCATED else "bad_size"] += 1
+                    return
+                if buf[off] >> 4 != 1:
+                    err["malformed"] += 1
+                    err["bad_version"] += 1
                     off += mlen
                     continue
-            try:
-                mlen = frame(buf, off)
-            except WireError as exc:
-                err["malformed"] += 1
-                err["truncated" if exc.kind is WireErrorKind.TRUNCATED else "bad_size"] += 1
-                return
-            if buf[off] >> 4 != 1:
-                err["malformed"] += 1
-                err["bad_version"] += 1
+                h = read_header(buf, off, mlen)
+                res = mode.recv(peer, h, now)
+                if res == MsgResult.BAD:
+                    err["malformed"] += 1
+                    err["bad_header"] += 1
+                elif res in (MsgResult.DATA, MsgResult.CTL):
+                    chans.set_current(idx)
+                    if res == MsgResult.DATA:
+                        apply(h.type, buf, off, mlen)
+                        applied = True
                 off += mlen
-                continue
-            h = read_header(buf, off, mlen)
-            res = mode.recv(peer, h, now)
-            if res == MsgResult.BAD:
-                err["malformed"] += 1
-                err["bad_header"] += 1
-            elif res in (MsgResult.DATA, MsgResult.CTL):
-                chans.set_current(idx)
-                if res == MsgResult.DATA:
-                    apply(h.type, buf, off, mlen)
-                    self.last_data = now
-            off += mlen
+        finally:
+            if applied:
+                self.last_data = now
 
     def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
         err = self.errors
@@ -506,11 +511,7 @@ class SyncDaemonEngine:
             self.exp_injector.apply(mtype == MsgType.EXP_DEL, exp)
 
     # ============================================================ client requests
-    def local(self, action: int, as_json: bool) -> Iterable[str] | None:
-        """A client request the sync engine answers (``_LOCAL``), None for the others (the core's)."""
-        handler = _LOCAL.get(action)
-        return None if handler is None else handler(self, action, as_json)
-
+    @handles(Action.CT_DUMP_EXTERNAL, Action.CT_DUMP_EXT_XML)
     def _dump_external(self, action: int, as_json: bool) -> Iterable[str]:
         ext = self.external
         return () if ext is None else ext.dump_lines(action == Action.CT_DUMP_EXT_XML, as_json)
@@ -524,6 +525,7 @@ class SyncDaemonEngine:
             self.role, self.role_since = role, time.time()
             self.role_changes += 1
 
+    @handles(Action.CT_COMMIT, Action.ALL_COMMIT, Action.EXP_COMMIT)
     def _commit_request(self, action: int, as_json: bool) -> Iterable[str]:
         if action in (Action.CT_COMMIT, Action.ALL_COMMIT):
             self._note_role("primary")
@@ -535,21 +537,25 @@ class SyncDaemonEngine:
             return ()
         return self._commit("committing expectation cache", ct=False, exp=True)
 
+    @handles(Action.CT_FLUSH_EXT_CACHE)
     def _flush_external(self, action: int, as_json: bool) -> Iterable[str]:
         self.log("notice", "flushing external cache")
         if self.external is not None:
             self.external.flush()
         return ()
 
+    @handles(Action.SEND_BULK)
     def _send_bulk(self, action: int, as_json: bool) -> Iterable[str]:
         self.bulk()
         return ()
 
+    @handles(Action.REQUEST_DUMP)
     def _request_dump(self, action: int, as_json: bool) -> Iterable[str]:
         self.mode.request_resync()
         self._schedule_tx()
         return ()
 
+    @handles(Action.RESET_TIMERS)
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
         self._note_role("backup")
         if self._reset_timer is None:
@@ -558,23 +564,28 @@ class SyncDaemonEngine:
             self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
         return ()
 
+    @handles(Action.STATS_NETWORK)
     def _stats_network(self, action: int, as_json: bool) -> Iterable[str]:
         return [to_json("network", self.stats_json())] if as_json else [self.network_text()]
 
+    @handles(Action.STATS_LINK)
     def _stats_link(self, action: int, as_json: bool) -> Iterable[str]:
         if as_json:
             return [to_json("link", {"links": self._links_json()})]
         chs = self.channels
         return [link_block(ch, i == chs.current) for i, ch in enumerate(chs.channels)]
 
+    @handles(Action.STATS_RSQUEUE)
     def _stats_rsqueue(self, action: int, as_json: bool) -> Iterable[str]:
         if not isinstance(self.mode, Ftfw):
             return ()
         return [to_json("rsqueue", {"len": len(self.mode.rsq)})] if as_json else [self.mode.rsqueue_text()]
 
+    @handles(Action.STATS_QUEUE)
     def _stats_queue(self, action: int, as_json: bool) -> Iterable[str]:
         return [to_json("queue", self._queues_json())] if as_json else [self.queue_text()]
 
+    @handles(Action.EXP_DUMP_EXTERNAL, Action.EXP_DUMP_EXT_XML, Action.EXP_DUMP_INTERNAL, Action.EXP_DUMP_INT_XML)
     def _nothing(self, action: int, as_json: bool) -> Iterable[str]:
         """Expectation dumps the mode did not answer before reaching the engine: handled, no output."""
         return ()
@@ -731,24 +742,6 @@ class SyncDaemonEngine:
         self.channels.close()
         self.nl.close()
 
-
-_E = SyncDaemonEngine
-# client requests the sync engine answers: Action -> handler(engine, action, as_json)
-_LOCAL = {
-    Action.CT_DUMP_EXTERNAL: _E._dump_external, Action.CT_DUMP_EXT_XML: _E._dump_external,
-    Action.CT_COMMIT: _E._commit_request, Action.ALL_COMMIT: _E._commit_request,
-    Action.EXP_COMMIT: _E._commit_request,
-    Action.CT_FLUSH_EXT_CACHE: _E._flush_external,
-    Action.SEND_BULK: _E._send_bulk,
-    Action.REQUEST_DUMP: _E._request_dump,
-    Action.RESET_TIMERS: _E._reset_timers,
-    Action.STATS_NETWORK: _E._stats_network,
-    Action.STATS_LINK: _E._stats_link,
-    Action.STATS_RSQUEUE: _E._stats_rsqueue,
-    Action.STATS_QUEUE: _E._stats_queue,
-    Action.EXP_DUMP_EXTERNAL: _E._nothing, Action.EXP_DUMP_EXT_XML: _E._nothing,
-    Action.EXP_DUMP_INTERNAL: _E._nothing, Action.EXP_DUMP_INT_XML: _E._nothing,
-}
 
 
 def vars_of(st) -> dict:
