@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from conntrack_tools.daemon.sync.heal import NackDebt, ResyncPolicy
+from conntrack_tools.daemon.sync.heal import BulkPacer, NackDebt, ResyncPolicy
 from conntrack_tools.daemon.sync.modes import Alarm, Ftfw, MsgResult, Notrack
 from conntrack_tools.daemon.sync.seq import SeqCounter
 from conntrack_tools.daemon.sync.wire import AckHeader, MsgFlag, MsgType, NetHeader, decode_datagram
@@ -268,3 +268,26 @@ def test_kernel_drops_of_a_full_receive_socket_are_counted():
     finally:
         rx.close()
         tx.close()
+
+
+# ------------------------------------------------------------------------------ the sender's pace (BulkPacer)
+
+
+def test_pacer_unpaced_until_asked() -> None:
+    p = BulkPacer()
+    assert p.delay(0.0, 2000) == 0.0
+
+
+def test_pacer_halves_while_the_receiver_keeps_asking_then_recovers() -> None:
+    p = BulkPacer(rate=100_000, min_rate=10_000, window=30)
+    p.on_request(100.0)
+    assert p.delay(100.1, 2000) == 2000 / 100_000  # 200k entries in 2 s
+    rates = []
+    for i in range(1, 6):
+        p.on_request(100.0 + 5 * i)  # still losing: asks again within the window
+        rates.append(p.current)
+    assert rates == [50_000, 25_000, 12_500, 10_000, 10_000]  # halved, never below the floor
+    assert p.delay(125.0 + 29.9, 1000) == 1000 / 10_000
+    assert p.delay(125.0 + 30.0, 1000) == 0.0 and p.current is None  # a quiet window: full speed again
+    p.on_request(200.0)
+    assert p.current == 100_000 and p.requests == 7

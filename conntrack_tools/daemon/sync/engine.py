@@ -25,6 +25,7 @@ from .convert import flow_to_sync
 from .entry_packer import EntryRenderer
 from .expect import ExpInjector, commit_expectations, expect_to_sync, external_exp_apply, sync_to_expect
 from .external import ExternalCache, Injector, commit
+from .heal import BulkPacer
 from .modes import Alarm, Ftfw, MsgResult, Notrack, encode_data
 from .seq import SeqCounter
 from .wire import (
@@ -130,6 +131,7 @@ class SyncDaemonEngine(Answers):
                 self.loop.add_reader(ch.listener.fileno(), lambda i=idx: self._on_accept(i))
                 ch.connect()
         self._tx_scheduled = False
+        self.pacer = BulkPacer()  # the pace of RESYNC answers (heal.py)
         self._direct_pending = False  # send_flow() queued messages on the channels: flush them
         self._last_xmit = time.monotonic()
         self._reset_timer = None
@@ -166,10 +168,10 @@ class SyncDaemonEngine(Answers):
                                any(p.debt.owed for p in peers)):
             self.readiness.ready()
 
-    def _schedule_tx(self) -> None:
+    def _schedule_tx(self, delay: float = 0.0) -> None:
         if not self._tx_scheduled:
             self._tx_scheduled = True
-            self.loop.add_timer(0, self._run_tx)
+            self.loop.add_timer(delay, self._run_tx)
 
     def _render(self, obj: tuple[Entry | ExpEntry, int]) -> tuple[int, bytes] | None:
         """A queued (entry, message type) as it is now: C builds each message from the cached object when
@@ -201,7 +203,7 @@ class SyncDaemonEngine(Answers):
         mode = self.mode
         msgs = mode.xmit(self._render, TX_RUN_MAX)
         if mode.tx:  # more queued (a resync, -B): the loop reads kernel events before the next run
-            self._schedule_tx()
+            self._schedule_tx(self.pacer.delay(time.monotonic(), len(msgs)))
         if not msgs and not self._direct_pending:
             return
         ch = self.channels
@@ -342,6 +344,7 @@ class SyncDaemonEngine(Answers):
 
     def _on_resync_request(self) -> None:
         self.log("notice", "resync requested by other node")
+        self.pacer.on_request(time.monotonic())
         self.bulk()
 
     # ============================================================ network input
@@ -713,7 +716,9 @@ class SyncDaemonEngine(Answers):
     def stats_json(self) -> dict:
         d: dict = {"sync_mode": str(self.mode_name), "network": dict(self.errors),
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
-                   "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters(),
+                   "links": self._links_json(), "auth": self._auth_json(),
+                   "heal": {**self.mode.policy.counters(), "answers_paced": self.pacer.requests,
+                            "answer_rate": self.pacer.current or 0},
                    "role": {"primary": int(self.role == "primary"), "backup": int(self.role == "backup"),
                             "since": self.role_since, "changes": self.role_changes}}
         if self.injector is not None:
