@@ -278,6 +278,7 @@ def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float,
         cpu0 = {d.side: d.cpu() for d in (a, b)}
         s.present = watch(a, b, pop, n, stall, max_wait, s, t0)
         s.sender_internal = a.count("internal")
+        overruns = stat_num(a.stats(Action.STATS_RUNTIME), "netlink overrun")
         for d in (a, b):
             s.cpu[d.side] = d.cpu() - cpu0[d.side]
             s.hwm[d.side] = d.mem()[1]
@@ -286,7 +287,7 @@ def sync_once(tmp: Path, impl: str, n: int, rate: float, run: int, stall: float,
         print(f"  {label}: created in {s.created_s:.2f}s; B external {s.present:,}/{n:,} "
               f"({100 * s.present / n:.2f} %), {conv}; A internal {s.sender_internal:,} "
               f"(N at {s.sender_s:.1f}s); daemon CPU s A {s.cpu['A']:.1f} B {s.cpu['B']:.1f}; "
-              f"VmHWM MiB A {s.hwm['A'] // 1024} B {s.hwm['B'] // 1024}", flush=True)
+              f"VmHWM MiB A {s.hwm['A'] // 1024} B {s.hwm['B'] // 1024}; A netlink overruns {overruns}", flush=True)
         if measure_mem:
             # memory with N entries in the caches (A: internal, B: external)
             res.held = {"A": s.sender_internal, "B": s.present}
