@@ -1,11 +1,12 @@
 """Compiled layouts: generated code for the hot paths, built, cached and checked in one place.
 
 A dump, an event stream or a sync peer carries only a handful of message *layouts* (the same
-attributes, in the same order, with the same lengths). Four hot paths compile per layout:
+attributes, in the same order, with the same lengths). Five hot paths compile per layout:
 
 * ``netlink/shapes.py``: kernel message -> values (one ``struct`` call) -> Flow, and the
   delete-by-id request straight from the dumped bytes;
 * ``formats/fastline.py`` and ``cli/shapefilter.py``: those values -> the text line / the filter's verdict;
+* ``daemon/event_fill.py``: those values -> the daemon filter's verdict, cache key and entry fill;
 * ``daemon/sync/entry_packer.py``: cache entry -> sync message body;
 * ``daemon/sync/transcode.py``: sync message -> external cache key + netlink create body.
 
