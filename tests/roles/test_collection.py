@@ -172,6 +172,11 @@ def test_wheel_console_scripts_work_from_a_plain_pip_install(artifacts: dict[str
     expected = render.render("conntrack-sysctl.conf.j2",
                              render.role_defaults("conntrack_tools", {"conntrack_tools_nf_conntrack_max": 131072}))
     assert out.stdout == expected and "131072" in expected
+    # The systemd unit has one source, the template: a pip user renders it for the scripts' prefix.
+    out = subprocess.run([tool, "conntrackd.service.j2", "-r", "conntrack_tools", "-e", f"conntrack_tools_venv={venv}"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"ExecStart={venv}/bin/conntrackd -C /etc/conntrackd/conntrackd.conf" in out.stdout
 
 
 GET_PIP_STANDIN = """# Stand-in for ansible-test's pip bootstrap script, whose download host is unreachable here
