@@ -343,3 +343,19 @@ def test_cli_renders_from_role_defaults(tmp_path: Path, capsys: pytest.CaptureFi
     assert out.read_text() == render.render("keepalived.conf.j2", context("fw-edge-a"))
     assert render.main(["conntrackd.conf.j2", "-e", "conntrackd_mode=FTFW"]) == 1
     assert "conntrackd-render" not in capsys.readouterr().err
+
+
+def test_ha_firewall_mapping_is_resolved_from_its_vars_file() -> None:
+    """render.role_vars reads roles/ha_firewall/vars/main.yml (the file Ansible loads): native values, VIPs
+    without prefix length joined to the extra ignore list."""
+    base = render.role_defaults("ha_firewall", {
+        "inventory_hostname": "fw1", "ha_firewall_pair_group": "pair_x", "ha_firewall_pair_addresses": {"fw1": {}},
+        "ha_firewall_ignore_addresses": ["10.1.0.0/16"],
+        "keepalived_instances": [{"virtual_ipaddress": [{"address": "192.0.2.1/24"}, {"address": "2001:db8::1/64"}]},
+                                 {"virtual_ipaddress": [{"address": "192.0.2.9"}]}]})
+    mapped = render.role_vars("ha_firewall", base)
+    assert mapped["conntrackd_pair_addresses"] == {"fw1": {}} and mapped["keepalived_node"] == "fw1"
+    assert mapped["conntrackd_nf_conntrack_max"] == 262144
+    assert mapped["conntrackd_ignore_addresses"] == ["10.1.0.0/16", "192.0.2.1", "2001:db8::1", "192.0.2.9"]
+    assert mapped["keepalived_notify_command"] == "/opt/conntrack-tools/bin/conntrackd-notify"
+    assert "ha_firewall_pair_group" not in mapped  # only the file's own variables
