@@ -25,7 +25,7 @@ They share what lives here:
   reference path gives on the message it was compiled from. The reference path stays the
   definition; property tests check both agree on random input.
 
-The hot loops (``ShapeDecoder.lines_into``, ``Transcoder.entry``) read ``Layouts.buckets`` inline:
+The hot loops (``ShapeDecoder.lines``, ``Transcoder.entry``) read ``Layouts.buckets`` inline:
 a method call per message would cost as much as the decoding.
 """
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "list_templates",
     "render",
     "role_defaults",
+    "role_vars",
     "templates_dir",
     "main",
 ]
@@ -151,17 +153,47 @@ def role_defaults(
     Expressions that need Ansible-only context (``hostvars``, ``groups``, ...) and
     are not overridden are dropped rather than guessed.  Needs PyYAML.
     """
-    import yaml  # only this helper (and -e @FILE.yml) needs it: imported late to keep start-up short
+    return _resolve({**_role_file(role, "defaults", roles_dir), **(overrides or {})})
+
+
+def role_vars(
+    role: str,
+    context: Mapping[str, Any],
+    *,
+    roles_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """``roles/<role>/vars/main.yml`` resolved against ``context`` (e.g. ha_firewall's mapping onto the roles it
+    includes: the same file Ansible loads). Only the file's own variables are returned."""
+    data = _role_file(role, "vars", roles_dir)
+    resolved = _resolve({**context, **data}, native=True)
+    return {k: resolved[k] for k in data if k in resolved}
+
+
+def _role_file(role: str, kind: str, roles_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    import yaml  # only the role helpers (and -e @FILE.yml) need it: imported late to keep start-up short
 
     path = Path(roles_dir) if roles_dir is not None else _ROOT / "roles"
-    data = yaml.safe_load((path / role / "defaults" / "main.yml").read_text()) or {}
-    merged: dict[str, Any] = {**data, **(overrides or {})}
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return yaml.safe_load((path / role / kind / "main.yml").read_text()) or {}
+
+
+def _regex_replace(value: Any, pattern: str = "", replacement: str = "", ignorecase: bool = False) -> str:
+    """Ansible's ``regex_replace`` filter (Python ``re`` syntax), for the role variable files."""
+    return re.sub(pattern, replacement, str(value), flags=re.I if ignorecase else 0)
+
+
+def _resolve(merged: dict[str, Any], native: bool = False) -> dict[str, Any]:
+    """Template the strings in ``merged`` against each other, in a few passes (any order of reference).
+
+    ``native``: a value that is one expression keeps its type (a mapping of dicts and lists, as Ansible's
+    templating gives it); otherwise every templated value becomes a string (the defaults files need no more)."""
+    from jinja2.nativetypes import NativeEnvironment
+
+    env = (NativeEnvironment if native else jinja2.Environment)(undefined=jinja2.StrictUndefined)
     env.filters["bool"] = _to_bool
+    env.filters["regex_replace"] = _regex_replace
     resolved: dict[str, Any] = {}
     pending = dict(merged)
     plain = {k: v for k, v in merged.items() if not _templated(v)}
-    # A few passes let defaults refer to other defaults in any order.
     for _ in range(5):
         progress = False
         for key, value in list(pending.items()):

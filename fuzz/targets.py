@@ -12,7 +12,7 @@ wire      sync wire decoder: iter_datagram (UDP), StreamDecoder (TCP, split at a
           point), Message.flow()/expect(), re-encoding of what decoded.  Allowed: WireError.
 netlink   ctnetlink decoders: iter_messages + decode_flow/decode_expect/decode_error/
           key_request_from_dump, ShapeDecoder.decode (generic and compiled-shape paths, pre-warmed
-          with real shapes) and ShapeDecoder.lines_into on the whole buffer with the generated line
+          with real shapes) and codec.frame_dump + ShapeDecoder.lines on the whole buffer with the generated line
           renderers.  Allowed: DecodeError.
 events    the daemon's event path on an arbitrary receive buffer: the real Ctnl.read_events
           (framing, decode, sanity, filter) feeding StatsMode and SyncCacheMode, then ``-i`` in
@@ -69,6 +69,7 @@ from conntrack_tools.netlink.codec import (  # noqa: E402
     decode_expect,
     decode_flow,
     encode_flow,
+    frame_dump,
     iter_messages,
     key_request_from_dump,
     nlmsg,
@@ -253,11 +254,16 @@ def target_netlink(data: bytes) -> None:
             except DecodeError:
                 got = None
             assert got == ref, "ShapeDecoder.decode disagrees with decode_flow"
-        # 3. lines_into on the whole buffer with the sequence number of its first header
+        # 3. the whole buffer framed as a dump reply (sequence number of its first header), then lines()
         seq = NLMSG_HDR.unpack_from(data, 0)[3] if len(data) >= 16 else 0
         lines: list[str] = []
+        spans: list[int] = []
         try:
-            d.lines_into(data, len(data), seq, lines.append)
+            frame_dump(data, len(data), seq, spans)
+        except DecodeError:
+            rejected = True
+        try:
+            d.lines(data, spans, lines.append)
         except DecodeError:
             rejected = True
         assert all(isinstance(x, str) for x in lines)

@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Write roles/<role>/README.md from the role's meta/argument_specs.yml (and meta/main.yml), so the README and the
-specs cannot drift: tests/roles/test_collection.py fails when a README differs from what this script writes.
+"""Write roles/<role>/README.md from the role's meta/argument_specs.yml, defaults/main.yml (and meta/main.yml), so
+the README and the specs cannot drift: tests/roles/test_collection.py fails when a README differs from what this
+script writes.
+
+One source per fact: a default value lives only in defaults/main.yml (the value Ansible uses; a spec's ``default``
+would only be documentation, and a second copy to keep equal). ``--check`` also fails when a top-level option has a
+``default`` in the spec, or when the spec and defaults/main.yml do not list the same variables (an option without
+a default must be ``required``). Sub-options keep their ``default`` in the spec: they have no defaults file.
 
     scripts/role_readmes.py           rewrite every role's README.md
-    scripts/role_readmes.py --check   exit 1 and name the stale READMEs
+    scripts/role_readmes.py --check   exit 1 and name the stale READMEs and the spec/defaults mismatches
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ def _cell(value: Any) -> str:
     return _text(value).replace("|", "\\|")
 
 
-def _default(spec: dict[str, Any]) -> str:
-    if "default" not in spec:
+def _default(defaults: dict[str, Any], option: str, spec: dict[str, Any]) -> str:
+    """The value defaults/main.yml gives ``option`` (nothing for a required one: its entry is a placeholder)."""
+    if option not in defaults or spec.get("required"):
         return ""
-    value = yaml.safe_dump(spec["default"], default_flow_style=True, width=10_000).strip()
+    value = yaml.safe_dump(defaults[option], default_flow_style=True, width=10_000).strip()
     value = value.removesuffix("\n...").removesuffix("...").strip()
     return f"`{value}`".replace("|", "\\|")
 
@@ -50,13 +57,41 @@ def _type(spec: dict[str, Any]) -> str:
     return kind
 
 
+def _specs(role: Path) -> dict[str, Any]:
+    return yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+
+
+def _defaults(role: Path) -> dict[str, Any]:
+    path = role / "defaults" / "main.yml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def mismatches(role: Path) -> list[str]:
+    """Where the spec and defaults/main.yml disagree on which variables exist, or the spec repeats a default."""
+    defaults = _defaults(role)
+    out = []
+    for entry, spec in _specs(role).items():
+        options = spec.get("options") or {}
+        for option, ospec in options.items():
+            if "default" in ospec:
+                out.append(f"{role.name} {entry}: {option} has a default in the spec (defaults/main.yml holds it)")
+            elif option not in defaults and not ospec.get("required"):
+                out.append(f"{role.name} {entry}: {option} is neither required nor in defaults/main.yml")
+        if entry == "main":
+            out += [f"{role.name}: {var} is in defaults/main.yml but not in the main argument spec"
+                    for var in defaults if var not in options]
+    return out
+
+
 def readme(role: Path) -> str:
-    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    specs = _specs(role)
+    defaults = _defaults(role)
     meta = yaml.safe_load((role / "meta" / "main.yml").read_text()) or {}
     info = meta.get("galaxy_info", {})
     name = role.name
     out = [f"# {COLLECTION}.{name}", "",
-           "<!-- Generated from meta/argument_specs.yml by scripts/role_readmes.py: edit the specs, then run it. -->",
+           "<!-- Generated from meta/argument_specs.yml and defaults/main.yml by scripts/role_readmes.py: edit those,"
+           " then run it. -->",
            ""]
     if info.get("description"):
         out += [_text(info["description"]), ""]
@@ -77,7 +112,7 @@ def readme(role: Path) -> str:
         out += ["| option | type | default | required | description |", "|---|---|---|---|---|"]
         for option, ospec in options.items():
             required = "yes" if ospec.get("required") else ""
-            out.append(f"| `{option}` | {_type(ospec)} | {_default(ospec)} | {required} | "
+            out.append(f"| `{option}` | {_type(ospec)} | {_default(defaults, option, ospec)} | {required} | "
                        f"{_cell(ospec.get('description', ''))} |")
         out.append("")
     platforms = info.get("platforms") or []
@@ -92,7 +127,9 @@ def readme(role: Path) -> str:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stale = []
+    problems = []
     for role in sorted(p for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists()):
+        problems += mismatches(role)
         text = readme(role)
         path = role / "README.md"
         if path.exists() and path.read_text() == text:
@@ -100,10 +137,11 @@ def main(argv: list[str]) -> int:
         stale.append(str(path.relative_to(ROOT)))
         if not check:
             path.write_text(text)
+    for problem in problems:
+        print(problem, file=sys.stderr)
     if check and stale:
         print("stale (run scripts/role_readmes.py): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    return 1 if problems or (check and stale) else 0
 
 
 if __name__ == "__main__":

@@ -219,21 +219,17 @@ class Runner:
         sock = self.sock
         seq = sock.next_seq()
         request = request[:8] + seq.to_bytes(4, sys.byteorder) + request[12:]
-        sock.send(request)
-        lines_into = decoder.lines_into
+        render = decoder.lines
         append = lines.append
         count = 0
-        while True:
+        for view, spans in sock.dump_spans(request, seq):
             before = len(lines)
-            done, err = lines_into(sock.view, sock.recv(), seq, append, on_message)
+            render(view, spans, append, on_message)
             count += len(lines) - before
-            if err:
-                raise NetlinkError(err, seq)
             if flush and len(lines) >= 4096:
                 self.write_lines(lines)
                 lines.clear()
-            if done:
-                return count
+        return count
 
     def _dump_flows(self, request: bytes, decoder: ShapeDecoder):
         sock = self.sock

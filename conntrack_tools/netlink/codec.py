@@ -68,6 +68,7 @@ _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
 _BE64 = struct.Struct(">Q")
 _I32 = struct.Struct("=i")
+_U16 = struct.Struct("=H")
 _U32 = struct.Struct("=I")
 _TCP_FLAGS = struct.Struct("BB")
 
@@ -156,6 +157,40 @@ def iter_messages(buf: Buffer, size: int | None = None) -> Iterator[tuple[int, i
             raise DecodeError(f"bad netlink message length {length} at offset {off}")
         yield mtype, flags, seq, pid, off + NLMSG_HDRLEN, off + length
         off += align4(length)
+
+
+NLMSG_MIN_TYPE = 0x10  # types below are netlink control messages (NOOP, ERROR, DONE, OVERRUN)
+
+
+def frame_dump(buf: Buffer, size: int, seq: int, spans: list[int]) -> int | None:
+    """Frame one receive buffer of a dump: append ``payload_start, msg_end`` of each data message answering
+    ``seq`` to ``spans`` (flat: two ints a message); return None while the dump goes on, else its end: 0
+    (NLMSG_DONE or an ACK) or the errno of an NLMSG_ERROR. Other sequence numbers and control messages are skipped.
+
+    The socket's receive loop calls it once per buffer and the decoders take the spans: framing is here once, in
+    one Python frame per buffer (a generator or a tuple per message costs as much as the rendering on -L)."""
+    off = 0
+    unpack_hdr = NLMSG_HDR.unpack_from
+    append = spans.append
+    while off + NLMSG_HDRLEN <= size:
+        length, mtype, _flags, mseq, _pid = unpack_hdr(buf, off)
+        if length < NLMSG_HDRLEN or off + length > size:
+            raise DecodeError(f"bad netlink message length {length} at offset {off}")
+        if mseq == seq:
+            if mtype >= NLMSG_MIN_TYPE:
+                append(off + NLMSG_HDRLEN)
+                append(off + length)
+            elif mtype == NLMSG_DONE:
+                return 0
+            elif mtype == NLMSG_ERROR:
+                return decode_error(buf, off + NLMSG_HDRLEN, off + length)
+        off += (length + 3) & ~3
+    return None
+
+
+def message_type(buf: Buffer, payload_start: int) -> int:
+    """The nlmsg_type of the message whose payload starts at ``payload_start`` (a frame_dump span)."""
+    return _U16.unpack_from(buf, payload_start - NLMSG_HDRLEN + 4)[0]
 
 
 def decode_error(buf: bytes | memoryview, start: int, end: int) -> int:
@@ -656,7 +691,8 @@ def key_request_from_dump(buf: Buffer, start: int, end: int, msg_type: int, flag
 
 
 __all__ = [
-    "DecodeError", "NLMSG_DONE", "NLMSG_ERROR", "nlmsg", "iter_messages", "iter_attrs", "decode_error",
+    "DecodeError", "NLMSG_DONE", "NLMSG_ERROR", "nlmsg", "iter_messages", "frame_dump",
+    "message_type", "iter_attrs", "decode_error",
     "decode_flow", "decode_expect", "decode_tuple", "decode_u32_attrs", "encode_flow", "encode_expect",
     "encode_tuple", "encode_dump_filter", "encode_lookup", "key_request_from_dump", "attr", "nested",
 ]

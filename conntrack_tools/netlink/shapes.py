@@ -24,9 +24,6 @@ from .attrs import CTA, NLA_TYPE_MASK, CountersAttr, IpAttr, ProtoAttr, Protoinf
 from .codec import NFGEN_HDRLEN, DecodeError, decode_flow
 
 _NLA = struct.Struct("=HH")
-_NLMSG = struct.Struct("=IHHII")
-_I32 = struct.Struct("=i")
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 
 # Leaf attributes the compiled path understands: path -> (struct code, slot name).
 # Anything else in a message makes its shape "generic only".
@@ -282,52 +279,41 @@ class ShapeDecoder:
             return self.reference(shape.build(vals))
         return self.reference(self._miss(buf, start, end))
 
-    def lines_into(self, buf, n: int, seq: int, append: Callable[[str], None],
-                   on_message: Callable | None = None) -> tuple[bool, int]:
-        """Render every dump message of one receive buffer; returns (done, errno).
+    def lines(self, buf, spans: list[int], append: Callable[[str], None],
+              on_message: Callable | None = None) -> None:
+        """Render the wanted messages among ``spans`` (payload start and end of each message in ``buf``, flat,
+        as ``codec.frame_dump`` / ``CtnlSocket.dump_spans`` give them for one receive buffer).
 
-        The whole-buffer loop keeps framing, shape lookup and rendering in one
-        Python frame: on a 100k dump the per-message generator and call overhead
-        it avoids is as large as the rendering itself.
+        Decoding only: the socket layer receives and frames. The whole-buffer loop keeps shape lookup,
+        filter and rendering in one Python frame: on a 100k dump the per-message call overhead it
+        avoids is as large as the rendering itself.
         """
-        off = 0
         cache = self.layouts.buckets
-        unpack_hdr = _NLMSG.unpack_from
         reference = self.reference
         keep = self.keep
-        while off + 16 <= n:
-            length, mtype, _flags, mseq, _pid = unpack_hdr(buf, off)
-            if length < 16 or off + length > n:
-                raise DecodeError(f"bad netlink message length {length}")
-            if mseq == seq:
-                if mtype == NLMSG_DONE:
-                    return True, 0
-                if mtype == NLMSG_ERROR:
-                    return True, -_I32.unpack_from(buf, off + 16)[0] if length >= 20 else 0
-                if mtype >= 0x100:
-                    start, end = off + 16, off + length
-                    for shape in (cache.get((length - 16, buf[start]), ()) if length >= 16 + NFGEN_HDRLEN else ()):
-                        vals = shape.struct.unpack_from(buf, start)
-                        if shape.getter(vals) == shape.headers:
-                            pred = shape.pred
-                            if pred is not None:
-                                if not pred(vals):
-                                    break
-                            elif keep is not None and not keep(shape.build(vals)):
-                                break
-                            line = shape.line
-                            append(line(vals) if line is not None else reference(shape.build(vals)))
-                            if on_message is not None:
-                                on_message(buf, start, end, shape)
+        it = iter(spans)
+        for start, end in zip(it, it, strict=True):  # zip reuses its result tuple: no allocation a message
+            size = end - start
+            for shape in (cache.get((size, buf[start]), ()) if size >= NFGEN_HDRLEN else ()):
+                vals = shape.struct.unpack_from(buf, start)
+                if shape.getter(vals) == shape.headers:
+                    pred = shape.pred
+                    if pred is not None:
+                        if not pred(vals):
                             break
-                    else:
-                        flow = self._miss(buf, start, end)
-                        if keep is None or keep(flow):
-                            append(reference(flow))
-                            if on_message is not None:
-                                on_message(buf, start, end, None)
-            off += (length + 3) & ~3
-        return False, 0
+                    elif keep is not None and not keep(shape.build(vals)):
+                        break
+                    line = shape.line
+                    append(line(vals) if line is not None else reference(shape.build(vals)))
+                    if on_message is not None:
+                        on_message(buf, start, end, shape)
+                    break
+            else:
+                flow = self._miss(buf, start, end)
+                if keep is None or keep(flow):
+                    append(reference(flow))
+                    if on_message is not None:
+                        on_message(buf, start, end, None)
 
     def _miss(self, buf, start: int, end: int) -> Flow:
         self.misses += 1

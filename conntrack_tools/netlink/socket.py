@@ -20,15 +20,11 @@ from .attrs import (
     NETLINK_CAP_ACK,
     NETLINK_NETFILTER,
     NLM_F_ACK,
-    NLM_F_DUMP_INTR,
-    NLMSG_DONE,
     NLMSG_ERROR,
-    NLMSG_NOOP,
-    NLMSG_OVERRUN,
     SO_RCVBUFFORCE,
     SOL_NETLINK,
 )
-from .codec import DecodeError, decode_error, iter_messages
+from .codec import DecodeError, decode_error, frame_dump, iter_messages, message_type
 
 SO_MEMINFO = 55  # <asm-generic/socket.h>: u32[SK_MEMINFO_VARS]; the drop counter is the last one
 _MEMINFO = struct.Struct("=9I")
@@ -117,25 +113,31 @@ class CtnlSocket:
 
         The buffer is reused between receives: consume each message before the next one.
         """
+        for view, spans in self.dump_spans(msg, seq):
+            it = iter(spans)
+            for start, end in zip(it, it, strict=True):
+                yield view, message_type(view, start), start, end
+
+    def dump_spans(self, msg: bytes, seq: int) -> Iterator[tuple[memoryview, list[int]]]:
+        """Send a dump request and yield, per receive buffer, ``(buffer, spans)``: its data messages as
+        ``codec.frame_dump`` gives them (payload start and end, flat); an NLMSG_ERROR raises NetlinkError.
+        The package's one dump receive loop: :meth:`dump` walks the spans a message at a time,
+        ``conntrack -L``/``-D`` hand whole lists to ``ShapeDecoder.lines``. The buffer is reused: consume
+        the spans before the next one.
+
+        NLM_F_DUMP_INTR (the table changed during the dump) is ignored, as C does.
+        """
         self.send(msg)
         view = self.view
         while True:
-            n = self.recv()
-            for mtype, flags, mseq, _pid, start, end in iter_messages(view, n):
-                if mseq != seq:
-                    continue
-                if mtype == NLMSG_DONE:
-                    return
-                if mtype == NLMSG_ERROR:
-                    err = decode_error(view, start, end)
-                    if err:
-                        raise NetlinkError(err, mseq)
-                    return
-                if mtype in (NLMSG_NOOP, NLMSG_OVERRUN):
-                    continue
-                if flags & NLM_F_DUMP_INTR:
-                    pass  # the table changed during the dump; C ignores this too
-                yield view, mtype, start, end
+            spans: list[int] = []
+            end = frame_dump(view, self.recv(), seq, spans)
+            if spans:
+                yield view, spans
+            if end is not None:
+                if end:
+                    raise NetlinkError(end, seq)
+                return
 
     def batch(self, msgs: Iterable[tuple[int, bytes]], chunk: int = 1 << 16) -> dict[int, int]:
         """Send many (seq, message) requests with few syscalls; return {seq: errno} for failures.

@@ -66,19 +66,10 @@ def context(host: str, **overrides: Any) -> dict[str, Any]:
 
 
 def build(host: str, groups: dict[str, list[str]], inv: dict[str, Any]) -> dict[str, Any]:
-    """Role defaults + inventory + the ha_firewall variable mapping, resolved like Ansible would."""
-    vips = [v["address"].split("/")[0] for i in inv.get("keepalived_instances", []) for v in i["virtual_ipaddress"]]
-    mapped = {
-        "inventory_hostname": host,
-        "groups": groups,
-        "keepalived_pair_group": inv["ha_firewall_pair_group"],
-        "conntrackd_pair_group": inv["ha_firewall_pair_group"],
-        "keepalived_pair_addresses": inv["ha_firewall_pair_addresses"],
-        "conntrackd_pair_addresses": inv["ha_firewall_pair_addresses"],
-        "conntrackd_nf_conntrack_max": inv.get("ha_firewall_nf_conntrack_max", 262144),
-        "conntrackd_ignore_addresses": inv.get("ha_firewall_ignore_addresses", []) + vips,
-    }
-    merged = {**inv, **mapped}
+    """Role defaults + inventory + the ha_firewall variable mapping (its vars/main.yml, the file Ansible loads),
+    resolved like Ansible would: the mapping wins over the inventory, as role vars do."""
+    ha_firewall = render.role_defaults("ha_firewall", {"inventory_hostname": host, "groups": groups, **inv})
+    merged = {**ha_firewall, **render.role_vars("ha_firewall", ha_firewall)}
     out: dict[str, Any] = {}
     for role in ("ha_firewall", "conntrack_tools", "keepalived", "conntrackd"):
         out.update(render.role_defaults(role, merged))

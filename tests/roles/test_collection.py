@@ -8,6 +8,7 @@ import os
 import platform
 import posixpath
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -61,8 +62,6 @@ def test_one_version_for_package_collection_role_and_changelog(artifacts: dict[s
     assert re.search(rf"^Version: {re.escape(VERSION)}$", metadata, re.M)
     defaults = yaml.safe_load((ROOT / "roles" / "conntrack_tools" / "defaults" / "main.yml").read_text())
     assert str(defaults["conntrack_tools_version"]) == VERSION
-    specs = yaml.safe_load((ROOT / "roles" / "conntrack_tools" / "meta" / "argument_specs.yml").read_text())
-    assert str(specs["argument_specs"]["main"]["options"]["conntrack_tools_version"]["default"]) == VERSION
     changelog = yaml.safe_load((ROOT / "changelogs" / "changelog.yaml").read_text())
     assert VERSION in changelog["releases"], "release the changelog: antsibull-changelog release"
     with tarfile.open(artifacts["tarball"]) as tar:
@@ -153,25 +152,33 @@ def test_installed_roles_run_their_verify_step_by_fqcn(installed: Path, tmp_path
 
 def test_wheel_console_scripts_work_from_a_plain_pip_install(artifacts: dict[str, Path], tmp_path: Path) -> None:
     venv = tmp_path / "venv"
+    plain = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout there would stand in for the wheel
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     run = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(artifacts["wheel"])],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=plain)
     assert run.returncode == 0, run.stderr
     for script in SCRIPTS:
         run = subprocess.run([str(venv / "bin" / script), "--help"], capture_output=True, text=True, timeout=60,
-                             cwd=tmp_path)
+                             cwd=tmp_path, env=plain)
         assert run.returncode == 0, f"{script} --help: {run.stdout}{run.stderr}"
         assert "Traceback" not in run.stderr
     # A real render outside the checkout: templates and role defaults come from the wheel.
     tool = str(venv / "bin" / "conntrack-tools-render")
-    listed = subprocess.run([tool, "-l"], capture_output=True, text=True, check=True, cwd=tmp_path).stdout.split()
+    listed = subprocess.run([tool, "-l"], capture_output=True, text=True, check=True, cwd=tmp_path,
+                            env=plain).stdout.split()
     assert listed == render.list_templates()
     out = subprocess.run([tool, "conntrack-sysctl.conf.j2", "-r", "conntrack_tools", "-e",
-                          "conntrack_tools_nf_conntrack_max=131072"], capture_output=True, text=True, cwd=tmp_path)
+                          "conntrack_tools_nf_conntrack_max=131072"], capture_output=True, text=True, cwd=tmp_path,
+                         env=plain)
     assert out.returncode == 0, out.stderr
     expected = render.render("conntrack-sysctl.conf.j2",
                              render.role_defaults("conntrack_tools", {"conntrack_tools_nf_conntrack_max": 131072}))
     assert out.stdout == expected and "131072" in expected
+    # The systemd unit has one source, the template: a pip user renders it for the scripts' prefix.
+    out = subprocess.run([tool, "conntrackd.service.j2", "-r", "conntrack_tools", "-e", f"conntrack_tools_venv={venv}"],
+                         capture_output=True, text=True, cwd=tmp_path, env=plain)
+    assert out.returncode == 0, out.stderr
+    assert f"ExecStart={venv}/bin/conntrackd -C /etc/conntrackd/conntrackd.conf" in out.stdout
 
 
 GET_PIP_STANDIN = """# Stand-in for ansible-test's pip bootstrap script, whose download host is unreachable here
@@ -187,14 +194,37 @@ def test_ansible_test_sanity_passes_on_the_installed_artifact(installed: Path) -
     not scanned), for the Python of the venv (the nodes' Debian 12 has the same 3.11)."""
     root = installed / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
     python = ".".join(platform.python_version_tuple()[:2])
-    argv = [str(VENV_BIN / "ansible-test"), "sanity", "--python", python, "--color", "no"]
+    run = _ansible_test(["sanity", "--python", python, "--color", "no"], root)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    assert len(re.findall(r'Running sanity test "', run.stdout + run.stderr)) >= 20
+
+
+def _ansible_test(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ansible-test (the venv's, pinned with ansible-core); the first run may need the pip bootstrap stand-in
+    where its error message says (its download host is unreachable here)."""
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     for _ in range(2):
-        run = subprocess.run(argv, cwd=root, capture_output=True, text=True, env=env, timeout=900)
+        run = subprocess.run([str(VENV_BIN / "ansible-test"), *argv], cwd=cwd, capture_output=True, text=True,
+                             env=env, timeout=900)
         wanted = re.search(r"can be manually downloaded and saved to: (\S+)", run.stdout + run.stderr)
         if run.returncode == 0 or not wanted:
             break
         Path(wanted.group(1)).parent.mkdir(parents=True, exist_ok=True)
         Path(wanted.group(1)).write_text(GET_PIP_STANDIN)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
-    assert len(re.findall(r'Running sanity test "', run.stdout + run.stderr)) >= 20
+    return run
+
+
+def test_ansible_test_units_pass_for_the_modules(installed: Path, tmp_path: Path) -> None:
+    """tests/collection_units/ as the installed collection's tests/unit/, run by ``ansible-test units`` in its own
+    venv (pytest, pytest-xdist, pytest-mock from the package index) for the venv's Python."""
+    tree = tmp_path / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
+    shutil.copytree(installed / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"], tree, symlinks=True)
+    shutil.copytree(ROOT / "tests" / "collection_units", tree / "tests" / "unit")
+    python = ".".join(platform.python_version_tuple()[:2])
+    run = _ansible_test(["units", "--venv", "--python", python, "--color", "no", "--requirements"], tree)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+    passed = re.search(r"(\d+) passed", out)
+    collected = len(re.findall(r"^def test_", "".join(p.read_text() for p in
+                                                     (ROOT / "tests" / "collection_units").rglob("test_*.py")), re.M))
+    assert passed and int(passed.group(1)) >= collected, out[-3000:]

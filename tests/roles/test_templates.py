@@ -7,6 +7,7 @@ import itertools
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,79 @@ def test_example_inventory_conntrackd_parses_with_our_daemon(host: str) -> None:
     cfg = config.parse_config(render.render("conntrackd.conf.j2", context(host)), "conntrackd.conf")
     findings = [str(f) for f in config.check_config(cfg)]
     assert findings == [], findings
+
+
+# --- metrics (General { Metrics }, ha_firewall scraper rule) ----------------------------------------------------
+
+C_CONNTRACKD = "/usr/sbin/conntrackd"
+METRICS = {"conntrackd_metrics_address": "10.255.10.1", "conntrackd_metrics_port": 9102,
+           "conntrackd_metrics_textfile": "/var/lib/node_exporter/textfile_collector/conntrackd.prom",
+           "ha_firewall_metrics_scrapers": ["192.0.2.50", "198.51.100.0/28", "2001:db8:50::/64"]}
+
+
+def test_metrics_block_only_for_our_daemon() -> None:
+    config = _daemon_config()
+    ours = render.render("conntrackd.conf.j2", context("fw-edge-a", **METRICS))
+    assert "\tMetrics {\n\t\tListen 10.255.10.1:9102\n\t\tTextfile " + METRICS["conntrackd_metrics_textfile"] in ours
+    cfg = config.parse_config(ours, "conntrackd.conf")
+    assert (cfg.general.metrics_listen, cfg.general.metrics_textfile) == ("10.255.10.1:9102",
+                                                                          METRICS["conntrackd_metrics_textfile"])
+    findings = [str(f) for f in config.check_config(cfg)]
+    assert len(findings) == 1 and "'Metrics' is an extension" in findings[0], findings
+    v6 = render.render("conntrackd.conf.j2", context("fw-edge-a", conntrackd_metrics_address="2001:db8:10::1"))
+    assert "\t\tListen [2001:db8:10::1]:9101\n" in v6 and "Textfile" not in v6
+    c_node = render.render("conntrackd.conf.j2", context("fw-edge-a", conntrackd_implementation="c", **METRICS))
+    assert "Metrics" not in c_node and "Listen" not in c_node
+    assert "Metrics" not in render.render("conntrackd.conf.j2", context("fw-edge-a"))  # off by default
+
+
+@pytest.mark.skipif(not Path(C_CONNTRACKD).exists(), reason="the C conntrackd is not installed")
+@pytest.mark.parametrize("host", ["fw-edge-a", "fw-dc-b"])
+def test_c_conntrackd_accepts_the_c_nodes_config(tmp_path: Path, host: str) -> None:
+    """C 1.4.7 has no config test: its client (-s) parses the whole file before it connects, so "can't connect"
+    means the file parsed and "parsing config file" means C rejects it. Ours (with Metrics) is the control."""
+    socket_path = str(tmp_path / "nobody-listens.ctl")
+
+    def c_client(impl: str) -> str:
+        conf = tmp_path / f"{impl}.conf"
+        conf.write_text(render.render("conntrackd.conf.j2", context(
+            host, conntrackd_implementation=impl, conntrackd_socket_path=socket_path, **METRICS)))
+        run = subprocess.run([C_CONNTRACKD, "-C", str(conf), "-s"], capture_output=True, text=True, timeout=30)
+        return run.stdout + run.stderr
+
+    c_node = c_client("c")
+    assert "can't connect" in c_node and "parsing config file" not in c_node, c_node
+    ours = c_client("python")
+    assert "parsing config file" in ours and "'Metrics'" in ours, ours
+
+
+def test_nftables_metrics_rule_admits_only_the_scrapers() -> None:
+    text = render.render("ha_firewall.nft.j2", context("fw-edge-a", **METRICS))
+    rules = [ln.strip() for ln in text.splitlines() if "dport 9102" in ln]
+    assert rules == ['iifname "lo" ip daddr 10.255.10.1 tcp dport 9102 accept',
+                     "ip daddr 10.255.10.1 tcp dport 9102 ip saddr { 192.0.2.50, 198.51.100.0/28 } accept",
+                     "ip daddr 10.255.10.1 tcp dport 9102 counter drop"]
+    v6 = render.render("ha_firewall.nft.j2", context("fw-edge-a", **{**METRICS,
+                                                                     "conntrackd_metrics_address": "2001:db8:10::1"}))
+    assert "ip6 daddr 2001:db8:10::1 tcp dport 9102 ip6 saddr { 2001:db8:50::/64 } accept" in v6
+    assert "ip saddr { 192.0.2.50" not in v6
+    wildcard = render.render("ha_firewall.nft.j2", context("fw-edge-a", **{**METRICS,
+                                                                           "conntrackd_metrics_address": "::"}))
+    assert "\t\ttcp dport 9102 ip saddr { 192.0.2.50, 198.51.100.0/28 } accept" in wildcard
+    assert "\t\ttcp dport 9102 ip6 saddr { 2001:db8:50::/64 } accept" in wildcard
+    for off in (context("fw-edge-a"), context("fw-edge-a", conntrackd_implementation="c", **METRICS)):
+        assert "metrics" not in render.render("ha_firewall.nft.j2", off)
+
+
+@NETNS
+@pytest.mark.skipif(not shutil.which("nft"), reason="nft is not installed")
+@pytest.mark.parametrize("address", ["10.255.10.1", "2001:db8:10::1", "0.0.0.0", "::"])
+def test_nftables_metrics_rule_check(tmp_path: Path, address: str) -> None:
+    rules = tmp_path / "ha.nft"
+    rules.write_text(render.render("ha_firewall.nft.j2", context("fw-edge-a", **{
+        **METRICS, "conntrackd_metrics_address": address})))
+    res = run_in_netns([], ["nft", "-c", "-f", str(rules)])
+    assert res.returncode == 0, res.stderr + rules.read_text()
 
 
 # --- keepalived.conf ------------------------------------------------------------------------------
@@ -343,3 +417,19 @@ def test_cli_renders_from_role_defaults(tmp_path: Path, capsys: pytest.CaptureFi
     assert out.read_text() == render.render("keepalived.conf.j2", context("fw-edge-a"))
     assert render.main(["conntrackd.conf.j2", "-e", "conntrackd_mode=FTFW"]) == 1
     assert "conntrackd-render" not in capsys.readouterr().err
+
+
+def test_ha_firewall_mapping_is_resolved_from_its_vars_file() -> None:
+    """render.role_vars reads roles/ha_firewall/vars/main.yml (the file Ansible loads): native values, VIPs
+    without prefix length joined to the extra ignore list."""
+    base = render.role_defaults("ha_firewall", {
+        "inventory_hostname": "fw1", "ha_firewall_pair_group": "pair_x", "ha_firewall_pair_addresses": {"fw1": {}},
+        "ha_firewall_ignore_addresses": ["10.1.0.0/16"],
+        "keepalived_instances": [{"virtual_ipaddress": [{"address": "192.0.2.1/24"}, {"address": "2001:db8::1/64"}]},
+                                 {"virtual_ipaddress": [{"address": "192.0.2.9"}]}]})
+    mapped = render.role_vars("ha_firewall", base)
+    assert mapped["conntrackd_pair_addresses"] == {"fw1": {}} and mapped["keepalived_node"] == "fw1"
+    assert mapped["conntrackd_nf_conntrack_max"] == 262144
+    assert mapped["conntrackd_ignore_addresses"] == ["10.1.0.0/16", "192.0.2.1", "2001:db8::1", "192.0.2.9"]
+    assert mapped["keepalived_notify_command"] == "/opt/conntrack-tools/bin/conntrackd-notify"
+    assert "ha_firewall_pair_group" not in mapped  # only the file's own variables

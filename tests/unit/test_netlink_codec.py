@@ -20,14 +20,17 @@ from conntrack_tools.flow import (
 )
 from conntrack_tools.netlink.attrs import NLM_F_DUMP, CtMsg, ct_type
 from conntrack_tools.netlink.codec import (
+    NLMSG_HDR,
     NLMSG_HDRLEN,
     DecodeError,
     decode_expect,
     decode_flow,
     encode_expect,
     encode_flow,
+    frame_dump,
     iter_attrs,
     iter_messages,
+    message_type,
     nlmsg,
 )
 
@@ -126,6 +129,27 @@ def test_message_framing():
     assert flags & NLM_F_DUMP == NLM_F_DUMP
 
 
+def test_frame_dump_spans_and_end():
+    """Data messages of our sequence become spans; other sequences and NOOPs are skipped; DONE ends it."""
+    data = nlmsg(0x101, 2, 7, 2, b"abcd")
+    other = nlmsg(0x101, 2, 8, 2)
+    noop = NLMSG_HDR.pack(16, 1, 0, 7, 0)
+    buf = data + other + noop + data
+    spans: list[int] = []
+    assert frame_dump(buf, len(buf), 7, spans) is None
+    second = len(data) + len(other) + len(noop)
+    assert spans == [NLMSG_HDRLEN, len(data), second + NLMSG_HDRLEN, second + len(data)]
+    assert message_type(buf, spans[2]) == 0x101
+    done = NLMSG_HDR.pack(20, 3, 2, 7, 0) + bytes(4)
+    assert frame_dump(data + done + data, len(data) * 2 + 20, 7, spans := []) == 0
+    assert len(spans) == 2  # nothing after the end
+    error = NLMSG_HDR.pack(20, 2, 0, 7, 0) + (-1).to_bytes(4, "little", signed=True)
+    assert frame_dump(error, 20, 7, []) == 1
+    assert frame_dump(NLMSG_HDR.pack(20, 2, 0, 7, 0) + bytes(4), 20, 7, []) == 0  # an ACK
+    with pytest.raises(DecodeError):
+        frame_dump(NLMSG_HDR.pack(99, 0x101, 0, 7, 0), 16, 7, [])
+
+
 @pytest.mark.parametrize("bad", [b"\x02\0\0\0\x03\0\x01\0", b"\x02\0\0\0\xff\x00\x01\x80abcd", b"\x02"])
 def test_malformed_raises_decode_error(bad):
     with pytest.raises(DecodeError):
@@ -143,6 +167,10 @@ def test_decoder_never_raises_anything_else(data):
     try:
         for _ in iter_messages(data):
             pass
+    except DecodeError:
+        pass
+    try:
+        frame_dump(data, len(data), 0, [])
     except DecodeError:
         pass
 

@@ -11,7 +11,14 @@ from conntrack_tools.flow import AF_INET, AF_INET6, Counters, Flow, TcpInfo, Tup
 from conntrack_tools.formats import OutputOptions, render_flow
 from conntrack_tools.formats.fastline import make_line_factory
 from conntrack_tools.netlink.attrs import CtMsg, ct_type
-from conntrack_tools.netlink.codec import NLMSG_HDR, decode_flow, encode_flow, key_request_from_dump, nlmsg
+from conntrack_tools.netlink.codec import (
+    NLMSG_HDR,
+    decode_flow,
+    encode_flow,
+    frame_dump,
+    key_request_from_dump,
+    nlmsg,
+)
 from conntrack_tools.netlink.shapes import ShapeDecoder
 
 u16 = st.integers(0, 0xFFFF)
@@ -63,8 +70,9 @@ def test_fast_paths_match_reference(batch, opts):
     for _ in range(2):
         buf = b"".join(_dump_message(f) for f in batch) + NLMSG_HDR.pack(20, 3, 2, 1, 0) + bytes(4)
         lines: list[str] = []
-        done, err = decoder.lines_into(buf, len(buf), 1, lines.append)
-        assert (done, err) == (True, 0)
+        spans: list[int] = []
+        assert frame_dump(buf, len(buf), 1, spans) == 0
+        decoder.lines(buf, spans, lines.append)
         expected = []
         for f in batch:
             body = encode_flow(f)
@@ -81,8 +89,10 @@ def test_shape_key_request_equals_generic():
     msg = _dump_message(f)
     decoder = ShapeDecoder(reference=lambda fl: "")
     got = []
-    decoder.lines_into(msg, len(msg), 1, lambda line: None, lambda b, s, e, shape: got.append((s, e, shape)))
-    decoder.lines_into(msg, len(msg), 1, lambda line: None, lambda b, s, e, shape: got.append((s, e, shape)))
+    spans: list[int] = []
+    assert frame_dump(msg, len(msg), 1, spans) is None
+    for _ in range(2):
+        decoder.lines(msg, spans, lambda line: None, lambda b, s, e, shape: got.append((s, e, shape)))
     (s, e, _), (_, _, shape) = got
     assert shape is not None
     generic = key_request_from_dump(msg, s, e, ct_type(CtMsg.DELETE), 0, 9)

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conntrack_tools.daemon.cache import Cache
+from conntrack_tools.daemon.sync import entry_packer
 from conntrack_tools.daemon.sync.entry_packer import EntryRenderer, render_reference
 from conntrack_tools.daemon.sync.wire import WireError
 from conntrack_tools.flow import AF_INET, AF_INET6, Flow, SctpInfo, TcpInfo, Tuple
@@ -55,6 +56,7 @@ def test_compiled_body_equals_reference(batch, timeout, send_timeout, window_tra
         assert e is not None
         e.dead = dead
         assert r.body(e, timeout) == render_reference(e, timeout, send_timeout, window_tracking)
+    assert None not in r._packers.values()  # no generated packer failed its first-use check
 
 
 def test_plain_entries_take_the_compiled_path():
@@ -77,5 +79,20 @@ def test_value_out_of_range_is_a_wire_error():
     cache = Cache("internal")
     o = Tuple(AF_INET6, bytes(16), bytes(range(16)), 17, 1, 2)
     e, _ = cache.update_force(Flow(AF_INET6, o, o.reversed()), 1)
+    r = EntryRenderer(True, False)
+    r.body(e, 1)  # compiles and checks the layout
     with pytest.raises(WireError):
-        EntryRenderer(True, False).body(e, 1 << 40)
+        r.body(e, 1 << 40)
+    assert r.fast == 1
+
+
+def test_a_packer_that_disagrees_with_the_reference_is_not_used(monkeypatch):
+    """The first-use check (compiled.checked): a wrong generated packer is dropped, the reference path serves."""
+    monkeypatch.setattr(entry_packer, "_compile", lambda *layout: lambda *args: b"wrong")
+    cache = Cache("internal")
+    o = Tuple(AF_INET, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 17, 1, 2)
+    e, _ = cache.update_force(Flow(AF_INET, o, o.reversed(), status=8), 1)
+    r = EntryRenderer(True, False)
+    for _ in range(2):
+        assert r.body(e, 30) == render_reference(e, 30, True, False)
+    assert (r.fast, r.slow) == (0, 2)

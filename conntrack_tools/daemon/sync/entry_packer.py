@@ -11,7 +11,8 @@ precompiled ``struct.Struct`` per layout packs the whole body in one call.
 A layout is (family, protocol class, state?, timeout?, mark?, synproxy?, zone?); its attribute headers
 are constants baked into the generated packer.  Everything else (NAT, helper, labels, master,
 SCTP/DCCP protoinfo, window tracking, odd families) goes through the reference path, which
-stays the definition: ``tests/unit/test_sync_entry_packer.py`` checks both agree byte for byte.
+stays the definition: each packer is checked against it on its first entry (``compiled.checked``, as
+every generated layout is) and ``tests/unit/test_sync_entry_packer.py`` checks both agree byte for byte.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from ...compiled import define
+from ...compiled import checked, define
 from ...flow import AF_INET, AF_INET6, ICMP_PROTOS
 from ..cache import Entry, entry_flow
 from .convert import flow_to_sync
@@ -31,6 +32,7 @@ __all__ = ["EntryRenderer", "render_reference"]
 _PORTS, _ICMP, _BARE = "ports", "icmp", "bare"
 _PROTO_CLASS = {**dict.fromkeys(NTA_PORT_PROTOS, _PORTS), **dict.fromkeys(ICMP_PROTOS, _ICMP)}
 _Z_FLOW = 2  # cache.py's zone-present flag for the flow's CTA_ZONE
+_UNSEEN = object()  # a layout not compiled yet (None: compiled, failed its first-use check)
 
 # attribute -> (struct code of the payload, padding after it); lengths follow from the codes
 _LAYOUT_ROWS = {
@@ -102,7 +104,7 @@ class EntryRenderer:
     def __init__(self, send_timeout: bool, window_tracking: bool) -> None:
         self.send_timeout = send_timeout
         self.window_tracking = window_tracking
-        self._packers: dict[tuple, Callable[..., bytes]] = {}
+        self._packers: dict[tuple, Callable[..., bytes] | None] = {}
         self.fast = 0  # messages by the compiled path / by the reference path (tests and bench read them)
         self.slow = 0
 
@@ -122,14 +124,17 @@ class EntryRenderer:
                 sp = e.synproxy
                 layout = (fam, pclass, state is not None, timeout is not None, e.mark is not None, sp is not None,
                           bool(key[2] & _Z_FLOW))
-                pack = self._packers.get(layout)
-                if pack is None:
-                    pack = self._packers[layout] = _compile(*layout)
-                try:
-                    body = pack(key, e.status, state, timeout, e.mark, sp)
-                except struct.error as exc:
-                    raise WireError(f"cannot encode entry: {exc}", WireErrorKind.ENCODE) from None
-                self.fast += 1
-                return body
+                pack = self._packers.get(layout, _UNSEEN)
+                if pack is _UNSEEN:  # first use: kept only if it packs what the reference path sends
+                    pack = self._packers[layout] = checked(
+                        lambda: _compile(*layout), (key, e.status, state, timeout, e.mark, sp),
+                        lambda: render_reference(e, timeout, self.send_timeout, self.window_tracking))
+                if pack is not None:
+                    try:
+                        body = pack(key, e.status, state, timeout, e.mark, sp)
+                    except struct.error as exc:
+                        raise WireError(f"cannot encode entry: {exc}", WireErrorKind.ENCODE) from None
+                    self.fast += 1
+                    return body
         self.slow += 1
         return render_reference(e, timeout, self.send_timeout, self.window_tracking)
