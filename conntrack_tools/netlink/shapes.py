@@ -249,10 +249,12 @@ class ShapeDecoder:
     def _lookup(self, buf, start: int, end: int):
         if end - start < NFGEN_HDRLEN:  # no nfgenmsg (and maybe no byte at start): _miss raises DecodeError
             return None, None
-        for shape in self.layouts.buckets.get((end - start, buf[start]), ()):  # Layouts.find, inlined (hot)
-            vals = shape.struct.unpack_from(buf, start)
-            if shape.getter(vals) == shape.headers:
-                return shape, vals
+        bucket = self.layouts.buckets.get((end - start, buf[start]))  # Layouts.find, inlined (hot)
+        if bucket:
+            x = int.from_bytes(buf[start:end], "big")
+            for shape in bucket:
+                if x & shape.mask == shape.want:
+                    return shape, shape.struct.unpack_from(buf, start)
         return None, None
 
     def find(self, buf, start: int, end: int) -> tuple[_Shape | None, tuple | None]:
@@ -294,9 +296,11 @@ class ShapeDecoder:
         it = iter(spans)
         for start, end in zip(it, it, strict=True):  # zip reuses its result tuple: no allocation a message
             size = end - start
-            for shape in (cache.get((size, buf[start]), ()) if size >= NFGEN_HDRLEN else ()):
-                vals = shape.struct.unpack_from(buf, start)
-                if shape.getter(vals) == shape.headers:
+            bucket = cache.get((size, buf[start])) if size >= NFGEN_HDRLEN else None
+            x = int.from_bytes(buf[start:end], "big") if bucket else 0
+            for shape in (bucket or ()):
+                if x & shape.mask == shape.want:
+                    vals = shape.struct.unpack_from(buf, start)
                     pred = shape.pred
                     if pred is not None:
                         if not pred(vals):

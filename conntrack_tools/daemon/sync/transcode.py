@@ -188,7 +188,7 @@ def _compile(buf, start: int, end: int, window_tracking: bool) -> Layout:
     if (A.IPV4 in idx) == (A.IPV6 in idx) or A.L4PROTO not in idx:
         raise Uncompilable  # from_attrs rejects a missing group; both groups: rare, reference path
     proto = buf[start + offs[idx[A.L4PROTO][0]]]
-    fmt.signature(idx[A.L4PROTO][0], proto)
+    fmt.signature(offs[idx[A.L4PROTO][0]], bytes((proto,)))
     src = _compile_build(idx, proto, window_tracking)
     ns: dict = {"S": struct.Struct(">I").pack, "H": struct.Struct(">H").pack, "B1": _B1,
                 "RT": _RT.get(proto, _B1), "M": META.pack}
@@ -364,12 +364,12 @@ class Transcoder:
 
     def entry(self, buf, start: int, end: int, lastupdate: float, lifetime: int) -> tuple[bytes, bytes] | None:
         bucket = self._buckets.get(end - start)
-        if bucket is not None:
+        if bucket:
+            x = int.from_bytes(buf[start:end], "big")
             for lay in bucket:
-                vals = lay.struct.unpack_from(buf, start)
-                if lay.getter(vals) == lay.headers:
+                if x & lay.mask == lay.want:
                     self.hits += 1
-                    return lay.build(vals, lastupdate, lifetime)
+                    return lay.build(lay.struct.unpack_from(buf, start), lastupdate, lifetime)
         found = self._miss(buf, start, end)
         if found is None:
             return None
