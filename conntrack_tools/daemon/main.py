@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         from .metrics import Metrics
 
         try:
-            daemon.metrics = Metrics(daemon, listen, textfile)
+            daemon.metrics = Metrics(daemon, listen, textfile, cfg.general.metrics_pair)
         except (OSError, ValueError) as exc:
             log("ERROR", f"can't open metrics endpoint `{listen}': {getattr(exc, 'strerror', None) or exc}; "
                 "running without metrics")

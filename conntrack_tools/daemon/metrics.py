@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from .stats import DurationHistogram
 
-__all__ = ["Metrics", "families", "histogram_family", "kernel_table", "render"]
+__all__ = ["Metrics", "families", "histogram_family", "kernel_table", "render", "with_labels"]
 
 TEXTFILE_PERIOD = 15.0
 CLIENT_TIMEOUT = 5.0  # a scrape connection that has not sent its request by then is closed
@@ -147,11 +147,24 @@ class _Snapshot(Collector):
         return self.fams
 
 
+def with_labels(fams: list[Metric], labels: dict[str, str]) -> list[Metric]:
+    """The same families with ``labels`` on every sample (``Metrics { Pair NAME }``: pair="NAME").
+
+    Why in the daemon and not only in the scrape config: a textfile read by node_exporter has no
+    per-target labels, and alert rules group a pair's two nodes by this label."""
+    if labels:
+        for fam in fams:
+            fam.samples = [s._replace(labels={**s.labels, **labels}) for s in fam.samples]
+    return fams
+
+
 def render(runtime: dict, caches: dict[str, dict], buffer_size: int, uptime: int, sync: dict | None = None,
-           kernel: dict[str, int] | None = None, extra: Iterable[Metric] = ()) -> str:
-    """The exposition text (Prometheus text format 0.0.4) of :func:`families`."""
+           kernel: dict[str, int] | None = None, extra: Iterable[Metric] = (),
+           labels: dict[str, str] | None = None) -> str:
+    """The exposition text (Prometheus text format 0.0.4) of :func:`families`, ``labels`` on every sample."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families(runtime, caches, buffer_size, uptime, sync, kernel, extra)))
+    fams = families(runtime, caches, buffer_size, uptime, sync, kernel, extra)
+    registry.register(_Snapshot(with_labels(fams, labels or {})))
     return generate_latest(registry).decode()
 
 
@@ -168,8 +181,9 @@ class _Client:
 
 
 class Metrics:
-    def __init__(self, daemon, listen: str | None, textfile: str | None) -> None:
+    def __init__(self, daemon, listen: str | None, textfile: str | None, pair: str | None = None) -> None:
         self.d = daemon
+        self.labels = {"pair": pair} if pair else {}
         self.sock: socket.socket | None = None
         self.textfile = textfile
         self.clients: dict[int, _Client] = {}
@@ -208,7 +222,7 @@ class Metrics:
                     caches[name] = {**c.stats.as_dict(), "entries": len(c)}
         buf = d.ctnl.buffer_size if d.ctnl is not None else 0
         return render(d.runtime.as_dict(), caches, buf, int(time.time()) - d.runtime.daemon_start_time, sync,
-                      kernel_table(), extra)
+                      kernel_table(), extra, self.labels)
 
     def _write_textfile(self) -> None:
         assert self.textfile is not None

@@ -174,6 +174,7 @@ def test_metrics_block_only_for_our_daemon() -> None:
     cfg = config.parse_config(ours, "conntrackd.conf")
     assert (cfg.general.metrics_listen, cfg.general.metrics_textfile) == ("10.255.10.1:9102",
                                                                           METRICS["conntrackd_metrics_textfile"])
+    assert cfg.general.metrics_pair == context("fw-edge-a")["conntrackd_pair_group"]  # the pair label
     findings = [str(f) for f in config.check_config(cfg)]
     assert len(findings) == 1 and "'Metrics' is an extension" in findings[0], findings
     v6 = render.render("conntrackd.conf.j2", context("fw-edge-a", conntrackd_metrics_address="2001:db8:10::1"))

@@ -72,7 +72,21 @@ def test_metrics_block_in_general() -> None:
     assert not [f for f in plain.warnings if f.code == "c-incompatible"]
 
 
+def test_pair_label_on_every_sample() -> None:
+    """Metrics { Pair NAME }: alert rules group a pair's nodes by it, also from a node_exporter textfile."""
+    cfg = parse(" Metrics {\n  Textfile /var/lib/node/ctd.prom\n  Pair pair_edge-1\n }\n")
+    assert cfg.general.metrics_pair == "pair_edge-1"
+    assert parse(" Metrics {\n  Textfile /x.prom\n }\n").general.metrics_pair is None
+    sync = {"peers": {"10.0.0.2": {"last_seq": 7}}, "heal": {"requests": 1}}
+    got = samples(render({"nl_overrun": 1}, {"internal": {"entries": 3}}, 0, 1, sync, labels={"pair": "p1"}))
+    assert got and all(dict(labels).get("pair") == "p1" for _name, labels in got)
+    assert got[("conntrackd_sync_peers_last_seq", (("pair", "p1"), ("peer", "10.0.0.2")))] == 7
+    assert all("pair" not in dict(labels) for _name, labels in samples(render({}, {}, 0, 1, sync)))
+
+
 @pytest.mark.parametrize(("body", "where", "words"), [
+    (" Metrics {\n  Pair two words\n }\n", (4, 12), "Metrics"),
+    (" Metrics {\n  Pair {\n }\n", (4, 8), "a name"),
     (" Metrics {\n  Listen 127.0.0.1\n }\n", (4, 10), "ADDRESS:PORT"),
     (" Metrics {\n  Listen 127.0.0.1:0\n }\n", (4, 10), "ADDRESS:PORT"),
     (" Metrics {\n  Listen host:9101\n }\n", (4, 10), "ADDRESS:PORT"),

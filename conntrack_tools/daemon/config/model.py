@@ -156,6 +156,7 @@ class General:
     filter: Filter | None = None
     metrics_listen: str | None = None  # beyond C: General { Metrics { Listen ADDR:PORT } }
     metrics_textfile: str | None = None  # beyond C: General { Metrics { Textfile /path } }
+    metrics_pair: str | None = None  # beyond C: General { Metrics { Pair NAME } }: label pair="NAME"
     readiness_file: str | None = None  # beyond C: General { Readiness { File /path } } (keepalived track_file)
     readiness_weight: int = -100  # beyond C: General { Readiness { Weight -N } }: the file's value until ready
 

@@ -142,12 +142,13 @@ GENERAL: Table = {
     "Metrics": Block("_metrics"),  # beyond C (not a C keyword: matched as a name, see EXTENSION_WORDS)
     "Readiness": Block("_readiness"),  # beyond C, likewise
 }
-#: Beyond C: ``General { Metrics { Listen ADDR:PORT  Textfile /path } }``.  These words are plain
+#: Beyond C: ``General { Metrics { Listen ADDR:PORT  Textfile /path  Pair NAME } }``.  These words are plain
 #: names for C's scanner (so C 1.4.7 rejects the block with a syntax error); we accept them only
 #: where a keyword is expected and warn that the file is no longer readable by C.
 METRICS: Table = {
     "Listen": Key("listen", "metrics_listen"),
     "Textfile": Key("path", "metrics_textfile", maxlen=FILENAME_MAXLEN),
+    "Pair": Key("label", "metrics_pair"),  # a `pair` label on every sample (the inventory's pair group)
 }
 #: Beyond C: ``General { Readiness { File /path  Weight -N } }``: a keepalived ``track_file`` that holds
 #: Weight until the daemon's state is complete and 0 from then on (docs/failover.md).
@@ -155,7 +156,7 @@ READINESS: Table = {
     "File": Key("path", "readiness_file", maxlen=FILENAME_MAXLEN),
     "Weight": Key("weight", "readiness_weight"),
 }
-EXTENSION_WORDS = frozenset({"Metrics", "Listen", "Textfile", "AuthKey",  # AuthKey: Sync block
+EXTENSION_WORDS = frozenset({"Metrics", "Listen", "Textfile", "Pair", "AuthKey",  # AuthKey: Sync block
                              "Readiness", "File", "Weight"})
 UNIX: Table = {
     "Path": Key("path", "unix_path", maxlen=UNIX_PATH_MAX - 1),
@@ -303,6 +304,7 @@ _EXPECTED = {
     "pollsecs": "a number of seconds",
     "authkey": "hex digits or an absolute path",
     "weight": "a negative number such as -100",
+    "label": "a name such as pair_edge (letters, digits, '_', '-', '.', ':')",
 }
 _ACCEPTED_KINDS = {
     "bool": (Kind.ON, Kind.OFF),
@@ -320,10 +322,14 @@ _ACCEPTED_KINDS = {
     "priority": (Kind.NUMBER,),
     "pollsecs": (Kind.NUMBER,),
     "weight": (Kind.SIGNED, Kind.NUMBER),
+    "label": (Kind.STRING, Kind.NUMBER, Kind.KEYWORD),
     # a hex word is scanned as numbers, IPv6 words and names: r_authkey re-reads the raw text
     "authkey": (Kind.NUMBER, Kind.IP, Kind.STRING, Kind.PATH, Kind.ON, Kind.OFF, Kind.ALARM, Kind.FTFW,
                 Kind.NOTRACK, Kind.KEYWORD),
 }
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _inet_aton(text: str) -> str | None:
@@ -478,6 +484,11 @@ class _Parser:
             raise self.error(tok, "Readiness Weight must be negative (keepalived adds it to the priority "
                                   "until the state is complete)")
         return tok.value
+
+    def r_label(self, key: Token, tok: Token, spec: Key) -> str:
+        if not _LABEL.fullmatch(tok.text):
+            raise self.error(tok, f"expected {_EXPECTED['label']} after {key.text}, got {tok.describe()}")
+        return tok.text
 
     def r_path(self, key: Token, tok: Token, spec: Key) -> str:
         if len(tok.text) > spec.maxlen:
