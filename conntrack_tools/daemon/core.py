@@ -32,6 +32,7 @@ from .stats import RuntimeStats, runtime_text, to_json
 __all__ = ["Daemon", "StartError"]
 
 GC_FULL_PERIOD = 600.0  # seconds between full garbage collections (see Daemon._tame_gc)
+RESYNC_SETTLE = 0.25  # seconds between the end of an overrun storm and its resync dump (Daemon._resync_early)
 JSON_VIEWS = {
     Action.STATS: "ct", Action.STATS_NETWORK: "network", Action.STATS_CACHE: "cache",
     Action.STATS_RUNTIME: "runtime", Action.STATS_LINK: "link", Action.STATS_RSQUEUE: "rsqueue",
@@ -57,6 +58,9 @@ class Daemon:
         self.server: ControlServer | None = None
         self.ctnl: Ctnl | None = None
         self.resync_timer: Timer | None = None
+        self._resync_at = 0.0  # when resync_timer fires (loop clock)
+        self._last_overrun_resync: float | None = None
+        self._storm_check: Timer | None = None
         self.readiness: ReadinessFile | None = None
         self.metrics = None
         self.exit_code = 0
@@ -233,15 +237,48 @@ class Daemon:
         fast = mode.event if isinstance(mode, SyncCacheMode) else None
         if self.ctnl.read_events(handle, self.g.event_iteration_limit, exp_handle, fast):
             self._schedule_resync()
+        elif self.resync_timer is not None and self.ctnl.drained:
+            self._resync_early()
 
     def _schedule_resync(self) -> None:
         if self.resync_timer is not None:
             self.resync_timer.cancel()
         self.resync_timer = self.loop.add_timer(self.g.netlink_overrun_resync, self._overrun_resync)
+        self._resync_at = self.loop.clock() + self.g.netlink_overrun_resync
+        if self._storm_check is not None:
+            self._storm_check.cancel()
+        # the read that ended the storm may have been the last one: look again once it settled
+        self._storm_check = self.loop.add_timer(RESYNC_SETTLE, self._check_storm)
+
+    def _check_storm(self) -> None:
+        self._storm_check = None
+        if self.ctnl is not None and self.ctnl.events is not None and self.resync_timer is not None:
+            self._on_events()
+
+    def _resync_early(self) -> None:
+        """Beyond C: the overrun resync starts once the storm is over, not NetlinkOverrunResync seconds later.
+
+        C waits N seconds (30 by default, what the roles render) after the last overrun, so that a
+        storm does not cause a dump after every overrun. The storm is over when a read empties the
+        event socket with no new drop: then the dump starts RESYNC_SETTLE later (a new drop re-arms the
+        full wait). At most one early resync per N seconds, so dumps are never more frequent than C's.
+        Why: every event the overrun lost is missing on the peer until that dump; our sender overruns
+        on bursts C keeps up with (a 20k burst in 0.07 s), and 30 s without those flows is a failover
+        that drops them."""
+        now = self.loop.clock()
+        if now + RESYNC_SETTLE >= self._resync_at:
+            return
+        if self._last_overrun_resync is not None and now - self._last_overrun_resync < self.g.netlink_overrun_resync:
+            return
+        assert self.resync_timer is not None
+        self.resync_timer.cancel()
+        self.resync_timer = self.loop.add_timer(RESYNC_SETTLE, self._overrun_resync)
+        self._resync_at = now + RESYNC_SETTLE
 
     def _overrun_resync(self) -> None:
         """do_overrun_resync_alarm + resync_cb: dump through the resync handler, then purge."""
         self.resync_timer = None
+        self._last_overrun_resync = self.loop.clock()
         self.runtime.nl_kernel_table_resync += 1
         self._resync_and_purge(purge_first=False)
 

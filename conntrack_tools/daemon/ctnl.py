@@ -82,6 +82,7 @@ def encode_exp_lookup(exp: Expect, seq: int) -> bytes:
 
 class Ctnl:
     _drops_seen = 0  # the event socket's drop counter when last looked at (see drops())
+    drained = False  # the last read_events() emptied the event socket
 
     def __init__(self, cfg: Config, filt: CompiledFilter, log: Callable[[str, str], None], stats) -> None:
         self.cfg = cfg
@@ -170,10 +171,12 @@ class Ctnl:
         origins = self.origins
         find = self.shapes.find if fast is not None else None
         done = 0
+        self.drained = False
         while done < limit:
             try:
                 n = s.recv()
             except BlockingIOError:
+                self.drained = True
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:

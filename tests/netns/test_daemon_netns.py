@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,36 @@ def test_daemon_mode_and_systemd_notify(make, tmp_path) -> None:
     assert rx.recv(100) == b"STOPPING=1"
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="daemon exit")
     rx.close()
+
+
+_BURST = (
+    "from conntrack_tools.flow import Flow, Tuple\n"
+    "from conntrack_tools.netlink.socket import CtnlSocket\n"
+    "from conntrack_tools.netlink.codec import nlmsg, encode_flow\n"
+    "from conntrack_tools.netlink.attrs import ct_type, CtMsg, NLM_F_CREATE, NLM_F_EXCL\n"
+    "s = CtnlSocket(); msgs = []\n"
+    "for i in range(3000):\n"
+    "    o = Tuple(2, bytes([10, 5, i // 250, i % 250 + 1]), bytes([10, 6, 0, 1]), 17, 1000 + i, 53)\n"
+    "    f = Flow(2, o, o.reversed(), timeout=300)\n"
+    "    seq = s.next_seq(); msgs.append((seq, nlmsg(ct_type(CtMsg.NEW), NLM_F_CREATE | NLM_F_EXCL, seq, 2,"
+    " encode_flow(f))))\n"
+    "assert not s.batch(msgs)\n"
+)
+
+
+def test_overrun_resync_starts_when_the_storm_is_over(make) -> None:
+    """Beyond C: with NetlinkOverrunResync 30 (C's default, what the roles render) the resync after a burst that
+    overran the event socket starts once the socket is drained with no new drop, not 30 s later (core._resync_early)."""
+    d = make(extra_general="  NetlinkBufferSize 8192\n  NetlinkBufferSizeMaxGrowth 16384\n"
+                           "  NetlinkOverrunResync 30\n").start()
+    r = nsrun(sys.executable, "-c", _BURST)
+    assert r.returncode == 0, r.stderr
+    t0 = time.monotonic()
+    wait_for(lambda: d.client("-i").stdout.count("\n") == 3000, timeout=10, what="early resync after the burst")
+    runtime = d.client("-s", "runtime").stdout
+    assert int(re.search(r"netlink overrun:\t\t\s*(\d+)", runtime)[1]) >= 1
+    assert int(re.search(r"resync with kernel table:\t\s*(\d+)", runtime)[1]) == 1
+    assert time.monotonic() - t0 < 10
 
 
 def test_overrun_grows_buffer_and_resyncs(make) -> None:
