@@ -58,6 +58,7 @@ __all__ = [
     "format_summary",
     "main",
     "parse_args",
+    "plan",
     "run_state",
 ]
 
@@ -89,6 +90,14 @@ PLANS: dict[str, tuple[Step, ...]] = {
     "backup": (CHECK, TIMERS, REQUEST),
     "fault": (TIMERS,),
 }
+
+
+def plan(state: str, direct_inject: bool = False) -> tuple[Step, ...]:
+    """The steps of one transition.  With ``DisableExternalCache on`` the synced states are already in
+    the kernel table, and ``-t`` would flush that whole table (a selective flush) PurgeTimeout later:
+    the purge is left out on ``backup`` and ``fault`` (docs/failover.md, "Direct injection")."""
+    steps = PLANS[state]
+    return tuple(s for s in steps if s is not TIMERS) if direct_inject else steps
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -165,6 +174,7 @@ class Options:
     restart: bool = False
     conntrackd: str | None = None
     syslog: bool = True
+    direct_inject: bool = False  # Sync { Mode { DisableExternalCache on } }: no -t (plan())
 
 
 def _default_conntrackd() -> str:
@@ -207,7 +217,8 @@ def parse_args(argv: Sequence[str]) -> Options | None:
         conntrackd = ns.conntrackd or _default_conntrackd()
         _regular_file(conntrackd, "conntrackd binary", executable=True)
     return Options(state=ns.state, config=ns.config, socket_path=path, lockfile=cfg.general.lockfile,
-                   timeout=ns.timeout, restart=ns.restart, conntrackd=conntrackd, syslog=not ns.no_syslog)
+                   timeout=ns.timeout, restart=ns.restart, conntrackd=conntrackd, syslog=not ns.no_syslog,
+                   direct_inject=cfg.sync is not None and cfg.sync.disable_external_cache)
 
 
 # ------------------------------------------------------------------------------------ transport
@@ -321,6 +332,7 @@ def run_state(
     restart: Callable[[], str | None] | None = None,
     remove_lock: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    direct_inject: bool = False,
 ) -> Report:
     """Run one transition's steps in primary-backup.sh's order and error policy.
 
@@ -339,7 +351,7 @@ def run_state(
         report.steps.append(res)
         return res
 
-    for step in PLANS[state]:
+    for step in plan(state, direct_inject):
         outcome: list[CallResult] = []
 
         def do(step: Step = step, outcome: list[CallResult] = outcome) -> str | None:
@@ -431,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log,
             restart=(lambda: start_daemon(opts.conntrackd, opts.config)) if opts.restart and opts.conntrackd else None,
             remove_lock=_remove_lock(opts.lockfile) if opts.restart else None,
+            direct_inject=opts.direct_inject,
         )
         log(syslog.LOG_NOTICE if report.ok else syslog.LOG_WARNING, format_summary(report))
         return 0 if report.ok else 1

@@ -547,6 +547,8 @@ class SyncDaemonEngine:
         return ()
 
     def _request_dump(self, action: int, as_json: bool) -> Iterable[str]:
+        if self.injector is not None:  # conntrackd-notify's backup sends no -t with direct injection
+            self._note_role("backup")
         self.mode.request_resync()
         self._schedule_tx()
         return ()
