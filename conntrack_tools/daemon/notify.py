@@ -82,6 +82,7 @@ RESYNC = Step("resync", "-R", Action.ALL_RESYNC_MASTER)
 BULK = Step("bulk", "-B", Action.SEND_BULK)
 CHECK = Step("check", "-s", Action.STATS)
 TIMERS = Step("timers", "-t", Action.RESET_TIMERS)
+FLUSH_INTERNAL = Step("flush-internal", "-f internal", Action.CT_FLUSH_INT_CACHE)
 REQUEST = Step("request-resync", "-n", Action.REQUEST_DUMP)
 
 # primary-backup.sh, case by case.  "backup" starts with the liveness check, handled by run_state().
@@ -92,12 +93,19 @@ PLANS: dict[str, tuple[Step, ...]] = {
 }
 
 
-def plan(state: str, direct_inject: bool = False) -> tuple[Step, ...]:
+def plan(state: str, direct_inject: bool = False, internal_cache: bool = True) -> tuple[Step, ...]:
     """The steps of one transition.  With ``DisableExternalCache on`` the synced states are already in
-    the kernel table, and ``-t`` would flush that whole table (a selective flush) PurgeTimeout later:
-    the purge is left out on ``backup`` and ``fault`` (docs/failover.md, "Direct injection")."""
+    the kernel table, and ``-t`` would flush that whole table (a selective flush) PurgeTimeout later.
+    On ``backup`` and ``fault`` the purge is replaced by a flush of the internal cache only (``-f
+    internal``, what the purge also did): a demoted master's cache still holds the flows it forwarded,
+    and when their now idle kernel entries time out it would send the new master DELs for live flows.
+    Without an internal cache (``DisableInternalCache``) there is nothing to flush, and ``-f
+    internal`` would be a kernel flush there (docs/failover.md, "Direct injection")."""
     steps = PLANS[state]
-    return tuple(s for s in steps if s is not TIMERS) if direct_inject else steps
+    if not direct_inject:
+        return steps
+    instead = (FLUSH_INTERNAL,) if internal_cache else ()
+    return tuple(x for s in steps for x in (instead if s is TIMERS else (s,)))
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -175,6 +183,7 @@ class Options:
     conntrackd: str | None = None
     syslog: bool = True
     direct_inject: bool = False  # Sync { Mode { DisableExternalCache on } }: no -t (plan())
+    internal_cache: bool = True  # False with DisableInternalCache (plan())
 
 
 def _default_conntrackd() -> str:
@@ -218,7 +227,8 @@ def parse_args(argv: Sequence[str]) -> Options | None:
         _regular_file(conntrackd, "conntrackd binary", executable=True)
     return Options(state=ns.state, config=ns.config, socket_path=path, lockfile=cfg.general.lockfile,
                    timeout=ns.timeout, restart=ns.restart, conntrackd=conntrackd, syslog=not ns.no_syslog,
-                   direct_inject=cfg.sync is not None and cfg.sync.disable_external_cache)
+                   direct_inject=cfg.sync is not None and cfg.sync.disable_external_cache,
+                   internal_cache=not (cfg.sync is not None and cfg.sync.disable_internal_cache))
 
 
 # ------------------------------------------------------------------------------------ transport
@@ -333,6 +343,7 @@ def run_state(
     remove_lock: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     direct_inject: bool = False,
+    internal_cache: bool = True,
 ) -> Report:
     """Run one transition's steps in primary-backup.sh's order and error policy.
 
@@ -340,6 +351,7 @@ def run_state(
     off) and ``remove_lock()`` removes a stale LockFile (True if there was one).  Every failure
     is logged at LOG_ERR and the next step still runs, except where the script exits: a failed
     restart on backup ends the transition (``exit 1`` in the script).
+    ``direct_inject``, ``internal_cache``: from the config (see plan()).
     """
     report = Report(state)
     t_start = clock()
@@ -351,7 +363,7 @@ def run_state(
         report.steps.append(res)
         return res
 
-    for step in plan(state, direct_inject):
+    for step in plan(state, direct_inject, internal_cache):
         outcome: list[CallResult] = []
 
         def do(step: Step = step, outcome: list[CallResult] = outcome) -> str | None:
@@ -444,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             restart=(lambda: start_daemon(opts.conntrackd, opts.config)) if opts.restart and opts.conntrackd else None,
             remove_lock=_remove_lock(opts.lockfile) if opts.restart else None,
             direct_inject=opts.direct_inject,
+            internal_cache=opts.internal_cache,
         )
         log(syslog.LOG_NOTICE if report.ok else syslog.LOG_WARNING, format_summary(report))
         return 0 if report.ok else 1

@@ -346,11 +346,12 @@ def test_main_against_fake_server(capsys, fake, state, codes, names) -> None:
 
 @pytest.mark.parametrize(("state", "codes"), [
     ("primary", [46, 45, 44, 22]),
-    ("backup", [21, 23]),
-    ("fault", []),
+    ("backup", [21, 33, 23]),
+    ("fault", [33]),
 ])
 def test_direct_inject_never_schedules_the_purge(capsys, fake, state, codes) -> None:
-    """DisableExternalCache on: the kernel table is the synced state, and -t would flush all of it."""
+    """DisableExternalCache on: the kernel table is the synced state, and -t would flush all of it;
+    the internal cache alone is flushed (code 33, what `conntrackd -f internal` sends)."""
     d, conf = fake(inject=True, answers={21: b"cache internal:\n"})
     rc, lines = run_main(capsys, "-C", str(conf), state)
     assert rc == 0, lines
@@ -359,10 +360,14 @@ def test_direct_inject_never_schedules_the_purge(capsys, fake, state, codes) -> 
 
 
 def test_plan_without_purge() -> None:
-    assert notify.plan("backup", direct_inject=True) == (notify.CHECK, notify.REQUEST)
-    assert notify.plan("fault", direct_inject=True) == ()
+    assert notify.plan("backup", direct_inject=True) == (notify.CHECK, notify.FLUSH_INTERNAL, notify.REQUEST)
+    assert notify.plan("fault", direct_inject=True) == (notify.FLUSH_INTERNAL,)
+    # DisableInternalCache: no cache, and -f internal would flush the kernel table there
+    assert notify.plan("backup", direct_inject=True, internal_cache=False) == (notify.CHECK, notify.REQUEST)
+    assert notify.plan("fault", direct_inject=True, internal_cache=False) == ()
     assert notify.plan("primary", direct_inject=True) == notify.PLANS["primary"]
     assert notify.plan("backup") == notify.PLANS["backup"]
+    assert notify.FLUSH_INTERNAL.action == parse_argv(["-f", "internal"]).action
 
 
 def test_commit_is_waited_for(capsys, fake) -> None:
