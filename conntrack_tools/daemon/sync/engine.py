@@ -19,6 +19,7 @@ from ..config.model import SyncMode
 from ..control import Action
 from ..readiness import ReadinessTracker
 from ..stats import DurationHistogram, to_json
+from ..transition import TransitionLog
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
@@ -77,6 +78,7 @@ class SyncDaemonEngine:
         self.role: str | None = None  # "primary" / "backup" once a notify step told (_note_role)
         self.role_since = 0.0
         self.role_changes = 0
+        self.transitions = TransitionLog(time.time())  # beyond C: the last transition (daemon/transition.py)
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
         self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
@@ -156,6 +158,7 @@ class SyncDaemonEngine:
             self.mode.request_resync()
             if self.tracker is not None:
                 self.tracker.resync_requested(time.time())
+                self.transitions.started = time.time()
         self._schedule_tx()
 
     def _check_ready(self, now: float) -> None:
@@ -165,6 +168,7 @@ class SyncDaemonEngine:
         if self.tracker.update(now, heard, self.last_data, mode.resync_pending(),  # type: ignore[union-attr]
                                any(p.debt.owed for p in peers)):
             self.readiness.ready()
+            self.transitions.ready(now)
 
     def _schedule_tx(self) -> None:
         if not self._tx_scheduled:
@@ -522,6 +526,7 @@ class SyncDaemonEngine:
         primary and schedule the purge (-t) on becoming backup or faulty, so the daemon learns
         its role from the requests, with no extra protocol (a manual -c or -t counts too)."""
         if role != self.role:
+            self.transitions.role(time.time(), self.role, role)
             self.role, self.role_since = role, time.time()
             self.role_changes += 1
 
@@ -608,6 +613,7 @@ class SyncDaemonEngine:
             dt = time.monotonic() - t0
             self._commit_done(ok, fail, dt, "entries")
             self.last_commit = (ok, fail, dt)
+            self.transitions.commit(ok, fail, dt)
             self.commit_seconds.observe(dt)
         if exp and self.external_exp is not None:
             t0 = time.monotonic()
@@ -707,7 +713,8 @@ class SyncDaemonEngine:
                    "sequence": {"lost": self.mode.lost, "before": self.mode.before},
                    "links": self._links_json(), "auth": self._auth_json(), "heal": self.mode.policy.counters(),
                    "role": {"primary": int(self.role == "primary"), "backup": int(self.role == "backup"),
-                            "since": self.role_since, "changes": self.role_changes}}
+                            "since": self.role_since, "changes": self.role_changes},
+                   "transition": self.transitions.as_json()}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
         now = time.time()
