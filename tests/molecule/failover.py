@@ -87,6 +87,9 @@ def load_lab(inventories: list[str]) -> dict[str, Any]:
         "nodes": fw["lab_nodes"],
         "firewalls": fws,
         "implementation": {n: hv[n].get("conntrackd_implementation", "python") for n in fws},
+        # DisableExternalCache (the role's default): the synced state is in the backup's kernel table
+        "inject": {n: bool(hv[n].get("conntrackd_disable_external_cache", True))
+                   and hv[n].get("conntrackd_mode", "FTFW") != "ALARM" for n in fws},
         "vips": [(i["interface"], i["virtual_ipaddress"][0]["address"].split("/")[0])
                  for i in fw["keepalived_instances"]],
         "client_ip": fw["lab_nodes"]["client"]["addresses"]["outside"],
@@ -211,7 +214,7 @@ class Lab:
 def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """The notify hook's summary and conntrackd's commit lines from journal records."""
     info: dict[str, Any] = {"notify": None, "notify_t": None, "committed": None, "commit_failed": 0,
-                            "commit_s": None, "commit_t": None}
+                            "commit_s": None, "commit_t": None, "ready_t": None}
     for r in recs:
         m = r["msg"]
         if r["id"] == "conntrackd-notify" and "primary:" in m and "total" in m and info["notify"] is None:
@@ -223,6 +226,8 @@ def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
             info["commit_failed"] = int(m.split()[0])
         elif r["id"] == "conntrackd" and m.startswith("commit has taken") and info["commit_s"] is None:
             info["commit_s"] = float(m.split()[3])
+        elif r["id"] == "conntrackd" and m.startswith("state complete: readiness file") and info["ready_t"] is None:
+            info["ready_t"] = r["t"]
     return info
 
 
@@ -277,6 +282,17 @@ def wait_recovered(lab: Lab, after: float, timeout: float, quiet: bool = False) 
                 log(f"  not every connection recovered within {timeout:.0f} s: {ok} ok, {bad} failed of {n}")
             return time.time(), ok
         time.sleep(0.5)
+
+
+def invalid_drops_all(lab: Lab) -> dict[str, int]:
+    """The `ct state invalid` counter of every running firewall (a node that was down starts at 0)."""
+    return {n: (invalid_drops(lab, n) or 0) if running(lab.c(n)) else 0 for n in lab.info["firewalls"]}
+
+
+def drops_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Per node: packets dropped as invalid between two readings (a counter that went down: the node
+    rebooted, so all of its count is new)."""
+    return {n: after[n] - before.get(n, 0) if after[n] >= before.get(n, 0) else after[n] for n in after}
 
 
 def invalid_drops(lab: Lab, node: str) -> int | None:
@@ -340,6 +356,15 @@ def analyse(report: dict[str, Any], events: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- a pass
 
 
+def wait_commit(lab: Lab, node: str, t_event: float, inject: bool) -> dict[str, Any]:
+    """The notify hook's summary and (with an external cache) conntrackd's commit in `node`'s journal.
+    With direct injection there is nothing to commit: the state was in the kernel before the event."""
+    def probe() -> dict[str, Any] | bool:
+        ci = commit_info(lab.journal(node, t_event - 1))
+        return ci["notify"] is not None and (inject or ci["committed"] is not None) and ci
+    return wait(f"the {'hook' if inject else 'commit'} in {node}'s journal", probe, 30, 0.5)  # type: ignore[return-value]
+
+
 def take_down(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("kill", lab.c(node))
@@ -370,15 +395,23 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
     wait("every flow echoing", all_flowing, 60, 0.5)
     open_s = time.monotonic() - t
     t = time.monotonic()
-    wait(f"{tcp} TCP flows in {backup}'s external cache",
-         lambda: lab.count_flows(backup, "external")["tcp"] >= tcp, 60, 0.5)
+    inject = info["inject"][backup]  # the synced state lives in the backup's kernel table, not its cache
+    where = "kernel" if inject else "external"
+    wait(f"{tcp} TCP flows in {backup}'s {where} {'table' if inject else 'cache'}",
+         lambda: lab.count_flows(backup, where)["tcp"] >= tcp, 60, 0.5)
     sync_s = time.monotonic() - t
     if kind == "nosync":
         # The control: the backup forgets what it was sent (FTFW only sends state changes, and an
         # established, busy flow has none), so the new master has nothing to commit.
-        sh(lab.c(backup), "conntrackd -f external")
-        wait(f"{backup}'s external cache to be empty",
-             lambda: lab.count_flows(backup, "external")["tcp"] == 0, 10, 0.5)
+        if inject:
+            sh(lab.c(backup), f"conntrack -D -s {info['client_ip']} -d {info['server_ip']} >/dev/null 2>&1 || true")
+        else:
+            sh(lab.c(backup), "conntrackd -f external")
+        wait(f"{backup}'s {where} state to be empty",
+             lambda: lab.count_flows(backup, where)["tcp"] == 0, 10, 0.5)
+        # the deletion must not have travelled to the master (its connections would die before the event)
+        wait(f"{master}'s kernel table to keep the flows",
+             lambda: lab.count_flows(master, "kernel")["tcp"] >= tcp, 5, 0.5)
     pre = {"master_internal": lab.count_flows(master, "internal"),
            "backup_external": lab.count_flows(backup, "external"),
            "backup_kernel": lab.count_flows(backup, "kernel")}
@@ -388,31 +421,29 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
 
     # ---- failover
     what = "podman kill" if kind == "kill" else "systemctl stop keepalived on"
-    drops0 = invalid_drops(lab, backup)
+    drops0 = invalid_drops_all(lab)
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
     t_vip = lab.vip_time(watch, 60)
     log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
-    commit = wait(f"the commit in {backup}'s journal",
-                  lambda: (ci := commit_info(lab.journal(backup, t_event - 1)))["committed"] is not None
-                  and ci["notify"] is not None and ci, 30, 0.5)
+    commit = wait_commit(lab, backup, t_event, info["inject"][backup])
     kernel = lab.count_flows(backup, "kernel")
     window = CONTROL_WINDOW if kind == "nosync" else HANG_AFTER_TAKEOVER + 10
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
-    drops = invalid_drops(lab, backup)
+    drops = drops_since(drops0, invalid_drops_all(lab))
     log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
         f"{backup}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
-        f"{t_rec - t_vip:.1f} s of the takeover; {backup} dropped "
-        f"{(drops or 0) - (drops0 or 0)} packets as ct state invalid")
+        f"{t_rec - t_vip:.1f} s of the takeover; packets dropped as ct state invalid: {drops}")
     events.append({"event": f"{kind} {master}", "from": master, "to": backup,
                    "implementation_to": info["implementation"][backup], "t_event": t_event,
                    "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3), "commit": commit,
                    "kernel_after": kernel, "t_recovered": t_rec, "recovered": back, "pre": pre,
-                   "invalid_dropped": None if drops is None else drops - (drops0 or 0)})
+                   "inject": info["inject"][backup], "invalid_dropped": sum(drops.values()),
+                   "invalid_by_node": drops})
 
     # ---- failback: the first node comes back and preempts
-    drops0 = invalid_drops(lab, master) if running(lab.c(master)) else 0
+    drops0 = invalid_drops_all(lab)
     if kind == "kill":  # the container is down: nothing to watch from until it boots
         t_event = time.time()
         bring_back(lab, kind, master)
@@ -425,12 +456,10 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
         t_vip = lab.vip_time(watch, 120)
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
         f"{'podman start' if kind == 'kill' else 'systemctl start keepalived'}")
-    commit = wait(f"the commit in {master}'s journal",
-                  lambda: (ci := commit_info(lab.journal(master, t_event - 1)))["committed"] is not None
-                  and ci["notify"] is not None and ci, 30, 0.5)
+    commit = wait_commit(lab, master, t_event, info["inject"][master])
     kernel = lab.count_flows(master, "kernel")
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
-    drops = invalid_drops(lab, master)
+    drops = drops_since(drops0, invalid_drops_all(lab))
     log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
         f"{master}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
         f"{t_rec - t_vip:.1f} s of the takeover")
@@ -440,7 +469,8 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
                    "implementation_to": info["implementation"][master], "t_event": t_vip - 1.0,
                    "t_restart": t_event, "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3),
                    "commit": commit, "kernel_after": kernel, "t_recovered": t_rec, "recovered": back,
-                   "invalid_dropped": None if drops is None else drops - (drops0 or 0)})
+                   "inject": info["inject"][master], "invalid_dropped": sum(drops.values()),
+                   "invalid_by_node": drops})
 
     time.sleep(1.0)
     report = stop_flows(lab)
@@ -503,7 +533,7 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
         s = p["summary"]
         if p["kind"] == "nosync":
             ev = p["events"][0]
-            print(f"  pass 'nosync' (control: the backup's external cache flushed before the takeover): "
+            print(f"  pass 'nosync' (control: the backup's synced state deleted before the takeover): "
                   f"{ev['recovered']}/{s['tcp']} connections echoed within {CONTROL_WINDOW:.0f} s of the takeover, "
                   f"{ev['invalid_dropped']} packets dropped as invalid by {ev['to']}")
             continue
@@ -512,10 +542,17 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
         for ev in p["events"]:
             c = ev["commit"]
             g = ev["tcp_gap_s"]
+            if ev.get("inject") and c["committed"] is None:
+                state = f"{ev['to']} ({ev['implementation_to']}) had the state in its kernel (direct injection)"
+            else:
+                state = (f"{ev['to']} ({ev['implementation_to']}) committed {c['committed']} entries "
+                         f"in {c['commit_s']} s")
+            ready = ""
+            if c.get("ready_t") and ev.get("t_restart"):
+                ready = f", ready {c['ready_t'] - ev['t_restart']:.2f} s after the restart"
             print(f"    {ev['event']:<24} VIPs moved in {ev['takeover_s']:.2f} s | per-connection gap "
-                  f"max {g['max']:.2f} s, median {g['median']:.2f} s | "
-                  f"{ev['to']} ({ev['implementation_to']}) committed {c['committed']} entries "
-                  f"in {c['commit_s']} s, {ev['kernel_after']['tcp']} TCP in its kernel table, "
+                  f"max {g['max']:.2f} s, median {g['median']:.2f} s | {state}{ready}, "
+                  f"{ev['kernel_after']['tcp']} TCP in its kernel table, "
                   f"{ev['invalid_dropped']} packets dropped as invalid")
             if not short and c["notify"]:
                 print(f"    {'':<24} {c['notify']}")
