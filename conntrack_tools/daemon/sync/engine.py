@@ -140,6 +140,8 @@ class SyncDaemonEngine:
         self.last_data: float | None = None  # when a peer's data message was last applied
         self.readiness = getattr(daemon, "readiness", None)  # beyond C: keepalived track_file (daemon/readiness.py)
         self.tracker: ReadinessTracker | None = None
+        self._seq_seen: dict = {}  # readiness: last sequence number per peer (_received)
+        self._seq_total = 0
         if self.readiness is not None:
             alarm = sc.mode == SyncMode.ALARM
             self.tracker = ReadinessTracker(refresh_time=float(sc.refresh_time) if alarm else None)
@@ -165,10 +167,25 @@ class SyncDaemonEngine:
         mode = self.mode
         peers = mode.peers.values()
         heard = max((p.last_heard for p in peers), default=None)
+        req = getattr(mode, "pending_resync", None)
         if self.tracker.update(now, heard, self.last_data, mode.resync_pending(),  # type: ignore[union-attr]
-                               any(p.debt.owed for p in peers)):
+                               any(p.debt.owed for p in peers), self._received(mode.peers),
+                               req is not None and req.sent):
             self.readiness.ready()
             self.transitions.ready(now)
+
+    def _received(self, peers: dict) -> int:
+        """Messages received from the peers so far, from their sequence numbers (readiness's rate)."""
+        seen = self._seq_seen
+        for addr, p in peers.items():
+            last = p.tracker.last
+            if last is None:
+                continue
+            prev = seen.get(addr)
+            step = 0 if prev is None else (last - prev) & 0xFFFFFFFF
+            self._seq_total += step if step < 0x80000000 else 0  # a peer that restarted counts from now
+            seen[addr] = last
+        return self._seq_total
 
     def _schedule_tx(self) -> None:
         if not self._tx_scheduled:
