@@ -93,16 +93,19 @@ PLANS: dict[str, tuple[Step, ...]] = {
 }
 
 
-def plan(state: str, direct_inject: bool = False, internal_cache: bool = True) -> tuple[Step, ...]:
+def plan(state: str, direct_inject: bool = False, internal_cache: bool = True, ours: bool = False) -> tuple[Step, ...]:
     """The steps of one transition.  With ``DisableExternalCache on`` the synced states are already in
-    the kernel table, and ``-t`` would flush that whole table (a selective flush) PurgeTimeout later.
-    On ``backup`` and ``fault`` the purge is replaced by a flush of the internal cache only (``-f
-    internal``, what the purge also did): a demoted master's cache still holds the flows it forwarded,
-    and when their now idle kernel entries time out it would send the new master DELs for live flows.
-    Without an internal cache (``DisableInternalCache``) there is nothing to flush, and ``-f
-    internal`` would be a kernel flush there (docs/failover.md, "Direct injection")."""
+    the kernel table, and C's ``-t`` would flush that whole table (a selective flush) PurgeTimeout
+    later.  What the purge must still do is flush the internal cache: a demoted master's cache holds
+    the flows it forwarded, and when their now idle kernel entries time out it would send the new
+    master DELs for live flows.  Our daemon (``ours``: the config uses an extension C rejects) flushes
+    only that cache on ``-t`` in this mode, PurgeTimeout later, so the demoted node still syncs what
+    it forwards while the peers' ARP caches catch up (an FTP helper's expectation made there in that
+    second needs its master in the cache); for a config C could run, ``-t`` becomes an immediate
+    ``-f internal``.  Without an internal cache (``DisableInternalCache``) there is nothing to flush,
+    and C's ``-f internal`` would be a kernel flush there (docs/failover.md, "Direct injection")."""
     steps = PLANS[state]
-    if not direct_inject:
+    if not direct_inject or (ours and internal_cache):
         return steps
     instead = (FLUSH_INTERNAL,) if internal_cache else ()
     return tuple(x for s in steps for x in (instead if s is TIMERS else (s,)))
@@ -184,6 +187,7 @@ class Options:
     syslog: bool = True
     direct_inject: bool = False  # Sync { Mode { DisableExternalCache on } }: no -t (plan())
     internal_cache: bool = True  # False with DisableInternalCache (plan())
+    ours: bool = False  # the config uses an extension only our daemon accepts (plan())
 
 
 def _default_conntrackd() -> str:
@@ -228,7 +232,8 @@ def parse_args(argv: Sequence[str]) -> Options | None:
     return Options(state=ns.state, config=ns.config, socket_path=path, lockfile=cfg.general.lockfile,
                    timeout=ns.timeout, restart=ns.restart, conntrackd=conntrackd, syslog=not ns.no_syslog,
                    direct_inject=cfg.sync is not None and cfg.sync.disable_external_cache,
-                   internal_cache=not (cfg.sync is not None and cfg.sync.disable_internal_cache))
+                   internal_cache=not (cfg.sync is not None and cfg.sync.disable_internal_cache),
+                   ours=any(f.code == "c-incompatible" for f in cfg.warnings))
 
 
 # ------------------------------------------------------------------------------------ transport
@@ -344,6 +349,7 @@ def run_state(
     clock: Callable[[], float] = time.perf_counter,
     direct_inject: bool = False,
     internal_cache: bool = True,
+    ours: bool = False,
 ) -> Report:
     """Run one transition's steps in primary-backup.sh's order and error policy.
 
@@ -351,7 +357,7 @@ def run_state(
     off) and ``remove_lock()`` removes a stale LockFile (True if there was one).  Every failure
     is logged at LOG_ERR and the next step still runs, except where the script exits: a failed
     restart on backup ends the transition (``exit 1`` in the script).
-    ``direct_inject``, ``internal_cache``: from the config (see plan()).
+    ``direct_inject``, ``internal_cache``, ``ours``: from the config (see plan()).
     """
     report = Report(state)
     t_start = clock()
@@ -363,7 +369,7 @@ def run_state(
         report.steps.append(res)
         return res
 
-    for step in plan(state, direct_inject, internal_cache):
+    for step in plan(state, direct_inject, internal_cache, ours):
         outcome: list[CallResult] = []
 
         def do(step: Step = step, outcome: list[CallResult] = outcome) -> str | None:
@@ -457,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             remove_lock=_remove_lock(opts.lockfile) if opts.restart else None,
             direct_inject=opts.direct_inject,
             internal_cache=opts.internal_cache,
+            ours=opts.ours,
         )
         log(syslog.LOG_NOTICE if report.ok else syslog.LOG_WARNING, format_summary(report))
         return 0 if report.ok else 1

@@ -25,9 +25,12 @@ from conntrack_tools.daemon.notify import CallResult, UsageError, format_summary
 # ------------------------------------------------------------------------------ fixtures
 
 
-def write_conf(tmp: Path, sock: Path | None, name: str = "conntrackd.conf", inject: bool = False) -> Path:
+def write_conf(tmp: Path, sock: Path | None, name: str = "conntrackd.conf", inject: bool = False,
+               ours: bool = False) -> Path:
     conf = tmp / name
     unix = f"  UNIX {{ Path {sock} }}\n" if sock is not None else ""
+    if ours:  # an extension only our daemon accepts
+        unix += f"  Readiness {{ File {tmp / 'ready'} }}\n"
     mode = " DisableExternalCache on " if inject else " "
     conf.write_text(f"General {{\n  LockFile {tmp / 'lock'}\n{unix}}}\nSync {{\n  Mode NOTRACK {{{mode}}}\n"
                     "  UDP {\n    IPv4_address 10.0.0.1\n    IPv4_Destination_Address 10.0.0.2\n"
@@ -105,11 +108,11 @@ class FakeDaemon:
 def fake(tmp_path):
     made: list[FakeDaemon] = []
 
-    def factory(inject: bool = False, **kw) -> tuple[FakeDaemon, Path]:
+    def factory(inject: bool = False, ours: bool = False, **kw) -> tuple[FakeDaemon, Path]:
         sock = tmp_path / "ctl"
         d = FakeDaemon(sock, **kw)
         made.append(d)
-        return d, write_conf(tmp_path, sock, inject=inject)
+        return d, write_conf(tmp_path, sock, inject=inject, ours=ours)
 
     yield factory
     for d in made:
@@ -359,6 +362,16 @@ def test_direct_inject_never_schedules_the_purge(capsys, fake, state, codes) -> 
     assert lines[-1].startswith(f"conntrackd-notify: {state}: ") and "timers" not in lines[-1]
 
 
+@pytest.mark.parametrize(("state", "codes"), [("backup", [21, 26, 23]), ("fault", [26])])
+def test_direct_inject_with_our_daemon_keeps_the_delayed_purge(capsys, fake, state, codes) -> None:
+    """A config only our daemon accepts: -t, which ours turns into a delayed flush of the internal cache
+    alone in this mode (the demoted node keeps syncing what it forwards for PurgeTimeout)."""
+    d, conf = fake(inject=True, ours=True, answers={21: b"cache internal:\n"})
+    rc, lines = run_main(capsys, "-C", str(conf), state)
+    assert rc == 0, lines
+    assert d.codes == codes
+
+
 def test_plan_without_purge() -> None:
     assert notify.plan("backup", direct_inject=True) == (notify.CHECK, notify.FLUSH_INTERNAL, notify.REQUEST)
     assert notify.plan("fault", direct_inject=True) == (notify.FLUSH_INTERNAL,)
@@ -368,6 +381,9 @@ def test_plan_without_purge() -> None:
     assert notify.plan("primary", direct_inject=True) == notify.PLANS["primary"]
     assert notify.plan("backup") == notify.PLANS["backup"]
     assert notify.FLUSH_INTERNAL.action == parse_argv(["-f", "internal"]).action
+    assert notify.plan("backup", direct_inject=True, ours=True) == notify.PLANS["backup"]
+    assert notify.plan("backup", direct_inject=True, internal_cache=False, ours=True) == (notify.CHECK,
+                                                                                           notify.REQUEST)
 
 
 def test_commit_is_waited_for(capsys, fake) -> None:

@@ -569,7 +569,7 @@ class SyncDaemonEngine:
         return ()
 
     def _request_dump(self, action: int, as_json: bool) -> Iterable[str]:
-        if self.injector is not None:  # conntrackd-notify's backup sends no -t with direct injection
+        if self.injector is not None:  # with direct injection and a config C could run, no -t on backup
             self._note_role("backup")
         self.mode.request_resync()
         self._schedule_tx()
@@ -579,7 +579,9 @@ class SyncDaemonEngine:
         self._note_role("backup")
         if self._reset_timer is None:
             pt = self.cfg.purge_timeout
-            self.log("notice", f"flushing conntrack table in {pt} secs")
+            # beyond C: with direct injection the kernel table is the synced state; only the cache goes
+            what = "internal cache" if self.injector is not None else "conntrack table"
+            self.log("notice", f"flushing {what} in {pt} secs")
             self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
         return ()
 
@@ -607,6 +609,10 @@ class SyncDaemonEngine:
     def _reset_fire(self) -> None:
         """do_reset_cache_alarm: flush the kernel table (selective) and the internal cache."""
         self._reset_timer = None
+        if self.injector is not None:  # beyond C (see _reset_timers): the kernel table stays
+            self.log("notice", "flushing internal cache (scheduled)")
+            self.internal.flush()
+            return
         self.d.runtime.nl_kernel_table_flush += 1
         self.log("notice", "flushing kernel conntrack table (scheduled)")
         try:
