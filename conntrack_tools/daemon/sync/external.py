@@ -482,7 +482,11 @@ class Injector:
             # Beyond C (delete + create): update the entry in place first.  A demoted master still
             # forwards for a moment after the VIPs left; between C's delete and create its packets
             # find no entry and are dropped as invalid (the new master's bulk hits every flow).
+            # The helper name stays in: the kernel then lets the same helper pick up the stream
+            # again (nf_conntrack_ftp: NF_CT_FTP_SEQ_PICKUP, as for an injected entry); without it
+            # the first FTP command after the failback is ignored, and its data connection dropped.
             u = update_flow(f)
+            u.helper = f.helper
             u.timeout = sf.timeout
             err = self._one(_NEW, 0, u)
             if err is not None:
