@@ -131,3 +131,34 @@ def test_without_sync_no_connection_survives(result: dict[str, Any]) -> None:
     assert ev["kernel_after"]["tcp"] == 0, ev["kernel_after"]
     assert ev["recovered"] == 0, f"{ev['recovered']} connections survived a takeover without state"
     assert (ev["invalid_dropped"] or 0) > 0, "no packet was dropped as ct state invalid"
+
+
+@pytest.mark.parametrize("kind", ["kill", "stop"])
+def test_source_nated_connections_survive(result: dict[str, Any], lab: dict[str, Any], kind: str) -> None:
+    """Connections the pair source-NATs to the inside VIP: kept, seen by the server from the VIP, their
+    entries (with the NAT binding) in the new master's kernel, no longer silent than the routed ones."""
+    p = _pass(result, kind)
+    s = p["summary"]
+    if not s.get("nat"):
+        pytest.skip("no source-NATed connections in this run (failover.py --nat 0)")
+    assert s["nat_kept"] == s["nat"], s["nat_errors"]
+    assert p["nat_sources"] == [lab["hostvars"]["fw1"]["lab_vip_inside"]], p["nat_sources"]
+    for ev in p["events"]:
+        assert ev["kernel_after"]["nat"] >= s["nat"], f"{ev['event']}: {ev['to']}'s kernel table {ev['kernel_after']}"
+        bound = gap_bound(ev)
+        late = [g for g in ev["nat_gaps"] if g > bound]
+        assert not late, f"{ev['event']}: {len(late)} source-NATed connections silent longer than {bound:.1f} s"
+
+
+@pytest.mark.parametrize("kind", ["kill", "stop"])
+def test_ftp_session_survives(result: dict[str, Any], kind: str) -> None:
+    """The FTP control connection is kept, and every data connection opened after the VIPs moved
+    passed (the ruleset lets them through only as RELATED: the new master's helper saw the PASV reply)."""
+    p = _pass(result, kind)
+    if not p.get("ftp"):
+        pytest.skip("no FTP session in this run (failover.py without --ftp)")
+    assert p["ftp"]["control_error"] is None, p["ftp"]
+    for ev in p["events"]:
+        failed = ev["ftp_failed_after"]
+        assert not failed, f"{ev['event']}: transfers failed after the VIP move: {failed}"
+        assert ev["ftp_ok_after"] > 0, f"{ev['event']}: no FTP transfer after the VIP move"
