@@ -53,6 +53,17 @@ class ReadinessTracker:
         if self.requested_at is None:
             self.requested_at = now
 
+    def restart(self, now: float) -> None:
+        """A new resync request before we were ready (messages lost, or ``-n``): wait for its bulk.
+        Found at 200,000 entries: a receiver that drops part of a bulk asks again and again, and the
+        rate of a bulk it is still absorbing can dip below the criterion between two requests."""
+        if self.ready or self.requested_at is None:
+            return
+        self.requested_at = now
+        self.sent_at = None
+        self.peak = 0.0
+        self._samples.clear()
+
     def update(self, now: float, last_heard: float | None, last_data: float | None, request_pending: bool,
                nack_open: bool, received: int | None = None, request_sent: bool = False) -> bool:
         """True exactly once: on the step to ready.  ``received``: messages received from the peers so

@@ -189,3 +189,16 @@ def test_an_unacknowledged_request_counts_as_through_two_quiet_periods_after_it_
         assert ready == (now >= 3.25), now  # sent first seen at 1.25: through at 3.25
         if ready:
             break
+
+
+def test_asking_again_restarts_the_wait():
+    """Losses during the bulk make the receiver ask again: ready only after the bulk of the last request."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    assert not t.update(1.5, 1.4, 1.45, False, False, 5000)
+    t.restart(1.6)
+    assert t.requested_at == 1.6 and t.peak == 0.0
+    assert not t.update(2.2, 2.1, 1.5, False, False, 5000)  # quiet since 1.5, but the new request is 0.6 s old
+    assert t.update(2.7, 2.65, 1.5, False, False, 5000)  # last data before the request: quiet 1.1 s after it
+    t.restart(3.0)  # no effect once ready
+    assert t.requested_at == 1.6

@@ -278,6 +278,7 @@ class SyncDaemonEngine:
                                f"{p.socket_drop}, unanswered NACKs {p.unanswered_nack}; request {p.requests}, "
                                f"next no sooner than {p.current_holdoff:g} s)")
             self.mode.request_resync()
+            self._readiness_restart()
             self._run_tx()
         if now - self._last_xmit >= 1.0:
             if isinstance(self.mode, Ftfw):
@@ -572,8 +573,14 @@ class SyncDaemonEngine:
         if self.injector is not None:  # with direct injection and a config C could run, no -t on backup
             self._note_role("backup")
         self.mode.request_resync()
+        self._readiness_restart()
         self._schedule_tx()
         return ()
+
+    def _readiness_restart(self) -> None:
+        """Not ready yet and asking again (losses, -n): the state is complete only after that bulk."""
+        if self.tracker is not None and not self.tracker.ready:
+            self.tracker.restart(time.time())
 
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
         self._note_role("backup")
