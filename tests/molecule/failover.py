@@ -57,6 +57,7 @@ HANG_AFTER_TAKEOVER = 20.0
 # although the new master had nothing to commit (a synced connection is back within ~7 s).
 CONTROL_WINDOW = 12.0
 PASS_FLOWS = {"nosync": (20, 2, 0)}  # the control needs no 100 connections
+AFTER_TAKEOVER = 1.0  # seconds after the VIP move in which a silence that begins still belongs to the event
 
 
 _CONSOLE_PREFIX = re.compile(r"^\[[^]]*\] \(pid=\d+\) \[\w+\] ")
@@ -377,10 +378,12 @@ def analyse(report: dict[str, Any], events: list[dict[str, Any]]) -> None:
     nat = [f for f in report["flows"] if f["kind"] == "nat"]
     for ev in events:
         t0, t1 = ev["t_event"], ev.get("t_takeover") or ev["t_event"]
-        tg = event_gaps(tcp, t0, t1)
+        # a silence that starts just after the VIP move (a new master without the state) counts too
+        tw = t1 + AFTER_TAKEOVER
+        tg = event_gaps(tcp, t0, tw)
         ev["tcp_gap_s"] = summarize(tg)
-        ev["udp_gap_s"] = summarize(event_gaps(udp, t0, t1))
-        ev["nat_gaps"] = event_gaps(nat, t0, t1)
+        ev["udp_gap_s"] = summarize(event_gaps(udp, t0, tw))
+        ev["nat_gaps"] = event_gaps(nat, t0, tw)
         ev["nat_gap_s"] = summarize(ev["nat_gaps"])
         ev["tcp_gaps"] = tg
         ev["tcp_errors_in_event"] = sum(

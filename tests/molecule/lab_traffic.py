@@ -420,36 +420,36 @@ def flows(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_parser(cmd: str, duration: float, interval: float) -> argparse.ArgumentParser:
+    """What `flows` and `ftp` share: the target, the JSON report, when to stop, the pace."""
+    p = argparse.ArgumentParser(prog=f"lab_traffic.py {cmd}")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--stop-file")
+    p.add_argument("--duration", type=float, default=duration)
+    p.add_argument("--interval", type=float, default=interval)
+    return p
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
         serve(int(argv[1]))
     elif argv[:1] == ["ftpserve"]:
         ftpserve(int(argv[1]))
     elif argv[:1] == ["ftp"]:
-        p = argparse.ArgumentParser(prog="lab_traffic.py ftp")
-        p.add_argument("host")
-        p.add_argument("port", type=int)
-        p.add_argument("--out", required=True)
-        p.add_argument("--stop-file")
-        p.add_argument("--duration", type=float, default=900)
-        p.add_argument("--interval", type=float, default=0.5)
+        p = _run_parser("ftp", duration=900, interval=0.5)
         p.add_argument("--data-timeout", type=float, default=3)
         p.add_argument("--control-timeout", type=float, default=30)
         return ftp(p.parse_args(argv[1:]))
     elif argv[:1] == ["hold"]:
         print(json.dumps(hold(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))))
     elif argv[:1] == ["flows"]:
-        p = argparse.ArgumentParser(prog="lab_traffic.py flows")
-        p.add_argument("host")
-        p.add_argument("port", type=int)
+        p = _run_parser("flows", duration=600, interval=0.1)
         p.add_argument("--tcp", type=int, default=100)
         p.add_argument("--udp", type=int, default=10)
         p.add_argument("--nat-tcp", type=int, default=0)
         p.add_argument("--nat-port", type=int, default=0)
-        p.add_argument("--out", required=True)
-        p.add_argument("--stop-file")
-        p.add_argument("--duration", type=float, default=600)
-        p.add_argument("--interval", type=float, default=0.1)
         p.add_argument("--gap-threshold", type=float, default=0.2)
         p.add_argument("--hang-timeout", type=float, default=60)
         p.add_argument("--connect-timeout", type=float, default=10)
