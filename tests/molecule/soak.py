@@ -84,7 +84,16 @@ def main(argv: list[str]) -> int:
     print(f"  background: {b['created']} entries, on the backup {b['synced_s']} s after the first; the rebooted "
           f"node was ready {b['ready_after_restart_s']} s after `podman start` and holds "
           f"{b['kernel_after_failback']} entries")
-    return 0 if "failed" not in report else 1
+    if "failed" in report:
+        return 1
+    s = report["summary"]
+    problems = [f"{ev['event']}: {ev['invalid_dropped']} packets dropped as invalid {ev['invalid_by_node']}"
+                for ev in report["events"] if ev["invalid_dropped"]]
+    if (s["kept"], s["lost"]) != (s["tcp"], 0) or s["nat_kept"] != s["nat"]:
+        problems.append(f"connections lost: {s['lost']} TCP, {s['nat'] - s['nat_kept']} NAT ({s['errors']})")
+    for msg in problems:
+        print(f"  SOAK FAILED: {msg}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
