@@ -62,6 +62,8 @@ fuzz: venv
 soak: deps venv
 	for round in 1 2 3; do $(BIN)/pytest -v -s tests/netns/test_reliability_sync_faults.py || exit 1; done
 	for round in 1 2 3 4 5; do $(BIN)/pytest -v -s tests/netns/test_sync_burst.py || exit 1; done
+	$(BIN)/pip install -q -e '.[lab]' --config-settings editable_mode=compat
+	bash scripts/lab.sh soak; rc=$$?; bash scripts/lab.sh down; exit $$rc
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info roles/conntrack_tools/files/*.whl

@@ -9,6 +9,8 @@
 #                            including the checks on the last `failover` result
 #   scripts/lab.sh demo      the README's main job, from a fresh machine: venv, host packages, image, lab,
 #                            rollout, each node's role, connections, podman kill of the master, report
+#   scripts/lab.sh soak      failback at scale: converge with a table for CTPY_SOAK_ENTRIES (200,000)
+#                            background entries, fill the master, kill it, fail back (tests/molecule/soak.py)
 #   scripts/lab.sh down      remove the lab's containers and networks (by the ctpy- name prefix only)
 #
 # Uses the same inventory and playbooks as `molecule test` (molecule/default/). CTPY_LAB_SCENARIO=interop
@@ -119,6 +121,19 @@ cmd_verify() {
         "$REPO/tests/molecule" "$@"
 }
 
+# Failback with a big table: the rebooted node's resync takes seconds, and readiness must hold it back.
+# The kernel table limit is global (read-only in the containers): it must hold the entries in each netns.
+cmd_soak() {
+    need_venv
+    local entries=${CTPY_SOAK_ENTRIES:-200000} max
+    max=$(cat /proc/sys/net/netfilter/nf_conntrack_max)
+    ((max >= entries + 20000)) ||
+        ctpy_die "nf_conntrack_max is $max: raise it on the host (sysctl -w net.netfilter.nf_conntrack_max=$((entries * 5 / 4))) for $entries entries per node"
+    # conntrackd's HashLimit (2 x the table) must take them too: converge with a table of that size
+    cmd_up -e "{\"ha_firewall_nf_conntrack_max\": $max}"
+    "$VENV/bin/python" "$REPO/tests/molecule/soak.py" --entries "$entries" "$@"
+}
+
 cmd_failover() {
     need_venv
     [[ -n $(lab_containers) ]] || ctpy_die "the lab is down: scripts/lab.sh up first"
@@ -201,7 +216,7 @@ cmd_demo() {
     done
     node_roles
 
-    step "5/6 ${CTPY_DEMO_TCP:-100} TCP connections + 10 UDP flows client -> server; podman kill of the master; failback"
+    step "5/6 ${CTPY_DEMO_TCP:-100} TCP connections + 10 UDP flows + 20 source-NATed connections + an FTP session client -> server; podman kill of the master; failback"
     "$VENV/bin/python" "$REPO/tests/molecule/failover.py" run --passes kill --tcp "${CTPY_DEMO_TCP:-100}" \
         --udp 10 --short --out "$CTPY_STATE/failover-demo.json" 2>"$logs/demo-failover.log" ||
         { cat "$logs/demo-failover.log"; ctpy_die "the failover run failed (log: $logs/demo-failover.log)"; }
@@ -220,8 +235,9 @@ status) cmd_status ;;
 verify) shift; cmd_verify "$@" ;;
 failover) shift; cmd_failover "$@" ;;
 demo) cmd_demo ;;
+soak) shift; cmd_soak "$@" ;;
 *)
-    echo "usage: $0 {up [ansible-playbook args]|down|status|failover [failover.py args]|verify [pytest args]|demo}" >&2
+    echo "usage: $0 {up [ansible-playbook args]|down|status|failover [failover.py args]|verify [pytest args]|demo|soak [soak.py args]}" >&2
     exit 2
     ;;
 esac

@@ -303,6 +303,12 @@ class NullSync(Answers):
         pass
 
 
+#: C internal_cache.c: an event caused by a direct inject (DisableExternalCache) is skipped: the
+#: peer's entry is not this node's, so it neither enters the internal cache nor, when the kernel
+#: later times it out on this backup, goes back to the peer as a DEL that would delete the live flow.
+INJECT = "inject"
+
+
 class SyncCacheMode(_Base):
     """Internal cache of sync mode (C src/internal_cache.c) with the engine hooks."""
 
@@ -364,11 +370,15 @@ class SyncCacheMode(_Base):
             self.engine.on_local_new(e, None, None)
 
     def new(self, flow: Flow, origin: str | None) -> None:
+        if origin == INJECT:
+            return
         e, _ = self.cache.update_force(flow, self.now())
         if e is not None:
             self.engine.on_local_new(e, flow, origin)
 
     def upd(self, flow: Flow, origin: str | None) -> None:
+        if origin == INJECT:
+            return
         e, _ = self.cache.update_force(flow, self.now())
         if e is not None:
             self.engine.on_local_update(e, flow, origin)
@@ -377,6 +387,8 @@ class SyncCacheMode(_Base):
         """new()/upd() for a kernel event of a compiled layout (daemon/event_fill.py): no Flow.
 
         The same cache_update_force and engine hook, with ``fill`` doing what Entry.merge does."""
+        if origin == INJECT:
+            return
         c = self.cache
         now = int(time.time())
         e = c.entries.get(key)
@@ -394,6 +406,8 @@ class SyncCacheMode(_Base):
         (self.engine.on_local_new if new else self.engine.on_local_update)(e, None, origin)
 
     def destroy(self, flow: Flow, origin: str | None) -> bool:
+        if origin == INJECT:
+            return False
         e = self.cache.find(flow)
         if e is None:
             return False

@@ -58,6 +58,7 @@ __all__ = [
     "format_summary",
     "main",
     "parse_args",
+    "plan",
     "run_state",
 ]
 
@@ -81,6 +82,7 @@ RESYNC = Step("resync", "-R", Action.ALL_RESYNC_MASTER)
 BULK = Step("bulk", "-B", Action.SEND_BULK)
 CHECK = Step("check", "-s", Action.STATS)
 TIMERS = Step("timers", "-t", Action.RESET_TIMERS)
+FLUSH_INTERNAL = Step("flush-internal", "-f internal", Action.CT_FLUSH_INT_CACHE)
 REQUEST = Step("request-resync", "-n", Action.REQUEST_DUMP)
 
 # primary-backup.sh, case by case.  "backup" starts with the liveness check, handled by run_state().
@@ -89,6 +91,24 @@ PLANS: dict[str, tuple[Step, ...]] = {
     "backup": (CHECK, TIMERS, REQUEST),
     "fault": (TIMERS,),
 }
+
+
+def plan(state: str, direct_inject: bool = False, internal_cache: bool = True, ours: bool = False) -> tuple[Step, ...]:
+    """The steps of one transition.  With ``DisableExternalCache on`` the synced states are already in
+    the kernel table, and C's ``-t`` would flush that whole table (a selective flush) PurgeTimeout
+    later.  What the purge must still do is flush the internal cache: a demoted master's cache holds
+    the flows it forwarded, and when their now idle kernel entries time out it would send the new
+    master DELs for live flows.  Our daemon (``ours``: the config uses an extension C rejects) flushes
+    only that cache on ``-t`` in this mode, PurgeTimeout later, so the demoted node still syncs what
+    it forwards while the peers' ARP caches catch up (an FTP helper's expectation made there in that
+    second needs its master in the cache); for a config C could run, ``-t`` becomes an immediate
+    ``-f internal``.  Without an internal cache (``DisableInternalCache``) there is nothing to flush,
+    and C's ``-f internal`` would be a kernel flush there (docs/failover.md, "Direct injection")."""
+    steps = PLANS[state]
+    if not direct_inject or (ours and internal_cache):
+        return steps
+    instead = (FLUSH_INTERNAL,) if internal_cache else ()
+    return tuple(x for s in steps for x in (instead if s is TIMERS else (s,)))
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -165,6 +185,9 @@ class Options:
     restart: bool = False
     conntrackd: str | None = None
     syslog: bool = True
+    direct_inject: bool = False  # Sync { Mode { DisableExternalCache on } }: no -t (plan())
+    internal_cache: bool = True  # False with DisableInternalCache (plan())
+    ours: bool = False  # the config uses an extension only our daemon accepts (plan())
 
 
 def _default_conntrackd() -> str:
@@ -207,7 +230,10 @@ def parse_args(argv: Sequence[str]) -> Options | None:
         conntrackd = ns.conntrackd or _default_conntrackd()
         _regular_file(conntrackd, "conntrackd binary", executable=True)
     return Options(state=ns.state, config=ns.config, socket_path=path, lockfile=cfg.general.lockfile,
-                   timeout=ns.timeout, restart=ns.restart, conntrackd=conntrackd, syslog=not ns.no_syslog)
+                   timeout=ns.timeout, restart=ns.restart, conntrackd=conntrackd, syslog=not ns.no_syslog,
+                   direct_inject=cfg.sync is not None and cfg.sync.disable_external_cache,
+                   internal_cache=not (cfg.sync is not None and cfg.sync.disable_internal_cache),
+                   ours=any(f.code == "c-incompatible" for f in cfg.warnings))
 
 
 # ------------------------------------------------------------------------------------ transport
@@ -321,6 +347,9 @@ def run_state(
     restart: Callable[[], str | None] | None = None,
     remove_lock: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    direct_inject: bool = False,
+    internal_cache: bool = True,
+    ours: bool = False,
 ) -> Report:
     """Run one transition's steps in primary-backup.sh's order and error policy.
 
@@ -328,6 +357,7 @@ def run_state(
     off) and ``remove_lock()`` removes a stale LockFile (True if there was one).  Every failure
     is logged at LOG_ERR and the next step still runs, except where the script exits: a failed
     restart on backup ends the transition (``exit 1`` in the script).
+    ``direct_inject``, ``internal_cache``, ``ours``: from the config (see plan()).
     """
     report = Report(state)
     t_start = clock()
@@ -339,7 +369,7 @@ def run_state(
         report.steps.append(res)
         return res
 
-    for step in PLANS[state]:
+    for step in plan(state, direct_inject, internal_cache, ours):
         outcome: list[CallResult] = []
 
         def do(step: Step = step, outcome: list[CallResult] = outcome) -> str | None:
@@ -431,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log,
             restart=(lambda: start_daemon(opts.conntrackd, opts.config)) if opts.restart and opts.conntrackd else None,
             remove_lock=_remove_lock(opts.lockfile) if opts.restart else None,
+            direct_inject=opts.direct_inject,
+            internal_cache=opts.internal_cache,
+            ours=opts.ours,
         )
         log(syslog.LOG_NOTICE if report.ok else syslog.LOG_WARNING, format_summary(report))
         return 0 if report.ok else 1

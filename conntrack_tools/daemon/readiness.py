@@ -12,9 +12,15 @@ When the state is complete (:class:`ReadinessTracker`, pure):
 
 * no sync (statistics mode), or no peer configured to ask: at once;
 * NOTRACK and FTFW: the daemon asks its peers for a resync at start (as ``StartupResync on``),
-  and is ready once that request is acknowledged (FTFW: out of the resend queue; NOTRACK has no
-  acknowledgement, the request only has to have left), a peer was heard since, no data message
-  arrived for ``quiet`` seconds (the peer's bulk send is over) and no NACK is left open;
+  and is ready once that request is through (FTFW: acknowledged, or sent ``2 * quiet`` seconds ago:
+  a peer that transmits without a pause never reaches its 1-s idle ACK, C's and ours alike, and a
+  lost request is NACKed and sent again within that time; NOTRACK has no acknowledgement, the
+  request only has to have left), a peer was heard since, no NACK is left open, and the peer's
+  bulk send is over: no data message for ``quiet`` seconds, or (a pair whose live changes never
+  pause for a second, found in the lab with an FTP session's data connections)
+  the message rate over the last ``quiet`` seconds has fallen to ``ratio`` of its peak since the
+  request, or below ``floor`` messages per second.  The wire has no end-of-bulk marker (C sends
+  none); the rate comes from the peers' sequence numbers, so no per-message work is added;
 * ALARM: C honours no resync there; every entry reaches us within one RefreshTime of refresh,
   so ready one RefreshTime after a peer was first heard.
 """
@@ -22,7 +28,8 @@ When the state is complete (:class:`ReadinessTracker`, pure):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 __all__ = ["ReadinessFile", "ReadinessTracker"]
 
@@ -36,27 +43,66 @@ class ReadinessTracker:
     requested_at: float | None = None  # when our startup resync request was queued
     first_heard: float | None = None
     ready: bool = False
+    ratio: float = 0.1  # the bulk is over when the message rate fell to this share of its peak ...
+    floor: float = 50.0  # ... or below this many messages per second (live changes only)
+    peak: float = 0.0  # highest message rate over `quiet` seconds since the request
+    sent_at: float | None = None  # when our request was first seen sent (FTFW: before its ACK)
+    _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def resync_requested(self, now: float) -> None:
         if self.requested_at is None:
             self.requested_at = now
 
+    def restart(self, now: float) -> None:
+        """A new resync request before we were ready (messages lost, or ``-n``): wait for its bulk.
+        Found at 200,000 entries: a receiver that drops part of a bulk asks again and again, and the
+        rate of a bulk it is still absorbing can dip below the criterion between two requests."""
+        if self.ready or self.requested_at is None:
+            return
+        self.requested_at = now
+        self.sent_at = None
+        self.peak = 0.0
+        self._samples.clear()
+
     def update(self, now: float, last_heard: float | None, last_data: float | None, request_pending: bool,
-               nack_open: bool) -> bool:
-        """True exactly once: on the step to ready."""
+               nack_open: bool, received: int | None = None, request_sent: bool = False) -> bool:
+        """True exactly once: on the step to ready.  ``received``: messages received from the peers so
+        far (any running count; None = judge by silence only); ``request_sent``: our pending request
+        has left (FTFW: still waiting for its ACK)."""
         if self.ready:
             return False
+        if request_sent and self.sent_at is None and self.requested_at is not None:
+            self.sent_at = now
+        if request_pending and self.sent_at is not None and now - self.sent_at >= 2 * self.quiet:
+            request_pending = False  # through: see the module docstring
         if last_heard is not None and self.first_heard is None:
             self.first_heard = last_heard
         if self.refresh_time is not None:  # ALARM
             done = self.first_heard is not None and now - self.first_heard >= self.refresh_time
         else:
             req = self.requested_at
+            rate_fell = received is not None and req is not None and self._rate_fell(now, received)
             done = (req is not None and not request_pending and not nack_open
                     and last_heard is not None and last_heard > req
-                    and now - max(req, last_data or req) >= self.quiet)
+                    and (now - max(req, last_data or req) >= self.quiet
+                         or (rate_fell and now - req >= self.quiet)))
         self.ready = done
         return done
+
+    def _rate_fell(self, now: float, received: int) -> bool:
+        """Rate over the last `quiet` seconds (from the newest sample at least that old) against the peak."""
+        samples = self._samples
+        samples.append((now, received))
+        base = None
+        while samples and now - samples[0][0] >= self.quiet:
+            base = samples.popleft()
+        if base is None:
+            return False
+        samples.appendleft(base)  # the window's start stays for the next call
+        t0, c0 = base
+        rate = (received - c0) / (now - t0)
+        self.peak = max(self.peak, rate)
+        return rate <= max(self.floor, self.ratio * self.peak)
 
 
 class ReadinessFile:

@@ -78,6 +78,10 @@ def lab() -> dict[str, Any]:
         "venv": "/opt/conntrack-tools",
         "implementation": {n: hostvars[n].get("conntrackd_implementation", "python")
                            for n in data["pair_lab"]["hosts"]},
+        "advert_int": float(hostvars["fw1"].get("keepalived_advert_int", 1)),  # < 1: the fast profile
+        # DisableExternalCache (the role's default): synced states go to the backup's kernel table
+        "inject": {n: bool(hostvars[n].get("conntrackd_disable_external_cache", True))
+                   and hostvars[n].get("conntrackd_mode", "FTFW") != "ALARM" for n in data["pair_lab"]["hosts"]},
     }
 
 

@@ -44,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TRAFFIC = HERE / "lab_traffic.py"
 ECHO_PORT = 7777
+NAT_PORT = 7778  # the site ruleset source-NATs client -> server:7778 to the inside VIP (converge.yml)
+FTP_PORT = 2121  # the site ruleset assigns the FTP helper here; data connections pass only as RELATED
+FTP_OUT = "/run/ctpy-ftp.json"
 FLOWS_OUT = "/run/ctpy-flows.json"
 FLOWS_STOP = "/run/ctpy-flows.stop"
 DEFAULT_OUT = ROOT / "molecule" / ".state" / "failover.json"
@@ -53,7 +56,8 @@ HANG_AFTER_TAKEOVER = 20.0
 # The control pass (nosync) watches this long after the takeover for a connection that recovers
 # although the new master had nothing to commit (a synced connection is back within ~7 s).
 CONTROL_WINDOW = 12.0
-PASS_FLOWS = {"nosync": (20, 2)}  # the control needs no 100 connections
+PASS_FLOWS = {"nosync": (20, 2, 0)}  # the control needs no 100 connections
+AFTER_TAKEOVER = 1.0  # seconds after the VIP move in which a silence that begins still belongs to the event
 
 
 _CONSOLE_PREFIX = re.compile(r"^\[[^]]*\] \(pid=\d+\) \[\w+\] ")
@@ -87,9 +91,13 @@ def load_lab(inventories: list[str]) -> dict[str, Any]:
         "nodes": fw["lab_nodes"],
         "firewalls": fws,
         "implementation": {n: hv[n].get("conntrackd_implementation", "python") for n in fws},
+        # DisableExternalCache (the role's default): the synced state is in the backup's kernel table
+        "inject": {n: bool(hv[n].get("conntrackd_disable_external_cache", True))
+                   and hv[n].get("conntrackd_mode", "FTFW") != "ALARM" for n in fws},
         "vips": [(i["interface"], i["virtual_ipaddress"][0]["address"].split("/")[0])
                  for i in fw["keepalived_instances"]],
         "client_ip": fw["lab_nodes"]["client"]["addresses"]["outside"],
+        "vip_inside": fw["lab_vip_inside"],
         "server_ip": fw["lab_nodes"]["server"]["addresses"]["inside"],
     }
 
@@ -174,20 +182,25 @@ class Lab:
 
     def count_flows(self, node: str, where: str) -> dict[str, int]:
         """Client->server flows (TCP: established ones) in conntrackd's internal/external cache or the
-        kernel table."""
+        kernel table; "nat": the established ones to NAT_PORT, source-NATed to the inside VIP."""
         ci, si = self.info["client_ip"], self.info["server_ip"]
         cmd = {"internal": "conntrackd -i", "external": "conntrackd -e",
                "kernel": "conntrack -L 2>/dev/null"}[where]
         out = sh(self.c(node), f"{cmd} || true", check=False)
-        tcp = udp = 0
+        tcp = udp = nat = 0
         for line in out.splitlines():
-            if f"src={ci} dst={si}" not in line or f"dport={ECHO_PORT}" not in line:
+            if f"src={ci} dst={si}" not in line:
+                continue
+            if f"dport={NAT_PORT}" in line:
+                nat += "ESTABLISHED" in line and f"dst={self.info['vip_inside']} " in line
+                continue
+            if f"dport={ECHO_PORT}" not in line:
                 continue
             if line.lstrip().startswith("tcp") or " tcp " in line:
                 tcp += "ESTABLISHED" in line  # closed connections of earlier passes linger in TIME_WAIT
             elif line.lstrip().startswith("udp") or " udp " in line:
                 udp += 1
-        return {"tcp": tcp, "udp": udp}
+        return {"tcp": tcp, "udp": udp, "nat": nat}
 
     def journal(self, node: str, since: float) -> list[dict[str, Any]]:
         out = sh(self.c(node), f"journalctl -o json --no-pager --since @{since:.3f} "
@@ -211,7 +224,7 @@ class Lab:
 def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """The notify hook's summary and conntrackd's commit lines from journal records."""
     info: dict[str, Any] = {"notify": None, "notify_t": None, "committed": None, "commit_failed": 0,
-                            "commit_s": None, "commit_t": None}
+                            "commit_s": None, "commit_t": None, "ready_t": None}
     for r in recs:
         m = r["msg"]
         if r["id"] == "conntrackd-notify" and "primary:" in m and "total" in m and info["notify"] is None:
@@ -223,6 +236,8 @@ def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
             info["commit_failed"] = int(m.split()[0])
         elif r["id"] == "conntrackd" and m.startswith("commit has taken") and info["commit_s"] is None:
             info["commit_s"] = float(m.split()[3])
+        elif r["id"] == "conntrackd" and m.startswith("state complete: readiness file") and info["ready_t"] is None:
+            info["ready_t"] = r["t"]
     return info
 
 
@@ -233,18 +248,54 @@ def ensure_echo_server(lab: Lab) -> None:
     for node in ("client", "server"):
         podman("cp", str(TRAFFIC), f"{lab.c(node)}:/usr/local/bin/lab_traffic.py")
     srv = lab.c("server")
-    if f":{ECHO_PORT} " not in sh(srv, "ss -Hltn"):
+    for port in (ECHO_PORT, NAT_PORT):
+        if f":{port} " not in sh(srv, "ss -Hltn"):
+            podman("exec", "-d", srv, "sh", "-c",
+                   f"echo $$ >/run/ctpy-echo-{port}.pid; exec python3 /usr/local/bin/lab_traffic.py serve {port}")
+            wait(f"the echo server on {port}", lambda port=port: f":{port} " in sh(srv, "ss -Hltn"), 15)
+    if f":{FTP_PORT} " not in sh(srv, "ss -Hltn"):
         podman("exec", "-d", srv, "sh", "-c",
-               f"echo $$ >/run/ctpy-echo.pid; exec python3 /usr/local/bin/lab_traffic.py serve {ECHO_PORT}")
-        wait("the echo server", lambda: f":{ECHO_PORT} " in sh(srv, "ss -Hltn"), 15)
+               f"echo $$ >/run/ctpy-ftp.pid; exec python3 /usr/local/bin/lab_traffic.py ftpserve {FTP_PORT}")
+        wait("the FTP server", lambda: f":{FTP_PORT} " in sh(srv, "ss -Hltn"), 15)
 
 
-def start_flows(lab: Lab, tcp: int, udp: int) -> None:
+def start_flows(lab: Lab, tcp: int, udp: int, nat: int) -> None:
     cl = lab.c("client")
     sh(cl, f"rm -f {FLOWS_OUT} {FLOWS_STOP}")
     podman("exec", "-d", cl, "python3", "/usr/local/bin/lab_traffic.py", "flows", lab.info["server_ip"],
-           str(ECHO_PORT), "--tcp", str(tcp), "--udp", str(udp), "--out", FLOWS_OUT, "--stop-file", FLOWS_STOP,
-           "--hang-timeout", "90", "--duration", "900")
+           str(ECHO_PORT), "--tcp", str(tcp), "--udp", str(udp), "--nat-tcp", str(nat), "--nat-port", str(NAT_PORT),
+           "--out", FLOWS_OUT, "--stop-file", FLOWS_STOP, "--hang-timeout", "90", "--duration", "900")
+
+
+def start_ftp(lab: Lab) -> None:
+    cl = lab.c("client")
+    sh(cl, f"rm -f {FTP_OUT}")
+    podman("exec", "-d", cl, "python3", "/usr/local/bin/lab_traffic.py", "ftp", lab.info["server_ip"], str(FTP_PORT),
+           "--out", FTP_OUT, "--stop-file", FLOWS_STOP)
+
+
+def ftp_snapshot(lab: Lab) -> dict[str, Any]:
+    return json.loads(sh(lab.c("client"), f"cat {FTP_OUT}"))
+
+
+def ftp_events(ftp: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """Per event: failed transfers that started after the VIPs moved (their data connection needed the
+    helper's expectation on the new master), successful ones after it, the longest pause between two
+    successful transfers around the event."""
+    done = [t for t in ftp["transfers"] if t[2] is None]
+    for ev in events:
+        t0, t1 = ev["t_event"], ev["t_takeover"]
+        ev["ftp_failed_after"] = [t for t in ftp["transfers"] if t[2] is not None and t[0] >= t1]
+        ev["ftp_ok_after"] = sum(1 for t in done if t[0] >= t1)
+        ends = [t[1] for t in done]
+        gaps = [b - a for a, b in zip(ends, ends[1:], strict=False) if b >= t0 and a <= t1]
+        ev["ftp_gap_s"] = round(max(gaps), 3) if gaps else None
+
+
+def nat_sources(lab: Lab) -> list[str]:
+    """The peers the server sees on NAT_PORT: the inside VIP when the pair source-NATs."""
+    out = sh(lab.c("server"), f"ss -Htn state established '( sport = :{NAT_PORT} )'", check=False)
+    return sorted({line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()})
 
 
 def snapshot(lab: Lab) -> dict[str, Any]:
@@ -257,9 +308,10 @@ def stop_flows(lab: Lab) -> dict[str, Any]:
 
 
 def recovered(lab: Lab, after: float) -> tuple[int, int, int]:
-    """(TCP flows that echoed after `after`, errored TCP flows, all TCP flows) from the live snapshot."""
+    """(TCP flows that echoed after `after`, errored TCP flows, all TCP flows) from the live snapshot
+    (source-NATed connections included)."""
     s = snapshot(lab)
-    tcp = [f for f in s["flows"] if f["kind"] == "tcp"]
+    tcp = [f for f in s["flows"] if f["kind"] in ("tcp", "nat")]
     ok = sum(1 for f in tcp if f["last_echo"] and f["last_echo"] > after and not f["error"])
     bad = sum(1 for f in tcp if f["error"])
     return ok, bad, len(tcp)
@@ -277,6 +329,17 @@ def wait_recovered(lab: Lab, after: float, timeout: float, quiet: bool = False) 
                 log(f"  not every connection recovered within {timeout:.0f} s: {ok} ok, {bad} failed of {n}")
             return time.time(), ok
         time.sleep(0.5)
+
+
+def invalid_drops_all(lab: Lab) -> dict[str, int]:
+    """The `ct state invalid` counter of every running firewall (a node that was down starts at 0)."""
+    return {n: (invalid_drops(lab, n) or 0) if running(lab.c(n)) else 0 for n in lab.info["firewalls"]}
+
+
+def drops_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Per node: packets dropped as invalid between two readings (a counter that went down: the node
+    rebooted, so all of its count is new)."""
+    return {n: after[n] - before.get(n, 0) if after[n] >= before.get(n, 0) else after[n] for n in after}
 
 
 def invalid_drops(lab: Lab, node: str) -> int | None:
@@ -312,11 +375,16 @@ def summarize(values: list[float]) -> dict[str, float | None]:
 def analyse(report: dict[str, Any], events: list[dict[str, Any]]) -> None:
     tcp = [f for f in report["flows"] if f["kind"] == "tcp"]
     udp = [f for f in report["flows"] if f["kind"] == "udp"]
+    nat = [f for f in report["flows"] if f["kind"] == "nat"]
     for ev in events:
         t0, t1 = ev["t_event"], ev.get("t_takeover") or ev["t_event"]
-        tg = event_gaps(tcp, t0, t1)
+        # a silence that starts just after the VIP move (a new master without the state) counts too
+        tw = t1 + AFTER_TAKEOVER
+        tg = event_gaps(tcp, t0, tw)
         ev["tcp_gap_s"] = summarize(tg)
-        ev["udp_gap_s"] = summarize(event_gaps(udp, t0, t1))
+        ev["udp_gap_s"] = summarize(event_gaps(udp, t0, tw))
+        ev["nat_gaps"] = event_gaps(nat, t0, tw)
+        ev["nat_gap_s"] = summarize(ev["nat_gaps"])
         ev["tcp_gaps"] = tg
         ev["tcp_errors_in_event"] = sum(
             1 for f in tcp if f["error_at"] and t0 <= f["error_at"] <= ev.get("t_recovered", t1 + 60))
@@ -332,12 +400,24 @@ def analyse(report: dict[str, Any], events: list[dict[str, Any]]) -> None:
         "hangs": sum(1 for f in errs if f["error_kind"] in ("hang", "timeout")),
         "errors": sorted({f"{f['error_kind']}: {f['error']}" for f in errs})[:10],
         "udp_echoed_all": all(f["echoed"] > 0 for f in udp),
+        "nat": len(nat),
+        "nat_kept": sum(1 for f in nat if not f["error"]),
+        "nat_errors": sorted({f"{f['error_kind']}: {f['error']}" for f in nat if f["error"]})[:10],
         "udp_lost_datagrams": sum(f["sent"] - f["echoed"] for f in udp),
     }
     report["summary"] = report_summary
 
 
 # --------------------------------------------------------------------------- a pass
+
+
+def wait_commit(lab: Lab, node: str, t_event: float, inject: bool) -> dict[str, Any]:
+    """The notify hook's summary and (with an external cache) conntrackd's commit in `node`'s journal.
+    With direct injection there is nothing to commit: the state was in the kernel before the event."""
+    def probe() -> dict[str, Any] | bool:
+        ci = commit_info(lab.journal(node, t_event - 1))
+        return ci["notify"] is not None and (inject or ci["committed"] is not None) and ci
+    return wait(f"the {'hook' if inject else 'commit'} in {node}'s journal", probe, 30, 0.5)  # type: ignore[return-value]
 
 
 def take_down(lab: Lab, kind: str, node: str) -> None:
@@ -354,31 +434,44 @@ def bring_back(lab: Lab, kind: str, node: str) -> None:
         sh(lab.c(node), "systemctl start keepalived")
 
 
-def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
+def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = False) -> dict[str, Any]:
     info = lab.info
     master, backup = wait("one node holding every VIP", lab.roles, 60, 0.5)
     log(f"pass '{kind}': master {master} ({info['implementation'][master]}), "
-        f"backup {backup} ({info['implementation'][backup]}); {tcp} TCP + {udp} UDP flows")
+        f"backup {backup} ({info['implementation'][backup]}); {tcp} TCP + {udp} UDP + {nat} source-NATed TCP flows")
     ensure_echo_server(lab)
-    start_flows(lab, tcp, udp)
+    start_flows(lab, tcp, udp, nat)
+    if ftp:
+        start_ftp(lab)
     t = time.monotonic()
 
     def all_flowing() -> bool:
         s = snapshot(lab)
-        return len(s["flows"]) == tcp + udp and all(f["echoed"] >= 10 for f in s["flows"])
+        return len(s["flows"]) == tcp + udp + nat and all(f["echoed"] >= 10 for f in s["flows"])
 
     wait("every flow echoing", all_flowing, 60, 0.5)
+    if ftp:
+        wait("FTP transfers", lambda: sum(1 for t in ftp_snapshot(lab)["transfers"] if t[2] is None) >= 3, 30, 0.5)
     open_s = time.monotonic() - t
     t = time.monotonic()
-    wait(f"{tcp} TCP flows in {backup}'s external cache",
-         lambda: lab.count_flows(backup, "external")["tcp"] >= tcp, 60, 0.5)
+    inject = info["inject"][backup]  # the synced state lives in the backup's kernel table, not its cache
+    where = "kernel" if inject else "external"
+    wait(f"{tcp} TCP flows in {backup}'s {where} {'table' if inject else 'cache'}",
+         lambda: (c := lab.count_flows(backup, where))["tcp"] >= tcp and (not inject or c["nat"] >= nat), 60, 0.5)
+    nat_src = nat_sources(lab) if nat else []
     sync_s = time.monotonic() - t
     if kind == "nosync":
         # The control: the backup forgets what it was sent (FTFW only sends state changes, and an
         # established, busy flow has none), so the new master has nothing to commit.
-        sh(lab.c(backup), "conntrackd -f external")
-        wait(f"{backup}'s external cache to be empty",
-             lambda: lab.count_flows(backup, "external")["tcp"] == 0, 10, 0.5)
+        if inject:
+            sh(lab.c(backup), f"conntrack -D -s {info['client_ip']} -d {info['server_ip']} >/dev/null 2>&1 || true")
+        else:
+            sh(lab.c(backup), "conntrackd -f external")
+        wait(f"{backup}'s {where} state to be empty",
+             lambda: lab.count_flows(backup, where)["tcp"] == 0, 10, 0.5)
+        # the deletion must not have travelled to the master (its connections would die before the event)
+        wait(f"{master}'s kernel table to keep the flows",
+             lambda: lab.count_flows(master, "kernel")["tcp"] >= tcp, 5, 0.5)
     pre = {"master_internal": lab.count_flows(master, "internal"),
            "backup_external": lab.count_flows(backup, "external"),
            "backup_kernel": lab.count_flows(backup, "kernel")}
@@ -388,31 +481,29 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
 
     # ---- failover
     what = "podman kill" if kind == "kill" else "systemctl stop keepalived on"
-    drops0 = invalid_drops(lab, backup)
+    drops0 = invalid_drops_all(lab)
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
     t_vip = lab.vip_time(watch, 60)
     log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
-    commit = wait(f"the commit in {backup}'s journal",
-                  lambda: (ci := commit_info(lab.journal(backup, t_event - 1)))["committed"] is not None
-                  and ci["notify"] is not None and ci, 30, 0.5)
+    commit = wait_commit(lab, backup, t_event, info["inject"][backup])
     kernel = lab.count_flows(backup, "kernel")
     window = CONTROL_WINDOW if kind == "nosync" else HANG_AFTER_TAKEOVER + 10
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
-    drops = invalid_drops(lab, backup)
+    drops = drops_since(drops0, invalid_drops_all(lab))
     log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
         f"{backup}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
-        f"{t_rec - t_vip:.1f} s of the takeover; {backup} dropped "
-        f"{(drops or 0) - (drops0 or 0)} packets as ct state invalid")
+        f"{t_rec - t_vip:.1f} s of the takeover; packets dropped as ct state invalid: {drops}")
     events.append({"event": f"{kind} {master}", "from": master, "to": backup,
                    "implementation_to": info["implementation"][backup], "t_event": t_event,
                    "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3), "commit": commit,
                    "kernel_after": kernel, "t_recovered": t_rec, "recovered": back, "pre": pre,
-                   "invalid_dropped": None if drops is None else drops - (drops0 or 0)})
+                   "inject": info["inject"][backup], "invalid_dropped": sum(drops.values()),
+                   "invalid_by_node": drops})
 
     # ---- failback: the first node comes back and preempts
-    drops0 = invalid_drops(lab, master) if running(lab.c(master)) else 0
+    drops0 = invalid_drops_all(lab)
     if kind == "kill":  # the container is down: nothing to watch from until it boots
         t_event = time.time()
         bring_back(lab, kind, master)
@@ -425,12 +516,10 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
         t_vip = lab.vip_time(watch, 120)
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
         f"{'podman start' if kind == 'kill' else 'systemctl start keepalived'}")
-    commit = wait(f"the commit in {master}'s journal",
-                  lambda: (ci := commit_info(lab.journal(master, t_event - 1)))["committed"] is not None
-                  and ci["notify"] is not None and ci, 30, 0.5)
+    commit = wait_commit(lab, master, t_event, info["inject"][master])
     kernel = lab.count_flows(master, "kernel")
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
-    drops = invalid_drops(lab, master)
+    drops = drops_since(drops0, invalid_drops_all(lab))
     log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
         f"{master}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
         f"{t_rec - t_vip:.1f} s of the takeover")
@@ -440,15 +529,23 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int) -> dict[str, Any]:
                    "implementation_to": info["implementation"][master], "t_event": t_vip - 1.0,
                    "t_restart": t_event, "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3),
                    "commit": commit, "kernel_after": kernel, "t_recovered": t_rec, "recovered": back,
-                   "invalid_dropped": None if drops is None else drops - (drops0 or 0)})
+                   "inject": info["inject"][master], "invalid_dropped": sum(drops.values()),
+                   "invalid_by_node": drops})
 
     time.sleep(1.0)
     report = stop_flows(lab)
     analyse(report, events)
+    if ftp:
+        ftp_report = wait("the final FTP report", lambda: (f := ftp_snapshot(lab))["final"] and f, 30, 0.5)
+        ftp_events(ftp_report, events)
+        report["ftp"] = {"control_error": ftp_report["control_error"],
+                         "transfers": len(ftp_report["transfers"]),
+                         "failed": sum(1 for t in ftp_report["transfers"] if t[2] is not None)}
     flows = report.pop("flows")
     report["events"] = events
     report["kind"] = kind
-    report["tcp_flows"], report["udp_flows"] = tcp, udp
+    report["tcp_flows"], report["udp_flows"], report["nat_flows"] = tcp, udp, nat
+    report["nat_sources"] = nat_src
     report["open_s"] = round(open_s, 2)
     report["sync_s"] = round(sync_s, 2)
     report["errors_detail"] = [f for f in flows if f["error"]][:20]
@@ -472,11 +569,12 @@ def run(args: argparse.Namespace) -> int:
     out.unlink(missing_ok=True)
     t0 = time.monotonic()
     result: dict[str, Any] = {"lab": client_id(lab), "implementation": lab.info["implementation"],
-                              "tcp": args.tcp, "udp": args.udp, "passes": []}
+                              "tcp": args.tcp, "udp": args.udp, "nat": args.nat, "passes": []}
     for kind in args.passes.split(","):
-        tcp, udp = PASS_FLOWS.get(kind, (args.tcp, args.udp))
+        tcp, udp, nat = PASS_FLOWS.get(kind, (args.tcp, args.udp, args.nat))
         try:
-            result["passes"].append(run_pass(lab, kind, min(tcp, args.tcp), min(udp, args.udp)))
+            result["passes"].append(run_pass(lab, kind, min(tcp, args.tcp), min(udp, args.udp),
+                                             min(nat, args.nat), args.ftp and kind != "nosync"))
         except (TimeoutError, RuntimeError) as exc:
             log(f"pass '{kind}' failed: {exc}")
             result["passes"].append({"kind": kind, "failed": str(exc)})
@@ -495,7 +593,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_report(result: dict[str, Any], short: bool = False) -> None:
     impl = ", ".join(f"{n}={i}" for n, i in result["implementation"].items())
-    print(f"\nfailover report ({result['tcp']} TCP + {result['udp']} UDP flows; conntrackd: {impl})")
+    print(f"\nfailover report ({result['tcp']} TCP + {result['udp']} UDP + {result.get('nat', 0)} source-NATed "
+          f"TCP flows; conntrackd: {impl})")
     for p in result["passes"]:
         if "failed" in p:
             print(f"  pass {p['kind']}: FAILED: {p['failed']}")
@@ -503,7 +602,7 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
         s = p["summary"]
         if p["kind"] == "nosync":
             ev = p["events"][0]
-            print(f"  pass 'nosync' (control: the backup's external cache flushed before the takeover): "
+            print(f"  pass 'nosync' (control: the backup's synced state deleted before the takeover): "
                   f"{ev['recovered']}/{s['tcp']} connections echoed within {CONTROL_WINDOW:.0f} s of the takeover, "
                   f"{ev['invalid_dropped']} packets dropped as invalid by {ev['to']}")
             continue
@@ -512,14 +611,31 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
         for ev in p["events"]:
             c = ev["commit"]
             g = ev["tcp_gap_s"]
+            if ev.get("inject") and c["committed"] is None:
+                state = f"{ev['to']} ({ev['implementation_to']}) had the state in its kernel (direct injection)"
+            else:
+                state = (f"{ev['to']} ({ev['implementation_to']}) committed {c['committed']} entries "
+                         f"in {c['commit_s']} s")
+            ready = ""
+            if c.get("ready_t") and ev.get("t_restart"):
+                ready = f", ready {c['ready_t'] - ev['t_restart']:.2f} s after the restart"
             print(f"    {ev['event']:<24} VIPs moved in {ev['takeover_s']:.2f} s | per-connection gap "
-                  f"max {g['max']:.2f} s, median {g['median']:.2f} s | "
-                  f"{ev['to']} ({ev['implementation_to']}) committed {c['committed']} entries "
-                  f"in {c['commit_s']} s, {ev['kernel_after']['tcp']} TCP in its kernel table, "
+                  f"max {g['max']:.2f} s, median {g['median']:.2f} s | {state}{ready}, "
+                  f"{ev['kernel_after']['tcp']} TCP in its kernel table, "
                   f"{ev['invalid_dropped']} packets dropped as invalid")
             if not short and c["notify"]:
                 print(f"    {'':<24} {c['notify']}")
-        for e in s["errors"]:
+        if p.get("ftp"):
+            f = p["ftp"]
+            after = ", ".join(f"{ev['event']}: {ev['ftp_ok_after']} ok / {len(ev['ftp_failed_after'])} failed after "
+                              f"the VIP move, pause {ev['ftp_gap_s']} s" for ev in p["events"])
+            print(f"    FTP: control connection {'kept' if not f['control_error'] else f['control_error']}, "
+                  f"{f['transfers'] - f['failed']}/{f['transfers']} transfers ok ({after})")
+        if s.get("nat"):
+            worst = max((ev["nat_gap_s"]["max"] or 0.0) for ev in p["events"])
+            print(f"    NAT: {s['nat_kept']}/{s['nat']} source-NATed connections kept (server saw "
+                  f"{', '.join(p.get('nat_sources') or ['?'])}), gap max {worst:.2f} s over all events")
+        for e in s["errors"] + s.get("nat_errors", []):
             print(f"    error: {e}")
     print(f"  ({result['duration_s']} s)")
 
@@ -531,6 +647,9 @@ def main(argv: list[str]) -> int:
     r.add_argument("--passes", default="kill,stop,nosync", help="comma-separated: kill, stop, nosync")
     r.add_argument("--tcp", type=int, default=100)
     r.add_argument("--udp", type=int, default=10)
+    r.add_argument("--nat", type=int, default=20, help="TCP connections source-NATed to the inside VIP")
+    r.add_argument("--ftp", action=argparse.BooleanOptionalAction, default=True,
+                   help="an FTP session (helper-tracked data connections) in the kill and stop passes")
     r.add_argument("--out", default=str(DEFAULT_OUT))
     r.add_argument("-i", "--inventory", action="append")
     r.add_argument("--short", action="store_true")

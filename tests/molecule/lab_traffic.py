@@ -13,6 +13,15 @@
                                            and the first error (reset, EOF, bad echo, hang).  A JSON
                                            snapshot is written to FILE (atomically) every second and
                                            at the end; the run ends when F exists or after S seconds.
+                                           --nat-tcp K --nat-port P adds K more TCP connections (kind
+                                           "nat") to P, which the lab pair source-NATs to its inside VIP.
+    lab_traffic.py ftpserve PORT           a minimal passive-mode FTP server (USER PASS TYPE PASV RETR QUIT)
+    lab_traffic.py ftp HOST PORT --out FILE [--stop-file F]
+                                           one FTP control connection, a PASV + RETR of 10 KiB every
+                                           --interval (0.5 s) over a new data connection each: the data
+                                           connections pass a strict firewall only as RELATED, i.e. only
+                                           where the conntrack FTP helper saw the PASV reply; records every
+                                           transfer (start, end, error) and the control connection's fate.
 
 Standard library only (the node image has python3 and no package index).  Wall-clock times
 (time.time()) are comparable with the host's: containers share the host kernel's clock.
@@ -92,6 +101,133 @@ def hold(host: str, port: int, count: int, seconds: float) -> dict[str, object]:
         "errors": [c["error"] for c in conns if c["error"]],
         "max_gap_s": round(max(c["max_gap"] for c in conns), 3),
     }
+
+
+# --------------------------------------------------------------------------- FTP (helper-tracked)
+
+FTP_BLOB = bytes(range(256)) * 40  # 10 KiB per transfer
+
+
+class _FtpControl(socketserver.StreamRequestHandler):
+    """Just enough FTP for the conntrack helper: passive mode, one file."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 ctpy lab ftp\r\n")
+        data_srv: socket.socket | None = None
+        local = self.connection.getsockname()[0]
+        for raw in self.rfile:
+            verb = raw.decode("ascii", "replace").strip().split(" ", 1)[0].upper()
+            if verb == "USER":
+                reply = "331 password please"
+            elif verb in ("PASS", "TYPE"):
+                reply = "230 ok" if verb == "PASS" else "200 ok"
+            elif verb == "PASV":
+                if data_srv is not None:
+                    data_srv.close()
+                data_srv = socket.socket()
+                data_srv.bind((local, 0))
+                data_srv.listen(1)
+                data_srv.settimeout(10)
+                port = data_srv.getsockname()[1]
+                reply = f"227 Entering Passive Mode ({local.replace('.', ',')},{port >> 8},{port & 255})"
+            elif verb == "RETR" and data_srv is not None:
+                self.wfile.write(b"150 sending\r\n")
+                try:
+                    conn, _ = data_srv.accept()
+                    conn.sendall(FTP_BLOB)
+                    conn.close()
+                    reply = "226 done"
+                except OSError:
+                    reply = "425 no data connection"
+                data_srv.close()
+                data_srv = None
+            elif verb == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                reply = "502 not here"
+            self.wfile.write(reply.encode() + b"\r\n")
+
+
+def ftpserve(port: int) -> None:
+    _ThreadingTCPServer(("0.0.0.0", port), _FtpControl).serve_forever()
+
+
+def _ftp_reply(f) -> str:  # type: ignore[no-untyped-def]
+    line = f.readline()
+    if not line:
+        raise ConnectionError("control connection closed")
+    return line.decode("ascii", "replace").strip()
+
+
+def ftp(args: argparse.Namespace) -> int:
+    """One control connection, a passive transfer every interval; JSON report to --out."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    transfers: list[list[Any]] = []  # [start, end, error or None]
+    state: dict[str, Any] = {"host": args.host, "port": args.port, "control_error": None, "final": False}
+
+    def report() -> dict[str, Any]:
+        return {**state, "now": time.time(), "transfers": transfers}
+
+    try:
+        ctrl = socket.create_connection((args.host, args.port), timeout=args.control_timeout)
+        f = ctrl.makefile("rb")
+        for line in (None, b"USER lab", b"PASS lab", b"TYPE I"):
+            if line is not None:
+                ctrl.sendall(line + b"\r\n")
+            _ftp_reply(f)
+    except OSError as exc:
+        state["control_error"] = f"{type(exc).__name__}: {exc}"
+        state["final"] = True
+        _write(args.out, report())
+        return 1
+    end = time.monotonic() + args.duration
+    last_write = 0.0
+    while not stop.is_set() and time.monotonic() < end:
+        if args.stop_file and os.path.exists(args.stop_file):
+            break
+        t0 = time.time()
+        err = None
+        try:
+            ctrl.sendall(b"PASV\r\n")
+            r = _ftp_reply(f)
+            if not r.startswith("227"):
+                raise ConnectionError(f"PASV: {r}")
+            nums = [int(x) for x in r[r.index("(") + 1:r.index(")")].split(",")]
+            try:
+                d = socket.create_connection((".".join(map(str, nums[:4])), nums[4] * 256 + nums[5]),
+                                             timeout=args.data_timeout)
+            except OSError as exc:  # the data SYN was dropped (not RELATED): the server's accept times out
+                err = f"data connect: {type(exc).__name__}"
+                d = None
+            if d is not None:
+                ctrl.sendall(b"RETR blob\r\n")
+                _ftp_reply(f)  # 150
+                got = bytearray()
+                try:
+                    d.settimeout(args.data_timeout)
+                    while chunk := d.recv(65536):
+                        got += chunk
+                except OSError as exc:
+                    err = f"data: {type(exc).__name__}"
+                finally:
+                    d.close()
+                r = _ftp_reply(f)  # 226 (or 425): the control stream stays in step
+                if err is None and (not r.startswith("226") or bytes(got) != FTP_BLOB):
+                    err = f"transfer: {r}, {len(got)} bytes"
+        except (OSError, ConnectionError, ValueError) as exc:
+            state["control_error"] = f"{type(exc).__name__}: {exc}"
+            transfers.append([round(t0, 3), round(time.time(), 3), state["control_error"]])
+            break
+        transfers.append([round(t0, 3), round(time.time(), 3), err])
+        if time.monotonic() - last_write > 1.0:
+            _write(args.out, report())
+            last_write = time.monotonic()
+        stop.wait(max(0.0, args.interval - (time.time() - t0)))
+    state["final"] = True
+    _write(args.out, report())
+    return 0
 
 
 # --------------------------------------------------------------------------- flows
@@ -253,10 +389,11 @@ def flows(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     tcp = [Flow("tcp", i) for i in range(args.tcp)]
     udp = [Flow("udp", i) for i in range(args.udp)]
+    nat = [Flow("nat", i) for i in range(args.nat_tcp)]
     threads = []
     started = time.time()
-    for f in tcp:
-        t = threading.Thread(target=_tcp_flow, args=(f, args.host, args.port, args, stop), daemon=True)
+    for f, port in [(f, args.port) for f in tcp] + [(f, args.nat_port) for f in nat]:
+        t = threading.Thread(target=_tcp_flow, args=(f, args.host, port, args, stop), daemon=True)
         t.start()
         threads.append(t)
     if udp:
@@ -268,7 +405,7 @@ def flows(args: argparse.Namespace) -> int:
         return {"host": args.host, "port": args.port, "interval": args.interval,
                 "gap_threshold": args.gap_threshold, "hang_timeout": args.hang_timeout,
                 "started": started, "now": time.time(), "final": final, "pid": os.getpid(),
-                "flows": [f.snapshot() for f in tcp + udp]}
+                "flows": [f.snapshot() for f in tcp + udp + nat]}
 
     end = time.monotonic() + args.duration
     while time.monotonic() < end and not stop.is_set():
@@ -283,21 +420,36 @@ def flows(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_parser(cmd: str, duration: float, interval: float) -> argparse.ArgumentParser:
+    """What `flows` and `ftp` share: the target, the JSON report, when to stop, the pace."""
+    p = argparse.ArgumentParser(prog=f"lab_traffic.py {cmd}")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--out", required=True)
+    p.add_argument("--stop-file")
+    p.add_argument("--duration", type=float, default=duration)
+    p.add_argument("--interval", type=float, default=interval)
+    return p
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
         serve(int(argv[1]))
+    elif argv[:1] == ["ftpserve"]:
+        ftpserve(int(argv[1]))
+    elif argv[:1] == ["ftp"]:
+        p = _run_parser("ftp", duration=900, interval=0.5)
+        p.add_argument("--data-timeout", type=float, default=3)
+        p.add_argument("--control-timeout", type=float, default=30)
+        return ftp(p.parse_args(argv[1:]))
     elif argv[:1] == ["hold"]:
         print(json.dumps(hold(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))))
     elif argv[:1] == ["flows"]:
-        p = argparse.ArgumentParser(prog="lab_traffic.py flows")
-        p.add_argument("host")
-        p.add_argument("port", type=int)
+        p = _run_parser("flows", duration=600, interval=0.1)
         p.add_argument("--tcp", type=int, default=100)
         p.add_argument("--udp", type=int, default=10)
-        p.add_argument("--out", required=True)
-        p.add_argument("--stop-file")
-        p.add_argument("--duration", type=float, default=600)
-        p.add_argument("--interval", type=float, default=0.1)
+        p.add_argument("--nat-tcp", type=int, default=0)
+        p.add_argument("--nat-port", type=int, default=0)
         p.add_argument("--gap-threshold", type=float, default=0.2)
         p.add_argument("--hang-timeout", type=float, default=60)
         p.add_argument("--connect-timeout", type=float, default=10)

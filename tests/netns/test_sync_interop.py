@@ -103,7 +103,7 @@ def _channel(transport: str, side: str, v6: bool = False) -> str:
 
 MODES = {"ftfw": "FTFW {\n ResendQueueSize 131072\n ACKWindowSize 20\n PurgeTimeout 1\n}",
          "notrack": "NOTRACK {\n}",
-         "inject": "FTFW {\n DisableExternalCache on\n}",
+         "inject": "FTFW {\n DisableExternalCache on\n PurgeTimeout 1\n}",
          "bypass": "NOTRACK {\n DisableInternalCache on\n}",
          "alarm": "ALARM {\n RefreshTime 5\n CacheTimeout 30\n}"}
 
@@ -373,6 +373,18 @@ def test_disable_external_cache_injects_into_kernel(pair, impls):
     ct(NS_A, "-D", "-p", "icmp", "-s", "192.0.2.3")
     wait_for(lambda: table(NS_B) == table(NS_A), 8, "injected destroy")
     assert "external inject:" in nb.client("-s").stdout
+
+
+def test_reset_timers_with_direct_injection_keeps_the_kernel_table(pair):
+    """Beyond C: with DisableExternalCache the kernel table is the synced state; -t flushes only the
+    internal cache, PurgeTimeout later (C would flush the injected flows from the kernel)."""
+    na, nb = pair("py", "py", "inject", "udp")
+    ct(NS_A, "-I", *FLOWS[0])
+    wait_for(lambda: len(table(NS_B)) == 1, 8, "injected flow in B's kernel")
+    nb.client("-t")
+    wait_for(lambda: "flushing internal cache (scheduled)" in nb.logs(), 5, "the scheduled flush", show=nb.logs)
+    assert "flushing internal cache in 1 secs" in nb.logs()
+    assert len(table(NS_B)) == 1, table(NS_B)
 
 
 def test_garbage_on_the_sync_port_is_counted_and_ignored(pair):

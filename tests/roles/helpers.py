@@ -73,6 +73,10 @@ def build(host: str, groups: dict[str, list[str]], inv: dict[str, Any]) -> dict[
     out: dict[str, Any] = {}
     for role in ("ha_firewall", "conntrack_tools", "keepalived", "conntrackd"):
         out.update(render.role_defaults(role, merged))
+    # ha_firewall: keepalived tracks our daemon's readiness file (the C daemon has none)
+    out["keepalived_readiness_file"] = (out["conntrackd_readiness_file"]
+                                        if out["conntrackd_implementation"] == "python" else "")
+    out["keepalived_readiness_weight"] = out["conntrackd_readiness_weight"]
     return out
 
 

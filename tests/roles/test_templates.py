@@ -120,6 +120,7 @@ def test_conntrackd_matrix(mode: str, transport: str, family: str, vrrp: str) ->
 def test_conntrackd_mode_options() -> None:
     ctx = matrix_context("NOTRACK", "udp", "inet", "unicast")
     ctx.update(conntrackd_disable_internal_cache=True, conntrackd_commit_timeout=30,
+               conntrackd_disable_external_cache=False,
                conntrackd_expectation_helpers=["ftp", "sip"], conntrackd_scheduler_type="FIFO",
                conntrackd_filter_tcp_states=["ESTABLISHED", "CLOSED"])
     text = render.render("conntrackd.conf.j2", ctx)
@@ -142,21 +143,57 @@ def _daemon_config():
     return config
 
 
+def _findings(config, cfg) -> list[str]:
+    """check_config's findings but the one expected warning: Readiness is our extension."""
+    return [str(f) for f in config.check_config(cfg)
+            if not (f.code == "c-incompatible" and "'Readiness'" in f.message)]
+
+
+def test_readiness_rendered_for_our_daemon_only() -> None:
+    ctx = matrix_context("FTFW", "udp", "inet", "unicast")
+    text = render.render("conntrackd.conf.j2", ctx)
+    assert "\tReadiness {\n\t\tFile /run/conntrackd-ready\n\t\tWeight -100\n\t}\n" in text
+    assert "DisableExternalCache on" in text  # direct injection is the default
+    ka = render.render("keepalived.conf.j2", ctx)
+    assert ("\ntrack_file conntrackd_ready {\n    file /run/conntrackd-ready\n    weight 1\n    init_file -100\n}"
+            in ka)
+    assert ka.count("track_file {\n        conntrackd_ready\n    }") == 2  # every instance
+    ctx = matrix_context("FTFW", "udp", "inet", "unicast")
+    ctx.update(conntrackd_implementation="c", keepalived_readiness_file="")
+    assert "Readiness" not in render.render("conntrackd.conf.j2", ctx)
+    assert "conntrackd_ready" not in render.render("keepalived.conf.j2", ctx)
+
+
+@pytest.mark.skipif(not os.access("/usr/sbin/conntrackd", os.X_OK), reason="the C conntrackd is not installed")
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_c_node_config_is_accepted_by_the_c_binary(tmp_path: Path, impl: str) -> None:
+    """The role's validate for a C node: C's client parses the whole file, then fails to connect."""
+    import subprocess
+
+    ctx = matrix_context("FTFW", "udp", "inet", "unicast")
+    ctx.update(conntrackd_implementation=impl, conntrackd_socket_path=str(tmp_path / "none.ctl"))
+    conf = tmp_path / "conntrackd.conf"
+    conf.write_text(render.render("conntrackd.conf.j2", ctx))
+    res = subprocess.run(["/usr/sbin/conntrackd", "-C", str(conf), "-s"], capture_output=True, text=True)
+    if impl == "c":
+        assert "is conntrackd running" in res.stderr + res.stdout, res.stderr
+    else:  # ours carries Readiness: C would not start with it, which is why a C node never gets it
+        assert "symbol 'Readiness'" in res.stderr + res.stdout, res.stderr
+
+
 @pytest.mark.parametrize(("mode", "transport", "family"), list(itertools.product(MODES, TRANSPORTS, FAMILIES)))
 def test_conntrackd_parses_with_our_daemon(mode: str, transport: str, family: str) -> None:
     config = _daemon_config()
     text = render.render("conntrackd.conf.j2", matrix_context(mode, transport, family, "unicast"))
     cfg = config.parse_config(text, "conntrackd.conf")
-    findings = [str(f) for f in config.check_config(cfg)]
-    assert findings == [], findings
+    assert _findings(config, cfg) == []
 
 
 @pytest.mark.parametrize("host", ["fw-edge-a", "fw-edge-b", "fw-dc-a", "fw-dc-b"])
 def test_example_inventory_conntrackd_parses_with_our_daemon(host: str) -> None:
     config = _daemon_config()
     cfg = config.parse_config(render.render("conntrackd.conf.j2", context(host)), "conntrackd.conf")
-    findings = [str(f) for f in config.check_config(cfg)]
-    assert findings == [], findings
+    assert _findings(config, cfg) == []
 
 
 # --- metrics (General { Metrics }, ha_firewall scraper rule) ----------------------------------------------------

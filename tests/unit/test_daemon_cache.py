@@ -265,3 +265,36 @@ def test_pack_tuple_one_struct_path_is_the_layout() -> None:
             t.zone = rnd.randrange(65536)
         fz = rnd.choice((None, 0, 5))
         assert pack_tuple(t, fz) == _key_reference(t, fz), t
+
+
+def test_injected_entries_stay_out_of_the_internal_cache():
+    """C internal_cache.c: events of a direct inject are skipped.  A backup that cached them would, when
+    the kernel later times its idle copy out, send the peer a DEL for a live flow."""
+    from conntrack_tools.daemon.mode import SyncCacheMode
+    from conntrack_tools.daemon.stats import RuntimeStats
+
+    sent: list[tuple[str, str | None]] = []
+
+    class Engine:
+        external = None
+
+        def on_local_new(self, e, flow, origin):
+            sent.append(("new", origin))
+
+        def on_local_update(self, e, flow, origin):
+            sent.append(("upd", origin))
+
+        def on_local_destroy(self, e, flow, origin):
+            sent.append(("del", origin))
+
+    m = SyncCacheMode(1000, RuntimeStats(), lambda f: [True] * len(f), lambda lv, msg: None, lambda line: None,
+                      engine=Engine())
+    o = Tuple(AF_INET, bytes([10, 0, 0, 1]), bytes([10, 0, 3, 1]), 6, 1000, 80)
+    f = Flow(AF_INET, o, o.reversed(), status=14, timeout=100, tcp=TcpInfo(3, 7, 7, 3, 3, 3, 3))
+    m.new(f, "inject")
+    m.upd(f, "inject")
+    assert len(m.cache) == 0 and sent == []
+    assert m.destroy(f, None) is False  # the kernel timed the injected copy out: nothing to tell the peer
+    assert sent == []
+    m.new(f, "commit")  # a committed entry is this node's from now on (C caches it, does not send it)
+    assert len(m.cache) == 1 and sent == [("new", "commit")]

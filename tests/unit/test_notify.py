@@ -25,10 +25,14 @@ from conntrack_tools.daemon.notify import CallResult, UsageError, format_summary
 # ------------------------------------------------------------------------------ fixtures
 
 
-def write_conf(tmp: Path, sock: Path | None, name: str = "conntrackd.conf") -> Path:
+def write_conf(tmp: Path, sock: Path | None, name: str = "conntrackd.conf", inject: bool = False,
+               ours: bool = False) -> Path:
     conf = tmp / name
     unix = f"  UNIX {{ Path {sock} }}\n" if sock is not None else ""
-    conf.write_text(f"General {{\n  LockFile {tmp / 'lock'}\n{unix}}}\nSync {{\n  Mode NOTRACK {{ }}\n"
+    if ours:  # an extension only our daemon accepts
+        unix += f"  Readiness {{ File {tmp / 'ready'} }}\n"
+    mode = " DisableExternalCache on " if inject else " "
+    conf.write_text(f"General {{\n  LockFile {tmp / 'lock'}\n{unix}}}\nSync {{\n  Mode NOTRACK {{{mode}}}\n"
                     "  UDP {\n    IPv4_address 10.0.0.1\n    IPv4_Destination_Address 10.0.0.2\n"
                     "    Port 3780\n    Interface lo\n  }\n}\n")
     return conf
@@ -104,11 +108,11 @@ class FakeDaemon:
 def fake(tmp_path):
     made: list[FakeDaemon] = []
 
-    def factory(**kw) -> tuple[FakeDaemon, Path]:
+    def factory(inject: bool = False, ours: bool = False, **kw) -> tuple[FakeDaemon, Path]:
         sock = tmp_path / "ctl"
         d = FakeDaemon(sock, **kw)
         made.append(d)
-        return d, write_conf(tmp_path, sock)
+        return d, write_conf(tmp_path, sock, inject=inject, ours=ours)
 
     yield factory
     for d in made:
@@ -341,6 +345,45 @@ def test_main_against_fake_server(capsys, fake, state, codes, names) -> None:
     assert d.codes == codes  # one connection per step, in order
     assert len(lines) == 1
     assert summary_steps(lines) == [(n, "ok") for n in names]
+
+
+@pytest.mark.parametrize(("state", "codes"), [
+    ("primary", [46, 45, 44, 22]),
+    ("backup", [21, 33, 23]),
+    ("fault", [33]),
+])
+def test_direct_inject_never_schedules_the_purge(capsys, fake, state, codes) -> None:
+    """DisableExternalCache on: the kernel table is the synced state, and -t would flush all of it;
+    the internal cache alone is flushed (code 33, what `conntrackd -f internal` sends)."""
+    d, conf = fake(inject=True, answers={21: b"cache internal:\n"})
+    rc, lines = run_main(capsys, "-C", str(conf), state)
+    assert rc == 0, lines
+    assert d.codes == codes
+    assert lines[-1].startswith(f"conntrackd-notify: {state}: ") and "timers" not in lines[-1]
+
+
+@pytest.mark.parametrize(("state", "codes"), [("backup", [21, 26, 23]), ("fault", [26])])
+def test_direct_inject_with_our_daemon_keeps_the_delayed_purge(capsys, fake, state, codes) -> None:
+    """A config only our daemon accepts: -t, which ours turns into a delayed flush of the internal cache
+    alone in this mode (the demoted node keeps syncing what it forwards for PurgeTimeout)."""
+    d, conf = fake(inject=True, ours=True, answers={21: b"cache internal:\n"})
+    rc, lines = run_main(capsys, "-C", str(conf), state)
+    assert rc == 0, lines
+    assert d.codes == codes
+
+
+def test_plan_without_purge() -> None:
+    assert notify.plan("backup", direct_inject=True) == (notify.CHECK, notify.FLUSH_INTERNAL, notify.REQUEST)
+    assert notify.plan("fault", direct_inject=True) == (notify.FLUSH_INTERNAL,)
+    # DisableInternalCache: no cache, and -f internal would flush the kernel table there
+    assert notify.plan("backup", direct_inject=True, internal_cache=False) == (notify.CHECK, notify.REQUEST)
+    assert notify.plan("fault", direct_inject=True, internal_cache=False) == ()
+    assert notify.plan("primary", direct_inject=True) == notify.PLANS["primary"]
+    assert notify.plan("backup") == notify.PLANS["backup"]
+    assert notify.FLUSH_INTERNAL.action == parse_argv(["-f", "internal"]).action
+    assert notify.plan("backup", direct_inject=True, ours=True) == notify.PLANS["backup"]
+    assert notify.plan("backup", direct_inject=True, internal_cache=False, ours=True) == (notify.CHECK,
+                                                                                           notify.REQUEST)
 
 
 def test_commit_is_waited_for(capsys, fake) -> None:

@@ -139,3 +139,66 @@ def test_readiness_words_stay_names_elsewhere():
     cfg = parse_config(text)
     assert cfg.sync is not None and cfg.sync.channels[0].interface == "Weight"
     assert cfg.sync.expectation_helpers == ("File", "Readiness")
+
+
+def test_ready_when_the_bulk_is_over_although_live_changes_never_pause():
+    """An FTP session opens a data connection every 0.5 s: never a quiet second, but the bulk's rate
+    (here 20,000 messages in 2 s) falls to the live rate."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    received = 0
+    ready_at = None
+    for i in range(1, 41):  # 0.25-s ticks from t=1.25 to t=11
+        now = 1.0 + i * 0.25
+        received += 2500 if now <= 3.0 else 1  # the bulk, then live changes (4 messages per second)
+        if t.update(now, now - 0.01, now - 0.01, False, False, received):
+            ready_at = now
+            break
+    assert ready_at is not None and 3.75 <= ready_at <= 4.25, ready_at
+    assert t.peak >= 9000
+
+
+def test_a_slowing_bulk_is_not_the_end():
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(0.0)
+    received = 0
+    for i in range(1, 17):  # 4 s of a bulk whose rate halves every second: 1/8 of its peak is not the end
+        now = i * 0.25
+        received += int(4000 / 2 ** int(now))
+        assert not t.update(now, now, now, False, False, received), now
+
+
+def test_live_changes_below_the_floor_count_as_quiet():
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    assert not t.update(1.5, 1.4, 1.45, False, False, 10)
+    assert not t.update(1.75, 1.7, 1.7, False, False, 20)
+    assert t.update(2.5, 2.4, 2.45, False, False, 40)  # 30 messages in the last second: < 50/s
+
+
+def test_an_unacknowledged_request_counts_as_through_two_quiet_periods_after_it_left():
+    """FTFW: a peer that never pauses sends no idle ACK; the request that left 2 s ago is through
+    (a lost one would have been NACKed and sent again by then)."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    received = 0
+    for i in range(1, 13):
+        now = 1.0 + i * 0.25
+        received += 4
+        ready = t.update(now, now - 0.01, now - 0.01, True, False, received, request_sent=True)
+        assert ready == (now >= 3.25), now  # sent first seen at 1.25: through at 3.25
+        if ready:
+            break
+
+
+def test_asking_again_restarts_the_wait():
+    """Losses during the bulk make the receiver ask again: ready only after the bulk of the last request."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    assert not t.update(1.5, 1.4, 1.45, False, False, 5000)
+    t.restart(1.6)
+    assert t.requested_at == 1.6 and t.peak == 0.0
+    assert not t.update(2.2, 2.1, 1.5, False, False, 5000)  # quiet since 1.5, but the new request is 0.6 s old
+    assert t.update(2.7, 2.65, 1.5, False, False, 5000)  # last data before the request: quiet 1.1 s after it
+    t.restart(3.0)  # no effect once ready
+    assert t.requested_at == 1.6

@@ -19,6 +19,7 @@ from ..config.model import SyncMode
 from ..control import Action, Answers, handles
 from ..readiness import ReadinessTracker
 from ..stats import DurationHistogram, to_json
+from ..transition import TransitionLog
 from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
@@ -78,6 +79,7 @@ class SyncDaemonEngine(Answers):
         self.role: str | None = None  # "primary" / "backup" once a notify step told (_note_role)
         self.role_since = 0.0
         self.role_changes = 0
+        self.transitions = TransitionLog(time.time())  # beyond C: the last transition (daemon/transition.py)
         self.send_timeout = sc.effective_commit_timeout is None
         self.window_tracking = sc.tcp_window_tracking
         self.renderer = EntryRenderer(self.send_timeout, self.window_tracking)
@@ -140,6 +142,8 @@ class SyncDaemonEngine(Answers):
         self.last_data: float | None = None  # when a peer's data message was last applied
         self.readiness = getattr(daemon, "readiness", None)  # beyond C: keepalived track_file (daemon/readiness.py)
         self.tracker: ReadinessTracker | None = None
+        self._seq_seen: dict = {}  # readiness: last sequence number per peer (_received)
+        self._seq_total = 0
         if self.readiness is not None:
             alarm = sc.mode == SyncMode.ALARM
             self.tracker = ReadinessTracker(refresh_time=float(sc.refresh_time) if alarm else None)
@@ -158,15 +162,32 @@ class SyncDaemonEngine(Answers):
             self.mode.request_resync()
             if self.tracker is not None:
                 self.tracker.resync_requested(time.time())
+                self.transitions.started = time.time()
         self._schedule_tx()
 
     def _check_ready(self, now: float) -> None:
         mode = self.mode
         peers = mode.peers.values()
         heard = max((p.last_heard for p in peers), default=None)
+        req = getattr(mode, "pending_resync", None)
         if self.tracker.update(now, heard, self.last_data, mode.resync_pending(),  # type: ignore[union-attr]
-                               any(p.debt.owed for p in peers)):
+                               any(p.debt.owed for p in peers), self._received(mode.peers),
+                               req is not None and req.sent):
             self.readiness.ready()
+            self.transitions.ready(now)
+
+    def _received(self, peers: dict) -> int:
+        """Messages received from the peers so far, from their sequence numbers (readiness's rate)."""
+        seen = self._seq_seen
+        for addr, p in peers.items():
+            last = p.tracker.last
+            if last is None:
+                continue
+            prev = seen.get(addr)
+            step = 0 if prev is None else (last - prev) & 0xFFFFFFFF
+            self._seq_total += step if step < 0x80000000 else 0  # a peer that restarted counts from now
+            seen[addr] = last
+        return self._seq_total
 
     def _schedule_tx(self, delay: float = 0.0) -> None:
         if not self._tx_scheduled:
@@ -258,6 +279,7 @@ class SyncDaemonEngine(Answers):
                                f"{p.socket_drop}, unanswered NACKs {p.unanswered_nack}; request {p.requests}, "
                                f"next no sooner than {p.current_holdoff:g} s)")
             self.mode.request_resync()
+            self._readiness_restart()
             self._run_tx()
         if now - self._last_xmit >= 1.0:
             if isinstance(self.mode, Ftfw):
@@ -525,6 +547,7 @@ class SyncDaemonEngine(Answers):
         primary and schedule the purge (-t) on becoming backup or faulty, so the daemon learns
         its role from the requests, with no extra protocol (a manual -c or -t counts too)."""
         if role != self.role:
+            self.transitions.role(time.time(), self.role, role)
             self.role, self.role_since = role, time.time()
             self.role_changes += 1
 
@@ -554,16 +577,26 @@ class SyncDaemonEngine(Answers):
 
     @handles(Action.REQUEST_DUMP)
     def _request_dump(self, action: int, as_json: bool) -> Iterable[str]:
+        if self.injector is not None:  # with direct injection and a config C could run, no -t on backup
+            self._note_role("backup")
         self.mode.request_resync()
+        self._readiness_restart()
         self._schedule_tx()
         return ()
+
+    def _readiness_restart(self) -> None:
+        """Not ready yet and asking again (losses, -n): the state is complete only after that bulk."""
+        if self.tracker is not None and not self.tracker.ready:
+            self.tracker.restart(time.time())
 
     @handles(Action.RESET_TIMERS)
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
         self._note_role("backup")
         if self._reset_timer is None:
             pt = self.cfg.purge_timeout
-            self.log("notice", f"flushing conntrack table in {pt} secs")
+            # beyond C: with direct injection the kernel table is the synced state; only the cache goes
+            what = "internal cache" if self.injector is not None else "conntrack table"
+            self.log("notice", f"flushing {what} in {pt} secs")
             self._reset_timer = self.loop.add_timer(pt, self._reset_fire)
         return ()
 
@@ -596,6 +629,10 @@ class SyncDaemonEngine(Answers):
     def _reset_fire(self) -> None:
         """do_reset_cache_alarm: flush the kernel table (selective) and the internal cache."""
         self._reset_timer = None
+        if self.injector is not None:  # beyond C (see _reset_timers): the kernel table stays
+            self.log("notice", "flushing internal cache (scheduled)")
+            self.internal.flush()
+            return
         self.d.runtime.nl_kernel_table_flush += 1
         self.log("notice", "flushing kernel conntrack table (scheduled)")
         try:
@@ -619,6 +656,7 @@ class SyncDaemonEngine(Answers):
             dt = time.monotonic() - t0
             self._commit_done(ok, fail, dt, "entries")
             self.last_commit = (ok, fail, dt)
+            self.transitions.commit(ok, fail, dt)
             self.commit_seconds.observe(dt)
         if exp and self.external_exp is not None:
             t0 = time.monotonic()
@@ -720,7 +758,8 @@ class SyncDaemonEngine(Answers):
                    "heal": {**self.mode.policy.counters(), "answers_paced": self.pacer.requests,
                             "answer_rate": self.pacer.current or 0},
                    "role": {"primary": int(self.role == "primary"), "backup": int(self.role == "backup"),
-                            "since": self.role_since, "changes": self.role_changes}}
+                            "since": self.role_since, "changes": self.role_changes},
+                   "transition": self.transitions.as_json()}
         if self.injector is not None:
             d["external_inject"] = dict(self.injector.stats)
         now = time.time()

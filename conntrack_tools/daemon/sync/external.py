@@ -477,8 +477,22 @@ class Injector:
     def new(self, sf: SyncFlow) -> None:
         f = sync_to_create_flow(sf, window_tracking=self.window_tracking)
         f.timeout = sf.timeout
-        ok = self._create(f)
-        self.stats["add_ok" if ok else "add_fail"] += 1
+        err = self._one(_NEW, NLM_F_CREATE | NLM_F_EXCL, f)
+        if err == errno.EEXIST:
+            # Beyond C (delete + create): update the entry in place first.  A demoted master still
+            # forwards for a moment after the VIPs left; between C's delete and create its packets
+            # find no entry and are dropped as invalid (the new master's bulk hits every flow).
+            # The helper name stays in: the kernel then lets the same helper pick up the stream
+            # again (nf_conntrack_ftp: NF_CT_FTP_SEQ_PICKUP, as for an injected entry); without it
+            # the first FTP command after the failback is ignored, and its data connection dropped.
+            u = update_flow(f)
+            u.helper = f.helper
+            u.timeout = sf.timeout
+            err = self._one(_NEW, 0, u)
+            if err is not None:
+                self._delete(f)
+                err = self._one(_NEW, NLM_F_CREATE | NLM_F_EXCL, f)
+        self.stats["add_ok" if err is None else "add_fail"] += 1
 
     def upd(self, sf: SyncFlow) -> None:
         f = sync_to_create_flow(sf, window_tracking=self.window_tracking)
