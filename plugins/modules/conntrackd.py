@@ -89,6 +89,8 @@ ansible_facts:
         - One key per statistics view the daemon answered (C(ct), C(cache), C(runtime), C(network), C(link),
           C(queue), C(rsqueue)), each the JSON of C(conntrackd -s <view> -o json) without its C(view) key (and
           unwrapped when its only key is the view's name, so C(cache) maps cache names to their counters).
+        - C(network) carries the node's VRRP C(role) as the daemon learnt it from the notify hook and the last
+          C(transition) (time, from/to, entries committed, commit duration, readiness wait), see docs/failover.md.
         - C(running) is V(true) (the fact is only set when the daemon answered).
       type: dict
       sample:
