@@ -59,6 +59,9 @@ A answered ("resync requested by other node" in its LogFile, C's line too; not s
 it).  No argument but ``--matrix`` runs baseline_rows() (~4 minutes).  The header line says which
 commit the daemon ran, and whether conntrack_tools/ had uncommitted changes (``--code DIR`` runs a
 fixed snapshot instead).
+
+``--profile DIR`` (both modes) runs our daemons under cProfile, one ``DIR/<side>-py-<run>.pstats`` each
+(read with ``python -m pstats``); their CPU figures then include the profiler's overhead (~2x).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ VENV_BIN = Path(sys.executable).parent
 C_DAEMON = "/usr/sbin/conntrackd"
 C_CONNTRACK = "/usr/sbin/conntrack"
 PY_DAEMON = str(VENV_BIN / "conntrackd")
+PROFILE: Path | None = None  # --profile DIR: our daemons run under cProfile, one DIR/<side>-py-<run>.pstats each
 MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
 CLK = os.sysconf("SC_CLK_TCK")
 TAG = f"{os.getpid() % 100000}"
@@ -124,8 +128,12 @@ class Daemon(Conntrackd):
 
     def __init__(self, tmp: Path, side: str, impl: str, run: int, mode: str = "ftfw", transport: str = "udp",
                  sockbuf: int | None = 4194304) -> None:
-        super().__init__(NS[side], tmp / f"{side}-{impl}-{run}", [C_DAEMON] if impl == "c" else [PY_DAEMON],
-                         client=[PY_DAEMON])
+        name = f"{side}-{impl}-{run}"
+        argv = [C_DAEMON] if impl == "c" else [PY_DAEMON]
+        if impl != "c" and PROFILE is not None:  # cProfile writes the stats when the daemon exits (SIGTERM)
+            argv = [sys.executable, "-m", "cProfile", "-o", str(PROFILE / f"{name}.pstats"),
+                    "-m", "conntrack_tools.daemon.main"]
+        super().__init__(NS[side], tmp / name, argv, client=[PY_DAEMON])
         self.side, self.impl = side, impl
         me, peer = ADDR[side], ADDR["B" if side == "A" else "A"]
         if transport == "udp":
@@ -612,7 +620,13 @@ def main() -> int:
                                   "conntrack_tools | tar -x -C /tmp/ctpy-base`; a COMMIT file there is printed)")
     m.add_argument("--out", help="also write the table to this file")
     m.add_argument("--keep", action="store_true", help="keep the daemons' configs and logs (printed where)")
+    ap.add_argument("--profile", metavar="DIR", help="run our daemons under cProfile, stats in DIR/<side>-py-<run>"
+                                                     ".pstats (CPU figures then measure the profiler too)")
     a = ap.parse_args()
+    if a.profile:
+        global PROFILE
+        PROFILE = Path(a.profile).resolve()
+        PROFILE.mkdir(parents=True, exist_ok=True)
     if a.matrix:
         a.sockbuf = None if a.sockbuf == "default" else int(a.sockbuf)
         a.max_wait = a.max_wait if a.max_wait != 90 else 60
