@@ -3,7 +3,8 @@
 Node A (ours) creates N flows (default 50,000) at full speed while node B (ours, ``DisableExternalCache
 on``) runs: B's kernel table must end holding exactly A's flows, counted by a dump, with no failed
 inject.  Then B is restarted on an empty table with a readiness file: when the file says 0, B's
-kernel already holds all N (the startup resync went through the batched injector).
+kernel already holds all N (the startup resync went through the batched injector).  And the kernel-side
+filter that keeps the injector's own events off the event socket drops exactly those.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 import pytest
 
+from tests.conftest import REPO, Netns
 from tests.netns.sync_mesh import C_CONNTRACK, Mesh, Node, ns, wait_for
 from tests.netns.test_sync_resync import burst_keys
 
@@ -85,3 +87,44 @@ def test_burst_and_resync_reach_the_backups_kernel(tmp_path):
         finally:
             for n in nodes:
                 n.stop()
+
+
+_FILTER_PROBE = r"""
+import socket
+from conntrack_tools.flow import AF_INET, Flow, Tuple
+from conntrack_tools.netlink.attrs import NLM_F_CREATE, NLM_F_EXCL, CtMsg, ct_type
+from conntrack_tools.netlink.codec import encode_flow, iter_messages, nlmsg
+from conntrack_tools.netlink.socket import CtnlSocket, attach_filter, pid_filter
+
+def flow(i):
+    a, b = bytes((10, 7, 0, i)), bytes((10, 8, 0, 1))
+    return Flow(AF_INET, Tuple(AF_INET, a, b, 17, 1000 + i, 53), Tuple(AF_INET, b, a, 17, 53, 1000 + i), timeout=60)
+
+inj, other = CtnlSocket(), CtnlSocket()
+ev = CtnlSocket(groups=1)
+attach_filter(ev.sock, pid_filter([inj.portid, 4242]))
+for i, s in enumerate((inj, other, inj, other)):
+    seq = s.next_seq()
+    msg = nlmsg(ct_type(CtMsg.NEW), NLM_F_CREATE | NLM_F_EXCL, seq, AF_INET, encode_flow(flow(i)))
+    assert not s.batch([(seq, msg)])
+ev.sock.settimeout(0.5)
+pids = []
+try:
+    while True:
+        n = ev.recv()
+        pids += [pid for _t, _f, _s, pid, _a, _b in iter_messages(ev.view, n)]
+except (TimeoutError, socket.timeout):
+    pass
+print(pids == [other.portid, other.portid], pids, inj.portid, other.portid)
+"""
+
+
+def test_event_socket_filter_drops_the_injectors_echoes():
+    """The kernel filter ctnl puts on the event socket with direct injection (netlink/socket.pid_filter)."""
+    n = Netns("inj-filter")
+    try:
+        r = n.run([sys.executable, "-c", _FILTER_PROBE], cwd=REPO)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("True"), r.stdout
+    finally:
+        n.close()
