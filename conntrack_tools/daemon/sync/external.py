@@ -31,7 +31,7 @@ from ...netlink.codec import (
 from ...netlink.socket import CtnlSocket, NetlinkError
 from ..cache import CacheStats, pack_tuple
 from .convert import sync_key_tuple, sync_to_create_flow
-from .inject import DEL, NEW, UPD, InjectBatch
+from .inject import DEL, NEW, UPD, InjectBatch, Op
 from .transcode import HAS_TIMEOUT, META, META_LEN, RELATED, TAIL, TAIL_LEN, Transcoder, make_value
 from .wire import SyncFlow
 
@@ -479,11 +479,21 @@ class Injector:
 
     def apply(self, mtype: int, buf, start: int, end: int) -> bool:
         """Queue a CT_NEW/CT_UPD/CT_DEL through the transcoder; False when its layout is not
-        compiled (the caller then takes the reference path).  Never raises."""
+        compiled (the caller then takes the reference path).  Never raises.  (``_queue`` inlined:
+        this runs once per received state.)"""
         r = self.transcoder.entry(buf, start, end, 0.0, 0)
         if r is None:
             return False
-        self._queue(mtype, r[0], r[1])
+        key = r[0]
+        b = self.batch
+        if key in b.keys:
+            self.flush()
+            b = self.batch
+        b.keys.add(key)
+        ops = b.ops
+        ops.append(Op(mtype, key, r[1]))
+        if len(ops) >= self.MAX_PENDING:
+            self.flush()
         return True
 
     def _entry(self, sf: SyncFlow) -> ExtEntry:

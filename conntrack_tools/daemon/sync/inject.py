@@ -185,7 +185,13 @@ class InjectBatch:
         out: list[tuple[int, bytes]] = []
         seq = seq0
         for op in self.ops:
-            if op.step < 0:
+            step = op.step
+            if step < 0:
+                continue
+            if step == CREATE:  # the common case: one message, built without the list of messages()
+                out.append((seq, create_msg(op.value, seq)))
+                op.seq = seq
+                seq += 1
                 continue
             for m in op.messages(seq):
                 out.append((seq, m))
