@@ -44,6 +44,10 @@ by pid; the namespaces are removed by name.  The namespaces and the veth are mad
   RESYNC requests) are not dropped;
 * every N is created at full speed (bench/populate.py --preencode: all messages built, then sent back
   to back), 20k being the burst; fresh daemons per row (B first), both kernel tables flushed;
+* ``--inject`` (issue #13): rows whose receiver runs with ``DisableExternalCache on`` (modes ``ftfw-inject``,
+  ``notrack-inject``; C's receiver the same option), created at full speed or at ``/rate`` flows/s (a sixth field
+  of ``--rows``); B holds a flow when its kernel table does (nf_conntrack_count, confirmed by a dump), and a second
+  table gives the receiver's CPU against C -> C;
 * ``--sockbuf``: Snd/RcvSocketBuffer of both daemons, 4 MiB as in the rest of this file, or
   ``default`` for none (C: net.core.rmem_default; ours: its own default).
 
@@ -104,7 +108,13 @@ COMMIT = re.compile(r"Committed (\d+) new entries.*?commit has taken (\d+\.\d+) 
 ACTIVE = re.compile(r"current active connections:\s+(\d+)")
 GROUP = "225.0.0.50"
 MODE_CONF = {"ftfw": " Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n }\n",
-             "notrack": " Mode NOTRACK {\n }\n"}
+             "notrack": " Mode NOTRACK {\n }\n",
+             # --inject rows: the receiver writes received states straight into its kernel (C's option too)
+             "ftfw-inject": " Mode FTFW {\n  ResendQueueSize 131072\n  ACKWindowSize 300\n"
+                            "  DisableExternalCache on\n }\n",
+             "notrack-inject": " Mode NOTRACK {\n  DisableExternalCache on\n }\n"}
+INJECTED = re.compile(r"external inject:\s+connections created:\s+(\d+)\s+failed:\s+(\d+)\s+"
+                      r"connections updated:\s+(\d+)\s+failed:\s+(\d+)")
 
 
 def ns(side: str, *cmd: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -236,13 +246,25 @@ def read_created(pop: subprocess.Popen, s: Sync) -> None:
         s.notes.append(f"{stats['errors']} creates failed")
 
 
+def kernel_count(side: str, n: int) -> int:
+    """populate.py's flows in ``side``'s kernel table: the cheap per-namespace nf_conntrack_count while it is
+    below ``n`` (a few sync-socket entries count too), then a dump (``conntrack -L -d 10.2.0.1``) to be sure."""
+    r = ns(side, "cat", "/proc/sys/net/netfilter/nf_conntrack_count")
+    count = int(r.stdout) if r.returncode == 0 else 0
+    if count < n:
+        return count
+    r = ns(side, C_CONNTRACK, "-L", "-d", "10.2.0.1", timeout=300)
+    return len(r.stdout.splitlines())
+
+
 def watch(a: Daemon, b: Daemon, pop: subprocess.Popen, n: int, stall: float, max_wait: float, s: Sync,
-          t0: float) -> int:
-    """Poll B's external cache (and A's internal one) from ``t0`` (the first create) until B holds ``n``, stops
-    moving for ``stall`` s or ``max_wait`` s passed since populate.py exited; fills ``s``, returns B's count."""
+          t0: float, count=None) -> int:
+    """Poll B's external cache (or ``count()``, e.g. its kernel table) and A's internal one from ``t0`` (the first
+    create) until B holds ``n``, stops moving for ``stall`` s or ``max_wait`` s passed since populate.py exited;
+    fills ``s``, returns B's count."""
     last, last_change, done = -1, t0, None
     while True:
-        got = b.count("external")
+        got = count() if count is not None else b.count("external")
         now = time.monotonic()
         if s.sender_s != s.sender_s and a.count("internal") >= n:
             s.sender_s = now - t0
@@ -403,6 +425,12 @@ class Row:
     loss: int
     n: int
     pair: str
+    rate: int = 0  # flows created per second (bench/populate.py --rate), 0: at full speed (--preencode)
+
+    @property
+    def inject(self) -> bool:
+        """The receiver injects into its kernel (DisableExternalCache): converged = its kernel holds N."""
+        return self.mode.endswith("-inject")
 
     @property
     def sender(self) -> str:
@@ -415,18 +443,20 @@ class Row:
     @property
     def base(self) -> Row:
         """The C -> C row the ratios of this one are taken against."""
-        return Row(self.mode, self.transport, self.loss, self.n, "c-c")
+        return Row(self.mode, self.transport, self.loss, self.n, "c-c", self.rate)
 
     def __str__(self) -> str:
-        return f"{self.mode}/{self.transport}/{self.pair}/{self.loss}/{self.n}"
+        return f"{self.mode}/{self.transport}/{self.pair}/{self.loss}/{self.n}" + (f"/{self.rate}" if self.rate else "")
 
     @classmethod
     def parse(cls, spec: str) -> Row:
-        """``mode/transport/pair/loss/n``, e.g. ``ftfw/mcast/c-py/10/20000``."""
-        mode, transport, pair, loss, n = spec.split("/")
-        if mode not in MODE_CONF or transport not in ("udp", "mcast") or pair not in PAIRS:
-            raise ValueError(f"bad row {spec!r}: mode ftfw|notrack, transport udp|mcast, pair {'|'.join(PAIRS)}")
-        return cls(mode, transport, int(loss), int(n), pair)
+        """``mode/transport/pair/loss/n[/rate]``, e.g. ``ftfw/mcast/c-py/10/20000``,
+        ``ftfw-inject/udp/c-py/0/200000/40000``."""
+        mode, transport, pair, loss, n, *rate = spec.split("/")
+        if mode not in MODE_CONF or transport not in ("udp", "mcast") or pair not in PAIRS or len(rate) > 1:
+            raise ValueError(f"bad row {spec!r}: mode {'|'.join(MODE_CONF)}, transport udp|mcast, "
+                             f"pair {'|'.join(PAIRS)}, optional /rate")
+        return cls(mode, transport, int(loss), int(n), pair, int(rate[0]) if rate else 0)
 
 
 @dataclass
@@ -440,6 +470,9 @@ class RowResult:
     injected: int = -1  # datagrams the loss rule dropped
     overruns: int = -1  # sender's -s runtime "netlink overrun" (event socket overflows -> resync)
     resyncs: int = -1  # RESYNC requests the sender answered ("resync requested by other node" in its log, C and ours)
+    receiver_cpu_s: float = float("nan")
+    inject: tuple[int, ...] = ()  # inject rows: the receiver's -s "external inject" created/failed/updated/failed
+    receiver_overruns: int = -1  # the receiver's own netlink event socket overflows (inject rows: its writes' events)
 
 
 def baseline_rows() -> list[Row]:
@@ -449,6 +482,13 @@ def baseline_rows() -> list[Row]:
     rows += [Row("ftfw", t, loss, 20_000, p) for loss in (10, 20) for t in ("udp", "mcast") for p in ("c-c", "c-py")]
     rows += [Row("ftfw", "udp", 0, 200_000, p) for p in ("c-c", "py-py")]
     return rows
+
+
+def inject_rows() -> list[Row]:
+    """What --inject runs (issue #13, the backup's cost of direct injection): FTFW over UDP, the receiver with
+    DisableExternalCache on, 200k flows at 40k/s and as one burst, received by C and by ours from a C sender (so
+    that only the receiver differs) and our pair."""
+    return [Row("ftfw-inject", "udp", 0, 200_000, p, rate) for rate in (40_000, 0) for p in ("c-c", "c-py", "py-py")]
 
 
 set_loss, injected_drops, udp_snmp = PAIR.set_loss, PAIR.injected_drops, PAIR.udp_snmp
@@ -465,14 +505,15 @@ def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, soc
     try:
         snmp0 = {side: udp_snmp(side) for side in "AB"}
         inj0 = injected_drops()
+        pace = ["--rate", str(row.rate)] if row.rate else ["--preencode"]
         pop = subprocess.Popen(["ip", "netns", "exec", NS["A"], sys.executable, str(REPO / "bench" / "populate.py"),
-                                str(row.n), "mix", "--stats", "--preencode"], stdout=subprocess.PIPE, text=True,
-                               cwd=REPO)
+                                str(row.n), "mix", "--stats", *pace], stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert pop.stdout is not None
         pop.stdout.readline()  # {"sending": true}
         t0 = time.monotonic()
         cpu0 = {d.side: d.cpu() for d in (a, b)}
-        s.present = watch(a, b, pop, row.n, stall, max_wait, s, t0)
+        count = (lambda: kernel_count("B", row.n)) if row.inject else None
+        s.present = watch(a, b, pop, row.n, stall, max_wait, s, t0, count)
         for d in (a, b):
             s.cpu[d.side] = d.cpu() - cpu0[d.side]
         s.sender_internal = a.count("internal")
@@ -483,14 +524,22 @@ def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, soc
                         sndbuf_errors=snmp1["A"].get("SndbufErrors", -1) - snmp0["A"].get("SndbufErrors", 0),
                         injected=injected_drops() - inj0 if row.loss else 0,
                         overruns=stat_num(a.stats(Action.STATS_RUNTIME), "netlink overrun"),
-                        resyncs=a.log_file.read_text(errors="replace").count("resync requested by other node"))
+                        resyncs=a.log_file.read_text(errors="replace").count("resync requested by other node"),
+                        receiver_cpu_s=s.cpu["B"],
+                        receiver_overruns=stat_num(b.stats(Action.STATS_RUNTIME), "netlink overrun"))
+        if row.inject:
+            m = INJECTED.search(b.stats() or "")
+            res.inject = tuple(int(x) for x in m.groups()) if m else ()
         conv = f"converged {s.converge_s:.1f}s" if s.converge_s == s.converge_s else \
             f"NOT converged ({'; '.join(s.notes)})"
-        print(f"  {row}: created in {s.created_s:.2f}s; B external {s.present:,}/{row.n:,} "
+        print(f"  {row}: created in {s.created_s:.2f}s; B {'kernel' if row.inject else 'external'} "
+              f"{s.present:,}/{row.n:,} "
               f"({100 * s.present / row.n:.2f} %), {conv}; A internal {s.sender_internal:,}; CPU µs/event "
               f"A {res.sender_cpu_us:.1f} B {res.receiver_cpu_us:.1f}; B seq lost {res.seq_lost}, RcvbufErrors "
               f"{res.rcvbuf_errors}, injected drops {res.injected}; A SndbufErrors {res.sndbuf_errors}, "
-              f"netlink overruns {res.overruns}, resyncs requested by B {res.resyncs}", flush=True)
+              f"netlink overruns {res.overruns}, resyncs requested by B {res.resyncs}"
+              + (f"; B inject created/failed/updated/failed {res.inject}, B's own netlink overruns "
+                 f"{res.receiver_overruns}, B CPU {res.receiver_cpu_s:.2f} s" if row.inject else ""), flush=True)
         return res
     finally:
         a.stop()
@@ -521,6 +570,30 @@ def matrix_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def inject_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
+    """The backup's side of direct injection: its kernel table and its CPU, ratios against C -> C."""
+    out = ["| mode | sender → receiver | N | created at | in receiver's kernel (dump) | converge s (first create →) "
+           "| vs C→C | receiver CPU s | receiver CPU µs/flow | vs C→C | sender CPU µs/flow | receiver inject "
+           "created / failed / updated / failed | receiver netlink overruns |",
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for row in rows:
+        r = results.get(row)
+        if r is None or not row.inject:
+            continue
+        s, base = r.sync, results.get(row.base)
+        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
+        vs_conv = vs_cpu = "–"
+        if base is not None and row.pair != "c-c":
+            vs_conv = ratio(s.converge_s, base.sync.converge_s)
+            vs_cpu = ratio(r.receiver_cpu_s, base.receiver_cpu_s)
+        out.append(f"| {row.mode.upper()} | {NAME[row.sender]} → {NAME[row.receiver]} | {row.n:,} | "
+                   f"{f'{row.rate / 1000:.0f}k/s' if row.rate else 'full speed'} | "
+                   f"{s.present:,} ({100 * s.present / row.n:.2f} %) | {conv} | {vs_conv} | {r.receiver_cpu_s:.2f} | "
+                   f"{r.receiver_cpu_us:.1f} | {vs_cpu} | {r.sender_cpu_us:.1f} | "
+                   f"{' / '.join(f'{x:,}' for x in r.inject) or '?'} | {r.receiver_overruns} |")
+    return "\n".join(out)
+
+
 def tree_state(code: str | None = None) -> str:
     """HEAD and whether conntrack_tools/ has uncommitted changes (the daemon runs from this tree), or ``code``."""
     if code:
@@ -536,6 +609,8 @@ def run_matrix(a: argparse.Namespace) -> int:
     rows: list[Row] = []
     if a.rows:
         rows = [Row.parse(x) for x in a.rows.split(",")]
+    if a.inject:
+        rows += inject_rows()
     if a.modes or a.transports or a.pairs or a.loss or a.matrix_sizes or not rows:
         if not (a.modes or a.transports or a.pairs or a.loss or a.matrix_sizes):
             rows += baseline_rows()
@@ -545,7 +620,7 @@ def run_matrix(a: argparse.Namespace) -> int:
                      for loss in (a.loss or "0").split(",") for n in (a.matrix_sizes or "20000").split(",")]
     if not a.no_c_reference:
         rows += [r.base for r in rows]
-    rows = sorted(set(rows), key=lambda r: (r.n, r.mode != "notrack", r.transport, r.loss, list(PAIRS).index(r.pair)))
+    rows = sorted(set(rows), key=lambda r: (r.n, r.mode, r.transport, r.loss, -r.rate, list(PAIRS).index(r.pair)))
     if any(r.loss for r in rows) and not shutil.which("nft"):
         sys.exit("needs nft for the loss rule")
     old_max = int(MAX.read_text())
@@ -583,7 +658,9 @@ def run_matrix(a: argparse.Namespace) -> int:
             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} at the end, run took {time.monotonic() - t_start:.0f}s; "
             f"stall {a.stall:.0f}s, cut-off {a.max_wait:.0f}s after the last create; Snd/RcvSocketBuffer "
             f"{a.sockbuf or 'not set (each daemon its default)'})\n\n"
-            + matrix_table(results, rows) + "\n")
+            + matrix_table(results, rows) + "\n"
+            + (f"\nDirect injection (receiver with DisableExternalCache on; its kernel table counted with a dump):\n\n"
+               f"{inject_table(results, rows)}\n" if any(r.inject for r in rows) else ""))
     print(text)
     if a.out:
         Path(a.out).write_text(text)
@@ -606,6 +683,9 @@ def main() -> int:
                    help="run the matrix instead (default rows: the baseline set, see baseline_rows())")
     m.add_argument("--rows", help="explicit rows mode/transport/pair/loss/N, comma-separated "
                                   "(e.g. ftfw/mcast/c-py/10/20000)")
+    m.add_argument("--inject", action="store_true",
+                   help="the direct-injection rows (inject_rows(): 200k at 40k/s and at full speed into a receiver "
+                        "with DisableExternalCache on, C and ours)")
     m.add_argument("--modes", help="product of these (notrack,ftfw) ...")
     m.add_argument("--transports", help="... and these (udp,mcast) ...")
     m.add_argument("--pairs", help=f"... and these ({','.join(PAIRS)}; sender-receiver) ...")

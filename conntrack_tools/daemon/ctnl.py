@@ -38,7 +38,7 @@ from ..netlink.attrs import (
 )
 from ..netlink.codec import DecodeError, decode_expect, encode_expect, encode_lookup, iter_messages, nlmsg
 from ..netlink.shapes import ShapeDecoder
-from ..netlink.socket import CtnlSocket, NetlinkError
+from ..netlink.socket import CtnlSocket, NetlinkError, attach_filter, pid_filter
 from .config.model import Config
 from .event_fill import event_fill_factory, reference_snapshot
 from .filter import CompiledFilter, exp_helper_accepts, sane
@@ -115,6 +115,15 @@ class Ctnl:
         if self.g.filter is not None:
             self.log("notice", "using user-space event filtering")
         s.sock.setblocking(False)
+        inject = [pid for pid, name in self.origins.items() if name == "inject"]
+        if inject:
+            # beyond C: the events of our direct injection are skipped anyway (C's origin rule); dropped in
+            # the kernel they take no room in the buffer, so a fast resync into a backup cannot overrun it
+            # (an overrun's resync dump would put the injected flows into the internal cache)
+            try:
+                attach_filter(s.sock, pid_filter(inject))
+            except OSError as exc:
+                self.log("warning", f"can't filter the event socket: {exc.strerror or exc}")
         size = self.g.netlink_buffer_size or 0
         if size and size <= self.max_growth:
             self.buffer_size = s.set_rcvbuf(size // 2)  # the kernel doubles it, as C expects

@@ -47,6 +47,7 @@ class ReadinessTracker:
     floor: float = 50.0  # ... or below this many messages per second (live changes only)
     peak: float = 0.0  # highest message rate over `quiet` seconds since the request
     sent_at: float | None = None  # when our request was first seen sent (FTFW: before its ACK)
+    answered_at: float | None = None  # when a peer was first heard after the request: the quiet second starts there
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def resync_requested(self, now: float) -> None:
@@ -61,6 +62,7 @@ class ReadinessTracker:
             return
         self.requested_at = now
         self.sent_at = None
+        self.answered_at = None
         self.peak = 0.0
         self._samples.clear()
 
@@ -82,10 +84,15 @@ class ReadinessTracker:
         else:
             req = self.requested_at
             rate_fell = received is not None and req is not None and self._rate_fell(now, received)
-            done = (req is not None and not request_pending and not nack_open
-                    and last_heard is not None and last_heard > req
-                    and (now - max(req, last_data or req) >= self.quiet
-                         or (rate_fell and now - req >= self.quiet)))
+            if req is not None and self.answered_at is None and last_heard is not None and last_heard > req:
+                self.answered_at = last_heard
+            # Found with a peer that was slow to answer (stopped for seconds): the quiet second counts from
+            # when the peer was first heard after our request, not from the request; else a peer that
+            # wakes up is "quiet" before its bulk has even started.
+            start = self.answered_at
+            done = (start is not None and not request_pending and not nack_open
+                    and (now - max(start, last_data or start) >= self.quiet
+                         or (rate_fell and now - start >= self.quiet)))
         self.ready = done
         return done
 

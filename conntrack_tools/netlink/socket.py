@@ -9,10 +9,12 @@ namespaces: tests/netns/test_sync_burst.py, bench/sync_run.py); the package itse
 
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterable, Iterator
 
 from .attrs import (
@@ -211,6 +213,36 @@ class CtnlSocket:
                 return
             if done:
                 return
+
+
+SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
+_BPF_INSN = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+
+
+def pid_filter(portids: Iterable[int]) -> bytes:
+    """A classic BPF program that drops every message whose ``nlmsg_pid`` is one of ``portids``.
+
+    The kernel stamps an event with the port id of the socket whose request caused it; a program on an
+    event socket thus drops the echoes of our own writes before they take room in its receive buffer.
+    ``BPF_LD|BPF_W|BPF_ABS`` reads big endian, ``nlmsg_pid`` is in host order: the constants are swapped
+    to match.
+    """
+    ids = [int.from_bytes(p.to_bytes(4, sys.byteorder), "big") for p in portids]
+    n = len(ids)
+    prog = [_BPF_INSN.pack(_BPF_LD_W_ABS, 0, 0, 12)]  # A = nlmsg_pid (offset 12 of struct nlmsghdr)
+    for i, k in enumerate(ids):  # equal: jump over the remaining tests and the accept to the drop
+        prog.append(_BPF_INSN.pack(_BPF_JEQ_K, n - i, 0, k))
+    prog.append(_BPF_INSN.pack(_BPF_RET_K, 0, 0, 0xFFFFFFFF))  # accept the whole message
+    prog.append(_BPF_INSN.pack(_BPF_RET_K, 0, 0, 0))  # drop
+    return b"".join(prog)
+
+
+def attach_filter(sock: socket.socket, prog: bytes) -> None:
+    """SO_ATTACH_FILTER: ``prog`` is packed ``struct sock_filter`` instructions (:func:`pid_filter`)."""
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = struct.pack("HL", len(prog) // _BPF_INSN.size, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies the program
 
 
 def _bits(mask: int) -> Iterator[int]:

@@ -27,6 +27,8 @@ HUB = f"ctpy-s3h{TAG}"
 BRIDGE = f"ctpy-s3{TAG}br"
 
 MODES = {"ftfw": "FTFW {{\n ResendQueueSize {rsq}\n ACKWindowSize 20\n StartupResync on\n}}",
+         "ftfw-inject": "FTFW {{\n ResendQueueSize {rsq}\n ACKWindowSize 20\n StartupResync on\n"
+                        " DisableExternalCache on\n}}",
          "notrack": "NOTRACK {{\n StartupResync on\n}}"}
 ns = ns_run
 

@@ -31,7 +31,22 @@ def test_a_peer_with_an_empty_cache_answers_with_alives_only():
     t = ReadinessTracker(quiet=1.0)
     t.resync_requested(1.0)
     assert not t.update(1.5, 1.4, None, False, False)
-    assert t.update(2.1, 2.0, None, False, False)
+    assert not t.update(2.1, 2.0, None, False, False)  # a quiet second from the peer's first sign of life
+    assert t.update(2.5, 2.4, None, False, False)
+
+
+def test_a_peer_slow_to_answer_is_not_quiet_before_its_bulk():
+    """Found by tests/netns/test_failback_readiness_keepalived.py: the peer's daemon did not run for 4 s after
+    our request; the first thing heard from it was not the end of its bulk (rate and silence alike)."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(1.0)
+    for now in (1.25, 2.0, 3.0, 4.0, 5.0):
+        assert not t.update(now, None, None, False, False, received=0, request_sent=True)
+    assert not t.update(5.25, 5.1, None, False, False, received=3)  # woke up: ALIVE/ACK first ...
+    assert not t.update(5.5, 5.5, 5.4, False, False, received=4000)  # ... then the bulk
+    assert not t.update(6.0, 6.0, 5.9, False, False, received=20000)
+    assert not t.update(6.5, 6.5, 6.45, False, False, received=30000)
+    assert t.update(7.5, 7.5, 6.45, False, False, received=30003)
 
 
 def test_alarm_waits_one_refresh_period_after_the_peer_was_first_heard():
@@ -199,6 +214,7 @@ def test_asking_again_restarts_the_wait():
     t.restart(1.6)
     assert t.requested_at == 1.6 and t.peak == 0.0
     assert not t.update(2.2, 2.1, 1.5, False, False, 5000)  # quiet since 1.5, but the new request is 0.6 s old
-    assert t.update(2.7, 2.65, 1.5, False, False, 5000)  # last data before the request: quiet 1.1 s after it
+    assert not t.update(2.7, 2.65, 1.5, False, False, 5000)  # the peer was first heard again at 2.1 ...
+    assert t.update(3.15, 3.1, 1.5, False, False, 5000)  # ... last data before the request: quiet a second after
     t.restart(3.0)  # no effect once ready
     assert t.requested_at == 1.6

@@ -88,7 +88,7 @@ class SyncDaemonEngine(Answers):
         self.injector: Injector | None = None
         self.external: ExternalCache | None = None
         if sc.disable_external_cache:
-            self.injector = Injector(self.nl, self.window_tracking)
+            self.injector = Injector(self.nl, self.window_tracking, self.log)
             ctnl.register_origin(self.nl.portid, "inject")
         else:
             self.external = ExternalCache(daemon.g.hashlimit, self.window_tracking)
@@ -166,6 +166,8 @@ class SyncDaemonEngine(Answers):
         self._schedule_tx()
 
     def _check_ready(self, now: float) -> None:
+        if self.injector is not None:
+            self.injector.flush()  # "ready" only once the received states are in the kernel
         mode = self.mode
         peers = mode.peers.values()
         heard = max((p.last_heard for p in peers), default=None)
@@ -373,7 +375,9 @@ class SyncDaemonEngine(Answers):
     def _on_readable(self, idx: int, sock: socket.socket) -> None:
         ch = self.channels.channels[idx]
         for data, peer in ch.recv(sock):
-            self.handle_datagram(idx, data, peer)
+            self.handle_datagram(idx, data, peer, flush=False)
+        if self.injector is not None:
+            self.injector.flush()  # the burst's states in batched netlink rounds
         dropped = ch.kernel_drops(sock)
         if dropped:
             self.mode.socket_dropped(time.time(), dropped)
@@ -433,11 +437,16 @@ class SyncDaemonEngine(Answers):
             if mlen > remain:
                 dec._pending = buf[off:]
                 return
-            self.handle_datagram(idx, buf[off:off + mlen], peer)
+            self.handle_datagram(idx, buf[off:off + mlen], peer, flush=False)
             off += mlen
+        if self.injector is not None:
+            self.injector.flush()
 
-    def handle_datagram(self, idx: int, buf: bytes, peer) -> None:
-        """channel_handler_routine + do_channel_handler_step for one datagram."""
+    def handle_datagram(self, idx: int, buf: bytes, peer, flush: bool = True) -> None:
+        """channel_handler_routine + do_channel_handler_step for one datagram.
+
+        With direct injection the datagram's states are queued; ``flush`` sends them at the end
+        (the socket readers pass False and flush once per burst)."""
         err = self.errors
         if self.opener is not None:
             try:
@@ -490,6 +499,8 @@ class SyncDaemonEngine(Answers):
         finally:
             if applied:
                 self.last_data = now
+            if flush and self.injector is not None:
+                self.injector.flush()
 
     def _apply(self, mtype: int, buf: bytes, off: int, mlen: int) -> None:
         err = self.errors
@@ -501,8 +512,11 @@ class SyncDaemonEngine(Answers):
             self._apply_exp(mtype, buf, off, mlen)
             return
         ext = self.external
-        if ext is not None and ext.apply(mtype, buf, off + 8, off + mlen):
-            return  # transcoded: no SyncFlow (external.py, transcode.py); else the reference path
+        if ext is not None:
+            if ext.apply(mtype, buf, off + 8, off + mlen):
+                return  # transcoded: no SyncFlow (external.py, transcode.py); else the reference path
+        elif self.injector is not None and self.injector.apply(mtype, buf, off + 8, off + mlen):
+            return  # transcoded and queued (flushed at the end of the burst)
         try:
             attrs = decode_attrs(buf, off + 8, off + mlen, CT_ATTRS)
             sf = _SyncFlow.from_attrs(attrs)
@@ -533,6 +547,8 @@ class SyncDaemonEngine(Answers):
             external_exp_apply(self.external_exp, mtype == MsgType.EXP_NEW, mtype == MsgType.EXP_DEL, exp,
                                int(time.time()))
         elif self.exp_injector is not None:
+            if self.injector is not None:
+                self.injector.flush()  # the expectation's master first
             self.exp_injector.apply(mtype == MsgType.EXP_DEL, exp)
 
     # ============================================================ client requests
@@ -761,7 +777,8 @@ class SyncDaemonEngine(Answers):
                             "since": self.role_since, "changes": self.role_changes},
                    "transition": self.transitions.as_json()}
         if self.injector is not None:
-            d["external_inject"] = dict(self.injector.stats)
+            d["external_inject"] = {**self.injector.stats, "batches": self.injector.batches,
+                                    "rounds": self.injector.rounds}
         now = time.time()
         d["peers"] = {str(a): {"last_seq": p.tracker.last, "last_heard_seconds_ago": round(now - p.last_heard, 3),
                                **({"acked": p.acked} if isinstance(self.mode, Ftfw) else {})}
@@ -776,6 +793,8 @@ class SyncDaemonEngine(Answers):
         if self.closed:
             return
         self.closed = True
+        if self.injector is not None:
+            self.injector.flush()
         for ch in self.channels.channels:
             for s in ch.recv_socks:
                 self.loop.remove(s.fileno())

@@ -26,12 +26,12 @@ from ...netlink.codec import (
     NLMSG_HDRLEN,
     decode_flow,
     encode_flow,
-    encode_lookup,
     key_request_from_dump,
 )
 from ...netlink.socket import CtnlSocket, NetlinkError
 from ..cache import CacheStats, pack_tuple
-from .convert import sync_key_tuple, sync_to_create_flow, update_flow
+from .convert import sync_key_tuple, sync_to_create_flow
+from .inject import DEL, NEW, UPD, InjectBatch, Op
 from .transcode import HAS_TIMEOUT, META, META_LEN, RELATED, TAIL, TAIL_LEN, Transcoder, make_value
 from .wire import SyncFlow
 
@@ -442,74 +442,102 @@ def _delete_and_create(sock: CtnlSocket, ents: list[bytes], commit_timeout: int 
 
 
 class Injector:
-    """DisableExternalCache: received states go straight to the kernel (external_inject.c)."""
+    """DisableExternalCache: received states go straight to the kernel (external_inject.c), a burst at
+    a time.
 
-    def __init__(self, sock: CtnlSocket, window_tracking: bool = False) -> None:
+    ``apply`` (the transcoder's fast path) and ``new``/``upd``/``delete`` (the reference path) only
+    queue a state; :meth:`flush` sends the queued ones as batched rounds (``inject.InjectBatch``).
+    The engine flushes at the end of every receive burst, before an expectation is injected and
+    before readiness is evaluated, so nothing waits in the queue once the loop is idle.  A state of
+    a flow already queued flushes the queue first (one state per flow and batch: order kept).
+    """
+
+    MAX_PENDING = 2048  # states per batch: a bounded burst of kernel work between event-socket reads
+
+    def __init__(self, sock: CtnlSocket, window_tracking: bool = False,
+                 log: Callable[[str, str], None] | None = None) -> None:
         self.sock = sock
         self.window_tracking = window_tracking
+        self.transcoder = Transcoder(window_tracking)
+        self.log = log
         self.stats = {"add_ok": 0, "add_fail": 0, "upd_ok": 0, "upd_fail": 0, "del_ok": 0, "del_fail": 0}
+        self.batch = InjectBatch()
+        self.batches = 0  # beyond C: batches and netlink rounds sent (-s -o json)
+        self.rounds = 0
 
-    def _one(self, msg_type: int, flags: int, flow: Flow) -> int | None:
-        seq = self.sock.next_seq()
-        body = bytes((flow.family, 0, 0, 0)) + encode_flow(flow)
-        msg = NLMSG_HDR.pack(NLMSG_HDRLEN + len(body), msg_type, NLM_F_REQUEST | flags, seq, 0) + body
-        try:
-            errs = self.sock.batch([(seq, msg)])
-        except NetlinkError as exc:
-            return exc.errno
-        return errs.get(seq)
+    def __len__(self) -> int:
+        return len(self.batch)
 
-    def _create(self, flow: Flow) -> bool:
-        err = self._one(_NEW, NLM_F_CREATE | NLM_F_EXCL, flow)
-        if err == errno.EEXIST:
-            self._delete(flow)
-            err = self._one(_NEW, NLM_F_CREATE | NLM_F_EXCL, flow)
-        return err is None
+    def _queue(self, kind: int, key: bytes, value: bytes) -> None:
+        b = self.batch
+        if b.has(key):
+            self.flush()
+            b = self.batch
+        b.add(kind, key, value)
+        if len(b) >= self.MAX_PENDING:
+            self.flush()
 
-    def _delete(self, flow: Flow) -> int | None:
-        seq = self.sock.next_seq()
-        try:
-            errs = self.sock.batch([(seq, encode_lookup(CtMsg.DELETE, flow, seq))])
-        except NetlinkError as exc:
-            return exc.errno
-        return errs.get(seq)
+    def apply(self, mtype: int, buf, start: int, end: int) -> bool:
+        """Queue a CT_NEW/CT_UPD/CT_DEL through the transcoder; False when its layout is not
+        compiled (the caller then takes the reference path).  Never raises.  (``_queue`` inlined:
+        this runs once per received state.)"""
+        r = self.transcoder.entry(buf, start, end, 0.0, 0)
+        if r is None:
+            return False
+        key = r[0]
+        b = self.batch
+        if key in b.keys:
+            self.flush()
+            b = self.batch
+        b.keys.add(key)
+        ops = b.ops
+        ops.append(Op(mtype, key, r[1]))
+        if len(ops) >= self.MAX_PENDING:
+            self.flush()
+        return True
+
+    def _entry(self, sf: SyncFlow) -> ExtEntry:
+        return build_entry(sf, 0.0, self.window_tracking)
 
     def new(self, sf: SyncFlow) -> None:
-        f = sync_to_create_flow(sf, window_tracking=self.window_tracking)
-        f.timeout = sf.timeout
-        err = self._one(_NEW, NLM_F_CREATE | NLM_F_EXCL, f)
-        if err == errno.EEXIST:
-            # Beyond C (delete + create): update the entry in place first.  A demoted master still
-            # forwards for a moment after the VIPs left; between C's delete and create its packets
-            # find no entry and are dropped as invalid (the new master's bulk hits every flow).
-            # The helper name stays in: the kernel then lets the same helper pick up the stream
-            # again (nf_conntrack_ftp: NF_CT_FTP_SEQ_PICKUP, as for an injected entry); without it
-            # the first FTP command after the failback is ignored, and its data connection dropped.
-            u = update_flow(f)
-            u.helper = f.helper
-            u.timeout = sf.timeout
-            err = self._one(_NEW, 0, u)
-            if err is not None:
-                self._delete(f)
-                err = self._one(_NEW, NLM_F_CREATE | NLM_F_EXCL, f)
-        self.stats["add_ok" if err is None else "add_fail"] += 1
+        e = self._entry(sf)
+        self._queue(NEW, e.key, e.value)
 
     def upd(self, sf: SyncFlow) -> None:
-        f = sync_to_create_flow(sf, window_tracking=self.window_tracking)
-        f.timeout = sf.timeout
-        u = update_flow(f)
-        u.timeout = sf.timeout
-        err = self._one(_NEW, 0, u)
-        if err is None:
-            self.stats["upd_ok"] += 1
-            return
-        if err != errno.ENOENT:
-            self._delete(f)
-        ok = self._create(f)
-        self.stats["upd_ok" if ok else "upd_fail"] += 1
+        e = self._entry(sf)
+        self._queue(UPD, e.key, e.value)
 
     def delete(self, sf: SyncFlow) -> None:
-        f = sync_to_create_flow(sf, window_tracking=self.window_tracking)
-        err = self._delete(f)
-        self.stats["del_ok" if err in (None, errno.ENOENT) else "del_fail"] += 1
+        e = self._entry(sf)
+        self._queue(DEL, e.key, e.value)
 
+    def flush(self) -> None:
+        """Send the queued states: round after round of one netlink batch each."""
+        b = self.batch
+        if not b.ops:
+            return
+        self.batch = InjectBatch()
+        sock = self.sock
+        while True:
+            seq0 = sock.seq + 1
+            if seq0 + 2 * len(b.ops) > 0xFFFFFFFF:
+                seq0 = 1
+            msgs = b.round(seq0)
+            if not msgs:
+                break
+            sock.seq = msgs[-1][0]
+            try:
+                errors = sock.batch(msgs)
+            except NetlinkError as exc:
+                errors = {s: exc.errno for s, _m in msgs}
+            except OSError as exc:
+                b.fail_all()
+                if self.log is not None:
+                    self.log("ERROR", f"cannot inject {len(b.ops)} states: {exc.strerror or exc}")
+                break
+            b.answer(errors)
+        self.batches += 1
+        self.rounds += b.rounds
+        st = self.stats
+        for name, n in b.counts().items():
+            st[name] += n
