@@ -150,7 +150,9 @@ def test_watcher_reloads_refuses_and_keeps_the_old_keys(tmp_path) -> None:
     new, err = w.poll()
     assert new is None and err is not None and ":2: key must be an even number" in err
     assert w.poll() == (None, None)  # refused once per change, not every second
-    assert w.ring.ids == [1, 2] and w.refused == 1
+    assert w.ring.ids == [1, 2] and w.refused == 1 and w.last_error
+    f.write_text(f"key 1 {A}\nkey 2 {B}\n")  # the bad file put back as it was: same keys, error cleared
+    assert w.poll() == (None, None) and w.last_error == "" and w.reloads == 1
     f.write_text("00" * 16)  # a keyring may not silently become a single raw/hex key
     assert "no longer a keyring" in (w.poll()[1] or "")
     f.unlink()

@@ -184,7 +184,8 @@ class KeyFileWatcher:
         if self.ring.keyring and not ring.keyring:
             return self._refuse(f"{self.path}: no longer a keyring ('key <id> <hex>' lines)")
         if ring == self.ring:
-            return None, None  # touched, same keys
+            self.last_error = ""  # touched, or a refused file put back: same keys, nothing to swap
+            return None, None
         self.ring = ring
         self.reloads += 1
         self.last_error = ""
