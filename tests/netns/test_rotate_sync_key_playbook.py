@@ -194,8 +194,8 @@ def test_rotate_sync_key_playbook_on_a_live_pair(tmp_path):
         assert res.returncode != 0 and "not exactly one node holds the VIPs (masters: none)" in res.stdout, \
             res.stdout[-3000:]
         assert all(n.auth()["key_ids"] == [2] for n in (n1, n2))
-        print("rotate_sync_key playbook: flows created", made, {n.i: {k: n.auth()[k] for k in ("accepted", "sent", "by_key")}
-                                            for n in (n1, n2)})
+        counters = {n.i: {k: n.auth()[k] for k in ("accepted", "sent", "by_key")} for n in (n1, n2)}
+        print("rotate_sync_key playbook: flows created", made, counters)
     finally:
         for s in streams:
             if s.poll() is None:
