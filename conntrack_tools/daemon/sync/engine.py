@@ -724,6 +724,8 @@ class SyncDaemonEngine(Answers):
             self.opener.set_ring(ring)
             self.sealer.set_ring(ring)
             self.log("notice", f"AuthKey file {w.path} reloaded: {ring.describe()}")
+            if key_file_exposed(w.path):
+                self.log("warning", f"AuthKey file {w.path} is readable by others than root")
 
     def _auth_text(self) -> str:
         """Beyond C, only with AuthKey: the envelope counters."""
