@@ -23,6 +23,8 @@ control   control socket: the real server connection (_Conn) fed the bytes in da
           modes with cached flows, and conntrackd's argv parser.  Allowed: nothing.
 notify    conntrackd-notify argument validation (parse_args).  Allowed: UsageError.
 cli       conntrack's command line and --load-file batch parser.  Allowed: CliError.
+keyring   the AuthKey key file parser (parse_key_file, what the daemon re-reads on a change), then a
+          datagram sealed with the parsed ring's sending key opened by the same ring.  Allowed: KeyFileError.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from conntrack_tools.daemon.control import decode_request, parse_argv, split_jso
 from conntrack_tools.daemon.notify import UsageError  # noqa: E402
 from conntrack_tools.daemon.notify import parse_args as notify_parse_args  # noqa: E402
 from conntrack_tools.daemon.sync import wire  # noqa: E402
+from conntrack_tools.daemon.sync.auth import Opener, Sealer  # noqa: E402
+from conntrack_tools.daemon.sync.keyring import KeyFileError, parse_key_file  # noqa: E402
 from conntrack_tools.daemon.sync.wire import WireError  # noqa: E402
 from conntrack_tools.flow import (  # noqa: E402
     AF_INET,
@@ -153,6 +157,8 @@ def seeds() -> dict[str, list[bytes]]:
         "control": [struct.pack("=i", 21), struct.pack("=i", 16 | 1 << 16), b"\x00-s\x00cache", b"-i\x00-x"],
         "notify": [b"primary\x00-C\x00/nonexistent", b"backup\x00--restart\x00--timeout\x005"],
         "cli": [b"-L\x00-p\x00tcp\x00--dport\x0080", b"\x01-I -s 1.1.1.1 -d 2.2.2.2 -p udp -t 10\n"],
+        "keyring": [b"# sync keys\nkey 2 " + b"ab" * 32 + b"  # sends\nkey 1 " + b"0123456789abcdef" * 2 + b"\n",
+                    b"0011 2233 4455 6677\n8899 aabb ccdd eeff\n"],
     }
 
 
@@ -375,6 +381,19 @@ def target_config(data: bytes) -> None:
         assert finding.severity in ("error", "warning") and finding.message
 
 
+# ------------------------------------------------------------------------------------ keyring
+
+
+def target_keyring(data: bytes) -> None:
+    ring = parse_key_file(data, "fuzz.key")
+    assert ring.send_id in ring.keys and 0 <= ring.send_id <= 255 and ring.describe()
+    assert all(len(k) >= 16 for k in ring.keys.values())
+    assert ring.keyring or list(ring.keys) == [0]
+    t = lambda: 1_700_000_000  # noqa: E731
+    sealed = Sealer(ring, boot_id=1, clock=t).seal(b"")
+    assert sealed[8] == ring.send_id and Opener(ring, clock=t).open(sealed) == b""
+
+
 # ------------------------------------------------------------------------------------ control
 
 
@@ -563,6 +582,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "control": target_control,
     "notify": target_notify,
     "cli": target_cli,
+    "keyring": target_keyring,
 }
 ALLOWED: dict[str, tuple[type[BaseException], ...]] = {
     "wire": (WireError,),
@@ -572,6 +592,7 @@ ALLOWED: dict[str, tuple[type[BaseException], ...]] = {
     "control": (),
     "notify": (UsageError,),
     "cli": (CliError,),
+    "keyring": (KeyFileError,),
 }
 
 

@@ -17,7 +17,7 @@ TIMEOUT=${TIMEOUT:-5}
 MAX_LEN=${MAX_LEN:-4096}
 CONFIG_MAX_LEN=${CONFIG_MAX_LEN:-2048}
 WORK=${FUZZ_WORK:-build/fuzz}
-ALL="wire netlink events config control notify cli"
+ALL="wire netlink events config control notify cli keyring"
 TARGETS=${*:-$ALL}
 
 if ! "$PY" -c 'import atheris' 2>/dev/null; then

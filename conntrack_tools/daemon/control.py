@@ -177,7 +177,7 @@ VERSION_TEXT = (
     "(C) 2006-2009 Pablo Neira Ayuso <pablo@netfilter.org>\n"
 )
 
-Mode = Literal["console", "daemon", "request", "config-test"]
+Mode = Literal["console", "daemon", "request", "config-test", "key-test"]
 Level = Literal["notice", "warning", "ERROR", "info"]
 
 # -s sub-commands in C's test order (prefix match: the first that matches wins)
@@ -230,6 +230,7 @@ class Invocation:
     json: bool = False
     metrics_listen: str | None = None
     metrics_textfile: str | None = None
+    key_file: str | None = None  # --key-test FILE
     output: list[tuple[str, ...]] = field(default_factory=list)
     exit_code: int | None = None
 
@@ -281,7 +282,7 @@ class _Argv:
                 return inv
             self.i += 1
         inv.config = self.config or DEFAULT_CONFIGFILE
-        if inv.mode != "config-test":
+        if inv.mode not in ("config-test", "key-test"):
             inv.mode = {"daemon": "daemon", "request": "request"}.get(self.mode_set or "", "console")  # type: ignore[assignment]
         inv.action = self.action if inv.mode == "request" else None
         return inv
@@ -317,6 +318,11 @@ class _Argv:
             inv.mode = "config-test"
             self.mode_set = self.mode_set or "config-test"
             self.i += 1
+        elif arg == "--key-test" and i + 1 < self.n:
+            inv.mode = "key-test"
+            inv.key_file = argv[i + 1]
+            self.mode_set = self.mode_set or "key-test"
+            self.i += 2
         elif arg == "--json":
             inv.json = True
             self.i += 1

@@ -15,6 +15,7 @@ from .config.checks import probe_host
 from .control import JSON_FLAG, Action, Invocation, parse_argv
 from .control_server import request
 from .log import Logger, dlog
+from .sync.keyring import read_key_file
 
 __all__ = ["main"]
 
@@ -51,6 +52,19 @@ def config_test(path: str) -> int:
     return 0
 
 
+def key_test(path: str) -> int:
+    """Beyond C: parse an AuthKey key file as the daemon would (a role's ``validate:`` before it goes live).
+    Prints key ids only, never key material."""
+    try:
+        ring = read_key_file(path)
+    except (OSError, ValueError) as exc:
+        print(f"{path}: key file is NOT valid: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 1
+    kind = "keyring" if ring.keyring else "single key"
+    print(f"{path}: key file OK ({kind}: {ring.describe()})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "conntrackd"
@@ -61,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return inv.exit_code
     if inv.mode == "config-test":
         return config_test(inv.config)
+    if inv.mode == "key-test":
+        assert inv.key_file is not None
+        return key_test(inv.key_file)
 
     if not os.access(inv.config, os.R_OK) or os.path.isdir(inv.config):
         log("ERROR", f"can't open config file `{inv.config}'")

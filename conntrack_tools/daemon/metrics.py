@@ -43,7 +43,7 @@ _RUNTIME_HELP = {
     "local_read_failed": "control socket reads that failed",
 }
 # stats_json() subtrees whose keys are not names but instances: they become one label
-_LABELLED = {"peers": "peer"}
+_LABELLED = {"peers": "peer", "by_key": "key_id"}  # by_key: auth counters per sync key id (key rotation)
 _LINK_LABELS = ("device", "transport", "role", "status")
 def histogram_family(name: str, help_: str, h: DurationHistogram) -> Metric:
     """A pure DurationHistogram (daemon/stats.py) as a Prometheus histogram family."""

@@ -91,6 +91,10 @@ ansible_facts:
           unwrapped when its only key is the view's name, so C(cache) maps cache names to their counters).
         - C(network) carries the node's VRRP C(role) as the daemon learnt it from the notify hook and the last
           C(transition) (time, from/to, entries committed, commit duration, readiness wait), see docs/failover.md.
+        - With sync authentication, C(network.auth) says which keys the daemon runs (C(send_key_id), C(key_ids) in
+          key file order, never key material), the rejected datagrams by kind (C(bad_mac), C(unknown_key), ...), per
+          key id (C(by_key)) and the key file's C(reloads), C(refused) and C(last_error); the rotate_sync_key
+          playbook waits on them.
         - C(running) is V(true) (the fact is only set when the daemon answered).
       type: dict
       sample:

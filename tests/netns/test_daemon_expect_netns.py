@@ -289,17 +289,22 @@ def test_metrics_scrape_parses_in_every_sync_mode(make, mode) -> None:
     assert d.client("-s").returncode == 0
 
 
-def test_every_metric_the_alert_rules_use_is_exported(make) -> None:
+def test_every_metric_the_alert_rules_use_is_exported(make, tmp_path) -> None:
     """monitoring/conntrackd-alerts.yml against what running daemons export: FTFW with an external
-    cache and NOTRACK with DisableExternalCache (the inject counters), scraped, not listed here."""
+    cache, NOTRACK with DisableExternalCache (the inject counters) and FTFW with a keyring AuthKey file
+    (the auth counters), scraped, not listed here."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from tests.unit.test_monitoring import rule_metric_names
 
+    keyfile = tmp_path / "sync.key"
+    keyfile.write_text("key 1 " + "ab" * 32 + "\n")
+    keyfile.chmod(0o600)
     exported: set[str] = set()
-    for i, (mode, options) in enumerate((("FTFW", ""), ("NOTRACK", "DisableExternalCache on"))):
+    for i, (mode, options, auth) in enumerate((("FTFW", "", ""), ("NOTRACK", "DisableExternalCache on", ""),
+                                               ("FTFW", "", f"  AuthKey {keyfile}\n"))):
         port = 9131 + i
-        section = (f"Sync {{\n  Mode {mode} {{ {options} }}\n  UDP {{\n    IPv4_address 127.0.0.1\n"
+        section = (f"Sync {{\n  Mode {mode} {{ {options} }}\n{auth}  UDP {{\n    IPv4_address 127.0.0.1\n"
                    f"    IPv4_Destination_Address 127.0.0.1\n    Port {port + 100}\n    Interface lo\n  }}\n}}\n")
         d = make(f"rules{i}", False, section, f"  Metrics {{\n    Listen 127.0.0.1:{port}\n  }}\n").start()
         wait_for(lambda d=d: json.loads(d.client("-s", "network", "-o", "json").stdout).get("peers"),

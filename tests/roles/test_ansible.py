@@ -81,6 +81,13 @@ def _no_sync_iface() -> list[str]:
                 gather=True, target="fw-edge-a", ha_firewall_check_play_membership=False)
 
 
+AUTH_KEYS = [{"id": 2, "key": "ab" * 16}, {"id": 1, "key": "0123456789abcdef" * 4}]
+
+
+def _auth(name: str, **extra: object) -> list[str]:
+    return _bad(name, conntrackd_auth_keys=extra.pop("keys", AUTH_KEYS), **extra)
+
+
 def _argspec_cases() -> list[str]:
     cases = []
     for host in ("fw-edge-a", "fw-dc-b"):
@@ -105,6 +112,10 @@ def _commands() -> dict[str, list[str]]:
         "verify-mixed-transport": verify + _mixed_transport(),
         "verify-half-pair": verify + ["--limit", "fw-edge-a"],
         "verify-no-sync-iface": verify + _no_sync_iface(),
+        "verify-auth-ok": verify + _auth("auth-ok"),
+        "verify-auth-c-node": verify + _auth("auth-c", conntrackd_implementation="c"),
+        "verify-auth-bad-key": verify + _auth("auth-bad", keys=[{"id": 1, "key": "abcd"}]),
+        "verify-auth-dup-id": verify + _auth("auth-dup", keys=[AUTH_KEYS[0], {**AUTH_KEYS[1], "id": 2}]),
         "render": [str(PLAYBOOK), *inv, str(HERE / "playbooks" / "render.yml"),
                    "-e", "target=fw-edge-a:fw-dc-b", "-e", f"outdir={TMP}"],
         "argspec-ok": [str(PLAYBOOK), str(HERE / "playbooks" / "argspec.yml"), *_argspec_cases()],
@@ -150,11 +161,22 @@ def test_verify_passes_for_example_inventory() -> None:
     ("verify-mixed-transport", "channels mix transports (udp, tcp)"),
     ("verify-half-pair", "missing from the run: fw-edge-b"),
     ("verify-no-sync-iface", "sync interface nosuch9 does not exist"),
+    ("verify-auth-c-node", "sync authentication (conntrackd_auth_keys) needs our daemon on both nodes, but pair"
+                           " pair_edge runs the C conntrackd on fw-edge-a, fw-edge-b"),
+    ("verify-auth-bad-key", "conntrackd_auth_keys: 1-16 entries {id: 0-255, distinct, key: 32-128 hex digits}"),
+    ("verify-auth-dup-id", "conntrackd_auth_keys: 1-16 entries"),
 ])
 def test_verify_rejects_bad_variables(case: str, message: str) -> None:
     res = results()[case]
     assert res.returncode != 0, res.stdout
     assert message in " ".join(res.stdout.split()), res.stdout
+
+
+def test_verify_accepts_sync_keys_between_our_daemons() -> None:
+    res = results()["verify-auth-ok"]
+    assert res.returncode == 0, res.stdout
+    for spec in AUTH_KEYS:
+        assert spec["key"] not in res.stdout
 
 
 def test_argument_specs_accept_example_inventory() -> None:

@@ -196,6 +196,31 @@ def test_example_inventory_conntrackd_parses_with_our_daemon(host: str) -> None:
     assert _findings(config, cfg) == []
 
 
+# --- sync authentication (AuthKey keyring, our daemon only) ---------------------------------------------------
+
+AUTH_KEYS = [{"id": 2, "key": "AB" * 16}, {"id": 1, "key": "0123456789abcdef" * 4}]
+
+
+def test_auth_key_rendered_for_our_daemon_only() -> None:
+    from conntrack_tools.daemon.sync.keyring import parse_key_file
+
+    config = _daemon_config()
+    ours = render.render("conntrackd.conf.j2", context("fw-edge-a", conntrackd_auth_keys=AUTH_KEYS))
+    assert "\t}\n\tAuthKey /etc/conntrackd/sync.key\n\n\tUDP {" in ours
+    assert "ab" * 16 not in ours.lower()  # the config names the file, never a key
+    cfg = config.parse_config(ours, "conntrackd.conf")
+    assert cfg.sync is not None and cfg.sync.auth_key == "/etc/conntrackd/sync.key"
+    assert "AuthKey" not in render.render("conntrackd.conf.j2", context("fw-edge-a"))  # off by default
+    c_node = render.render("conntrackd.conf.j2", context("fw-edge-a", conntrackd_implementation="c",
+                                                         conntrackd_auth_keys=AUTH_KEYS))
+    assert "AuthKey" not in c_node
+    keyfile = render.render("conntrackd-sync.key.j2", context("fw-edge-a", conntrackd_auth_keys=AUTH_KEYS))
+    assert keyfile.startswith("# Managed by Ansible") and keyfile.endswith(
+        "key 2 " + "ab" * 16 + "\nkey 1 " + "0123456789abcdef" * 4 + "\n")
+    ring = parse_key_file(keyfile.encode(), "sync.key")
+    assert ring.keyring and ring.send_id == 2 and ring.ids == [2, 1]
+
+
 # --- metrics (General { Metrics }, ha_firewall scraper rule) ----------------------------------------------------
 
 C_CONNTRACKD = "/usr/sbin/conntrackd"

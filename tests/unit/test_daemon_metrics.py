@@ -49,6 +49,19 @@ def test_peers_and_links_are_labels_not_names() -> None:
     assert "10.231" not in "".join(name for name, _ in got)
 
 
+def test_auth_counters_per_key_id_are_labels() -> None:
+    """Key rotation: the per-key-id counters carry the id as a label; the key file's reload counters are gauges."""
+    sync = {"auth": {"enabled": True, "sent": 9, "bad_mac": 1, "unknown_key": 2, "send_key_id": 2, "key_ids": [2, 1],
+                     "by_key": {"2": {"accepted": 5, "bad_mac": 1}, "1": {"accepted": 3, "bad_mac": 0}},
+                     "key_file": {"path": "/etc/conntrackd/sync.key", "reloads": 3, "refused": 1, "last_error": ""}}}
+    got = samples(render({}, {}, 0, 1, sync))
+    assert got[("conntrackd_sync_auth_by_key_accepted", (("key_id", "2"),))] == 5
+    assert got[("conntrackd_sync_auth_by_key_accepted", (("key_id", "1"),))] == 3
+    assert got[("conntrackd_sync_auth_unknown_key", ())] == 2 and got[("conntrackd_sync_auth_send_key_id", ())] == 2
+    assert got[("conntrackd_sync_auth_key_file_refused", ())] == 1
+    assert not any("by_key_2" in name or "by_key_1" in name for name, _ in got)
+
+
 # ------------------------------------------------------------------ General { Metrics { ... } } (beyond C)
 
 BASE = "General {{\n UNIX {{ Path /run/ct.ctl }}\n{body}}}\nStats {{\n}}\n"

@@ -127,6 +127,12 @@ argv_bytes = st.lists(st.one_of(st.sampled_from(["-s", "-i", "-x", "-C", "-c", "
                                 st.text(max_size=8)), max_size=10).map(
     lambda xs: b"\0".join(x.encode("utf-8", "surrogateescape") for x in xs))
 
+keyring_lines = st.lists(st.one_of(
+    st.builds(lambda i, h: f"key {i} {h}", st.integers(-2, 300), st.sampled_from(["ab" * 16, "cd" * 64, "ef" * 65, "0",
+                                                                                  "zz" * 16, ""])),
+    st.sampled_from(["#", "# c", "", " ", "key", "key 1", "kye 1 " + "ab" * 16, "\t"]),
+    st.text(max_size=30)), max_size=20).map(lambda xs: "\n".join(xs).encode("utf-8", "surrogateescape"))
+
 FAMILIES = {
     "wire": (2000, st.one_of(st.binary(max_size=600), mutated("wire"), wire_datagrams())),
     "netlink": (1200, st.one_of(st.binary(max_size=400), mutated("netlink"), netlink_buffers())),
@@ -140,6 +146,7 @@ FAMILIES = {
     "notify": (500, st.one_of(st.binary(max_size=80), mutated("notify"), argv_bytes)),
     "cli": (800, st.one_of(st.binary(max_size=200), mutated("cli"),
                            st.builds(lambda a: b"\0" + a, argv_bytes))),
+    "keyring": (600, st.one_of(st.binary(max_size=300), mutated("keyring"), keyring_lines)),
 }
 
 
@@ -169,7 +176,7 @@ def test_seeds_are_accepted() -> None:
     (The netlink target also reads each whole buffer as one payload, which a dump buffer is
     not, so its seeds count as "rejected" by design.)
     """
-    for name in ("wire", "events", "config", "control"):
+    for name in ("wire", "events", "config", "control", "keyring"):
         assert run(name, SEEDS[name][0]) == "ok", name
 
 

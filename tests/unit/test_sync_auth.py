@@ -73,7 +73,7 @@ def test_forged_wrong_key_unauthenticated_malformed() -> None:
     assert kind(o, good + b"\0\0\0\0") == "malformed"  # len must cover the whole datagram
     assert kind(o, b"") == "unauthenticated"
     assert o.stats == {"accepted": 0, "unauthenticated": 2, "bad_mac": 2, "replayed": 0, "stale": 0,
-                       "malformed": 2}
+                       "malformed": 2, "unknown_key": 0}
     # forged datagrams did not touch the replay state
     assert o.windows == {}
     assert o.open(good, "p")

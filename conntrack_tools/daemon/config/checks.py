@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..sync.keyring import KEY_FILE_MAX, KeyFileError, parse_key_file
 from .model import Channel, Config, Finding, Pos, Severity, SyncMode, Transport
 
 __all__ = ["HostFacts", "check_config", "probe_host"]
@@ -29,6 +30,8 @@ class HostFacts:
     has_address: Callable[[str], bool | None] = lambda addr: None
     #: (st_mode, st_uid) of a file, (-1, -1) when it does not exist, None when unknown
     file_stat: Callable[[str], tuple[int, int] | None] = lambda path: None
+    #: the first bytes of a file (AuthKey key file), None when unknown or unreadable
+    read_file: Callable[[str], bytes | None] = lambda path: None
 
 
 def probe_host() -> HostFacts:
@@ -63,10 +66,18 @@ def probe_host() -> HostFacts:
             return None
         return (st.st_mode, st.st_uid)
 
+    def read_file(path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read(KEY_FILE_MAX + 1)
+        except OSError:
+            return None
+
     return HostFacts(
         has_interface=lambda n: None if names is None else n in names,
         has_address=lambda a: (a in addrs) if addrs else None,
         file_stat=file_stat,
+        read_file=read_file,
     )
 
 
@@ -242,6 +253,14 @@ class _Checker:
             if in_file:
                 self.add("error", "auth", f"AuthKey file {path} does not exist", pos)
             return
+        raw = self.host.read_file(path) if in_file else None
+        if raw is not None:
+            try:
+                if len(raw) > KEY_FILE_MAX:
+                    raise KeyFileError(f"{path}: larger than {KEY_FILE_MAX} bytes")
+                parse_key_file(raw, path)
+            except KeyFileError as exc:
+                self.add("error", "auth", f"AuthKey file: {exc}", pos)
         if mode & 0o044 or uid != 0:
             what = f"AuthKey file {path}" if in_file else f"{path} holds the AuthKey and"
             self.add(

@@ -9,7 +9,7 @@ datagram a channel sends (every TCP batch) is wrapped in **one** version-2 messa
  1  u8  flags               0                     "Wrong protocol version" and skips it
  2  be16 len                whole envelope, tag included (multiple of 4)
  4  be32 seq                per-incarnation datagram counter (replay window)
- 8  u8  key_id              0 (reserved for key rotation)
+ 8  u8  key_id              the sending key's id (keyring.py; 0 for a single key)
  9  u8  tag_len             16
 10  be16 reserved           0
 12  be32 boot_id            random, new for every daemon start (the sender's incarnation)
@@ -23,7 +23,8 @@ The envelope is framed like any v1 message (``len`` covers all of it, flags 0 so
 and a v1 receiver (C, or ours without a key) never desynchronises: it drops it whole.
 
 Receiving with a key: a datagram that is not exactly one well-formed envelope is
-``unauthenticated`` (v1 from a C peer or a key-less node) or ``malformed``; a wrong tag
+``unauthenticated`` (v1 from a C peer or a key-less node) or ``malformed``; a ``key_id`` that is
+not in our keyring is ``unknown_key`` (rotation steps out of order); a wrong tag
 (forged, corrupted, other key) is ``bad_mac``; a valid tag whose ``time`` is more than
 ``MAX_SKEW`` (120 s) away from our clock is ``stale``; a valid tag whose seq was already
 seen, or is older than the 1024-datagram window of its ``boot_id``, is ``replayed``.  The
@@ -41,20 +42,24 @@ from __future__ import annotations
 
 import hmac
 import os
-import stat
 import struct
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from .keyring import MIN_KEY_LEN, KeyRing, exposed, parse_auth_value, read_key_file, single
+
 __all__ = [
     "AUTH_VERSION",
     "ENVELOPE_OVERHEAD",
+    "MIN_KEY_LEN",
     "AuthError",
     "AuthFailure",
+    "KeyRing",
     "Opener",
     "Sealer",
     "load_key",
+    "load_ring",
 ]
 
 AUTH_VERSION = 2
@@ -66,7 +71,6 @@ _VT = (AUTH_VERSION << 4) | 10  # CTL type nibble: never "ack shaped" because fl
 REPLAY_WINDOW = 1024
 MAX_SKEW = 120
 _WMASK = (1 << REPLAY_WINDOW) - 1
-MIN_KEY_LEN = 16
 _U32 = 0xFFFFFFFF
 
 
@@ -78,6 +82,7 @@ class AuthError:
     REPLAYED = "replayed"
     STALE = "stale"
     MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
 
 
 class AuthFailure(Exception):
@@ -90,49 +95,46 @@ def _mac(key: bytes, data: bytes | memoryview) -> bytes:
     return hmac.digest(key, data, "sha256")[:TAG_LEN]
 
 
-def load_key(value: str) -> bytes:
-    """``AuthKey`` value -> key bytes: hex (>= 32 digits) or an absolute path to a file
-    holding hex (whitespace ignored) or, if not hex, at least 16 raw bytes.  ValueError/OSError."""
+def load_ring(value: str) -> KeyRing:
+    """``AuthKey`` value -> KeyRing: inline hex (key id 0) or an absolute path to a key file
+    (keyring.py: a keyring, or the single-key hex/raw form as id 0).  ValueError/OSError."""
     if value.startswith("/"):
-        with open(value, "rb") as fh:
-            raw = fh.read(4096)
-        text = b"".join(raw.split())
-        try:
-            key = bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            key = raw
-        if len(key) < MIN_KEY_LEN:
-            raise ValueError(f"AuthKey file {value}: key shorter than {MIN_KEY_LEN} bytes")
-        return key
-    try:
-        key = bytes.fromhex(value)
-    except ValueError:
-        raise ValueError("AuthKey: expected hex digits or an absolute file path") from None
-    if len(key) < MIN_KEY_LEN:
-        raise ValueError(f"AuthKey: key shorter than {MIN_KEY_LEN} bytes ({2 * MIN_KEY_LEN} hex digits)")
-    return key
+        return read_key_file(value)
+    return parse_auth_value(value)
+
+
+def load_key(value: str) -> bytes:
+    """The sending key of ``load_ring(value)`` (the single-key API of the first release)."""
+    return load_ring(value).send_key
 
 
 def key_file_exposed(path: str) -> bool | None:
     """True when ``path`` is group- or world-readable (or not owned by root); None if unknown."""
     try:
-        st = os.stat(path)
+        return exposed(os.stat(path))
     except OSError:
         return None
-    return bool(st.st_mode & (stat.S_IRGRP | stat.S_IROTH)) or st.st_uid != 0
+
+
+def _ring(key: bytes | KeyRing) -> KeyRing:
+    return key if isinstance(key, KeyRing) else single(key)
 
 
 class Sealer:
     """Wraps outgoing datagrams.  One per engine (the seq is shared by every channel)."""
 
-    def __init__(self, key: bytes, boot_id: int | None = None, key_id: int = 0,
+    def __init__(self, key: bytes | KeyRing, boot_id: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.key = key
-        self.key_id = key_id
+        self.set_ring(_ring(key))
         self.boot_id = boot_id if boot_id is not None else _new_boot_id()
         self.clock = clock
         self.seq = 0
         self.sealed = 0
+
+    def set_ring(self, ring: KeyRing) -> None:
+        """Send with the ring's sending key from the next datagram on (seq and boot_id go on)."""
+        self.key = ring.send_key
+        self.key_id = ring.send_id
 
     def seal(self, inner: bytes) -> bytes:
         if self.seq >= _U32:
@@ -162,14 +164,24 @@ class _Window:
 class Opener:
     """Verifies incoming envelopes; keeps the per-incarnation replay windows and the counters."""
 
-    def __init__(self, key: bytes, clock: Callable[[], float] = time.time, max_skew: int = MAX_SKEW) -> None:
-        self.key = key
+    def __init__(self, key: bytes | KeyRing, clock: Callable[[], float] = time.time,
+                 max_skew: int = MAX_SKEW) -> None:
+        self.keys: dict[int, bytes] = {}
+        #: per key id: [accepted, bad_mac] (ids of the current ring only)
+        self.by_key: dict[int, list[int]] = {}
+        self.set_ring(_ring(key))
         self.clock = clock
         self.max_skew = max_skew
         self.windows: dict[int, _Window] = {}
         self._next_prune = 0.0
         self.stats = {"accepted": 0, AuthError.UNAUTHENTICATED: 0, AuthError.BAD_MAC: 0,
-                      AuthError.REPLAYED: 0, AuthError.STALE: 0, AuthError.MALFORMED: 0}
+                      AuthError.REPLAYED: 0, AuthError.STALE: 0, AuthError.MALFORMED: 0,
+                      AuthError.UNKNOWN_KEY: 0}
+
+    def set_ring(self, ring: KeyRing) -> None:
+        """Accept exactly the ring's keys from now on; replay windows are kept (boot_ids, not keys)."""
+        self.keys = dict(ring.keys)
+        self.by_key = {k: self.by_key.get(k, [0, 0]) for k in ring.keys}
 
     def open(self, buf: bytes, peer: Hashable = None) -> bytes:
         """The inner v1 bytes of an authentic, fresh envelope; else count and raise AuthFailure.
@@ -190,17 +202,22 @@ class Opener:
             raise AuthFailure(AuthError.UNAUTHENTICATED, "not an authenticated datagram")
         if n < ENVELOPE_OVERHEAD:
             raise AuthFailure(AuthError.MALFORMED, "envelope truncated")
-        vt, flags, length, seq, _key_id, tag_len, _res, boot_id, ts = _ENV.unpack_from(buf)
+        vt, flags, length, seq, key_id, tag_len, _res, boot_id, ts = _ENV.unpack_from(buf)
         if vt != _VT or flags or length != n or tag_len != TAG_LEN:
             raise AuthFailure(AuthError.MALFORMED, "bad envelope header")
+        key = self.keys.get(key_id)
+        if key is None:
+            raise AuthFailure(AuthError.UNKNOWN_KEY, f"key id {key_id} not in our keyring")
         body = memoryview(buf)[: n - TAG_LEN]
-        if not hmac.compare_digest(_mac(self.key, body), bytes(buf[n - TAG_LEN :])):
+        if not hmac.compare_digest(_mac(key, body), bytes(buf[n - TAG_LEN :])):
+            self.by_key[key_id][1] += 1
             raise AuthFailure(AuthError.BAD_MAC, "tag mismatch")
         now = self.clock()
         skew = ((ts - int(now)) + (1 << 31)) % (1 << 32) - (1 << 31)  # signed 32-bit difference
         if abs(skew) > self.max_skew:
             raise AuthFailure(AuthError.STALE, f"timestamp {skew:+d} s away from our clock")
         self._check_replay(boot_id, seq, now)
+        self.by_key[key_id][0] += 1
         return bytes(buf[ENV_HDR_LEN : n - TAG_LEN])
 
     def _check_replay(self, boot_id: int, seq: int, now: float) -> None:

@@ -20,13 +20,14 @@ from ..control import Action, Answers, handles
 from ..readiness import ReadinessTracker
 from ..stats import DurationHistogram, to_json
 from ..transition import TransitionLog
-from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_key
+from .auth import AuthFailure, Opener, Sealer, key_file_exposed, load_ring
 from .channels import MultiChannel, SyncChannel, TcpChannel, channel_block, link_block, open_channel
 from .convert import flow_to_sync
 from .entry_packer import EntryRenderer
 from .expect import ExpInjector, commit_expectations, expect_to_sync, external_exp_apply, sync_to_expect
 from .external import ExternalCache, Injector, commit
 from .heal import BulkPacer
+from .keyring import KeyFileWatcher
 from .modes import Alarm, Ftfw, MsgResult, Notrack, encode_data
 from .seq import SeqCounter
 from .wire import (
@@ -51,6 +52,7 @@ TXQ_MAX = 2147483647
 # messages rendered per TX run: a long queue must not keep the event socket from being drained
 # (an overrun costs a full resync); 2,000 messages are ~120 datagrams, a few ms
 TX_RUN_MAX = 2000
+KEY_FILE_POLL = 1.0  # seconds between stats of the AuthKey file (rotation without a restart)
 _CT_DEL = int(MsgType.CT_DEL)
 ERROR_NAMES = ("malformed", "bad_version", "bad_header", "bad_payload", "bad_type", "truncated", "bad_size",
                "snd_malformed")
@@ -103,16 +105,20 @@ class SyncDaemonEngine(Answers):
             self.external_exp = ExpCache("external", daemon.g.hashlimit)
         self.sealer: Sealer | None = None
         self.opener: Opener | None = None
+        self.key_watcher: KeyFileWatcher | None = None
         if sc.auth_key:
             try:
-                key = load_key(sc.auth_key)
+                ring = load_ring(sc.auth_key)
             except (OSError, ValueError) as exc:
                 self.log("ERROR", f"can't load AuthKey: {getattr(exc, 'strerror', None) or exc}")
                 raise OSError(str(exc)) from None
-            if sc.auth_key.startswith("/") and key_file_exposed(sc.auth_key):
-                self.log("warning", f"AuthKey file {sc.auth_key} is readable by others than root")
-            self.sealer, self.opener = Sealer(key), Opener(key)
-            self.log("notice", "authenticated sync on (HMAC-SHA256-128, protocol version 2)")
+            if sc.auth_key.startswith("/"):
+                if key_file_exposed(sc.auth_key):
+                    self.log("warning", f"AuthKey file {sc.auth_key} is readable by others than root")
+                self.key_watcher = KeyFileWatcher(sc.auth_key, ring)
+                self.loop.every(KEY_FILE_POLL, self._poll_key_file)
+            self.sealer, self.opener = Sealer(ring), Opener(ring)
+            self.log("notice", "authenticated sync on (HMAC-SHA256-128, protocol version 2), " + ring.describe())
         chans: list[SyncChannel] = []
         try:
             for c in sc.channels:
@@ -721,6 +727,22 @@ class SyncDaemonEngine(Answers):
                 f"\t\tPackets before:\t\t{self.mode.before:20d}\n\n"
                 + channel_block(self.channels.cur))
 
+    def _poll_key_file(self) -> None:
+        """Beyond C: a changed AuthKey file takes effect without a restart (key rotation, keyring.py).
+        A stat per second; a read only when the stat changed.  A bad file keeps the keys we have."""
+        w = self.key_watcher
+        if self.closed or w is None or self.sealer is None or self.opener is None:
+            return
+        ring, error = w.poll()
+        if error is not None:
+            self.log("ERROR", f"AuthKey file refused, keeping the current keys ({w.ring.describe()}): {error}")
+        elif ring is not None:
+            self.opener.set_ring(ring)
+            self.sealer.set_ring(ring)
+            self.log("notice", f"AuthKey file {w.path} reloaded: {ring.describe()}")
+            if key_file_exposed(w.path):
+                self.log("warning", f"AuthKey file {w.path} is readable by others than root")
+
     def _auth_text(self) -> str:
         """Beyond C, only with AuthKey: the envelope counters."""
         if self.opener is None or self.sealer is None:
@@ -733,13 +755,21 @@ class SyncDaemonEngine(Answers):
                 f"\t\tReplayed:\t\t{a['replayed']:20d}\n"
                 f"\t\tStale (clock skew):\t{a['stale']:20d}\n"
                 f"\t\tMalformed envelope:\t{a['malformed']:20d}\n"
+                f"\t\tUnknown key id:\t\t{a['unknown_key']:20d}\n"
                 "\tsend:\n"
-                f"\t\tSealed:\t\t\t{self.sealer.sealed:20d}\n\n")
+                f"\t\tSealed:\t\t\t{self.sealer.sealed:20d}\n"
+                f"\t\tKey id:\t\t\t{self.sealer.key_id:20d}\n\n")
 
     def _auth_json(self) -> dict:
         if self.opener is None or self.sealer is None:
             return {"enabled": False}
-        return {"enabled": True, "mac": "hmac-sha256-128", "sent": self.sealer.sealed, **self.opener.stats}
+        o, w = self.opener, self.key_watcher
+        keys = {"send_key_id": self.sealer.key_id, "key_ids": list(o.keys),
+                "by_key": {str(k): {"accepted": v[0], "bad_mac": v[1]} for k, v in o.by_key.items()}}
+        if w is not None:
+            keys["key_file"] = {"path": w.path, "reloads": w.reloads, "refused": w.refused,
+                                "last_error": w.last_error}
+        return {"enabled": True, "mac": "hmac-sha256-128", "sent": self.sealer.sealed, **o.stats, **keys}
 
     def _queues(self) -> list[tuple[str, int, int, int]]:
         rsq = len(self.mode.rsq) if isinstance(self.mode, Ftfw) else 0
