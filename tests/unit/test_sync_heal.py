@@ -180,10 +180,17 @@ def test_ftfw_unanswered_nack_falls_back_to_a_resync():
     assert m.policy.unanswered_nack == 4 and m.policy.requests == 1
 
 
-def test_ftfw_socket_drops_are_counted_but_left_to_the_nacks():
+def test_ftfw_socket_drops_ask_for_a_resync_once_the_burst_is_over():
+    """Drops are NACKed as gaps first; a quiet DROP_QUIET after the last one, they are a loss for the policy
+    (the NACK debt can be paid by new traffic while the sender no longer holds the lost messages)."""
     m = Ftfw(SeqCounter(lambda: 1))
     m.socket_dropped(0.0, 5)
-    assert not m.heal(10.0) and m.policy.socket_drop == 5
+    m.socket_dropped(0.8, 3)  # still dropping: no request yet
+    assert not m.heal(1.0) and not m.heal(1.7) and m.policy.socket_drop == 0
+    assert not m.heal(1.8)  # quiet since 0.8: a loss of 8 now, which the policy lets settle
+    assert m.policy.socket_drop == 8
+    assert m.heal(2.1) and m.policy.requests == 1
+    assert not any(m.heal(t) for t in (3.0, 10.0, 100.0))  # one request for the whole burst
 
 
 @pytest.mark.parametrize("cls", [Ftfw, Notrack, Alarm])
@@ -250,6 +257,7 @@ def test_kernel_drops_of_a_full_receive_socket_are_counted():
     class _Cfg:
         interface = None
         transport = None
+        rcvbuf = None
 
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -268,6 +276,35 @@ def test_kernel_drops_of_a_full_receive_socket_are_counted():
     finally:
         rx.close()
         tx.close()
+
+
+def test_a_receive_buffer_that_dropped_doubles_up_to_the_cap():
+    """grow_rcvbuf: RcvSocketBuffer doubled per drop episode up to RCVBUF_GROWTH_MAX, counted in the stats."""
+    import os
+    import socket
+
+    from conntrack_tools.daemon.sync.channels import RCVBUF_GROWTH_MAX, SyncChannel
+
+    class _Cfg:
+        interface = None
+        transport = None
+        rcvbuf = 1 << 20
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ch = SyncChannel(_Cfg())  # type: ignore[arg-type]
+        assert ch.stats.rcvbuf == 1 << 20 and ch.stats.rcvbuf_grown == 0
+        sizes = []
+        while (size := ch.grow_rcvbuf(rx)) is not None:
+            sizes.append(size)
+        assert sizes == [1 << n for n in range(21, RCVBUF_GROWTH_MAX.bit_length())]
+        assert ch.stats.rcvbuf == RCVBUF_GROWTH_MAX and ch.stats.rcvbuf_grown == len(sizes)
+        if os.geteuid() == 0:  # SO_RCVBUFFORCE: the kernel books twice what was asked
+            assert rx.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * RCVBUF_GROWTH_MAX
+        _Cfg.rcvbuf = 2 * RCVBUF_GROWTH_MAX  # a configured buffer above the cap is never grown
+        assert SyncChannel(_Cfg()).grow_rcvbuf(rx) is None  # type: ignore[arg-type]
+    finally:
+        rx.close()
 
 
 # ------------------------------------------------------------------------------ the sender's pace (BulkPacer)

@@ -47,6 +47,11 @@ MAX_DGRAM = 65536
 # 200k burst from C; 16 MiB kept all of 200k (docs/sync.md, "Receive path").  It is a limit, not
 # an allocation: memory is used only while datagrams wait.
 DEFAULT_RCVBUF = 16 << 20
+#: Beyond C: a UDP/Multicast receive socket on which the kernel dropped datagrams doubles its buffer, up to
+#: this (or RcvSocketBuffer when larger). Why: a C sender answers a resync request with its whole cache at
+#: full speed; a receiver that lost part of one answer to a full buffer lost part of the next one too (the
+#: cascade measured in docs/benchmarks.md, session 5), while a grown buffer takes the next answer whole.
+RCVBUF_GROWTH_MAX = 64 << 20
 
 
 @dataclass(slots=True)
@@ -64,6 +69,8 @@ class ChannelStats:
     drop_own: int = 0  # source is one of this host's addresses (our own datagram looped back)
     drop_source: int = 0  # source outside every prefix of the configured interface
     drop_kernel: int = 0  # beyond C: datagrams the kernel dropped on a full receive buffer (SO_MEMINFO)
+    rcvbuf: int = 0  # beyond C: the receive buffer asked for (RcvSocketBuffer, grown after drops), bytes
+    rcvbuf_grown: int = 0  # beyond C: times a receive buffer was doubled after the kernel dropped datagrams
 
 
 def _ifindex(name: str | None) -> int:
@@ -278,6 +285,8 @@ class SyncChannel:
         self.stats = ChannelStats()
         self.recv_socks: list[socket.socket] = []
         self._kernel_drops: dict[int, int] = {}  # fd -> the socket's drop counter when last read
+        if cfg.transport != Transport.TCP:
+            self.stats.rcvbuf = cfg.rcvbuf or DEFAULT_RCVBUF
         mtu = if_mtu(cfg.interface)
         self.batcher = Batcher(mtu - (40 if cfg.transport == Transport.TCP else 28))
 
@@ -335,6 +344,18 @@ class SyncChannel:
         if new:
             self._kernel_drops[sock.fileno()] = total
             self.stats.drop_kernel += new
+        return new
+
+    def grow_rcvbuf(self, sock: socket.socket) -> int | None:
+        """Double ``sock``'s receive buffer after drops (RCVBUF_GROWTH_MAX); the new size, None at the cap."""
+        start = self.cfg.rcvbuf or DEFAULT_RCVBUF
+        cur = self.stats.rcvbuf or start
+        new = min(cur * 2, max(start, RCVBUF_GROWTH_MAX))
+        if new <= cur:
+            return None
+        _bufs(sock, None, new, True)
+        self.stats.rcvbuf = new
+        self.stats.rcvbuf_grown += 1
         return new
 
     def recv(self, sock: socket.socket) -> list[tuple[bytes, object]]:

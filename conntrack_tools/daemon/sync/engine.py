@@ -387,6 +387,10 @@ class SyncDaemonEngine(Answers):
         dropped = ch.kernel_drops(sock)
         if dropped:
             self.mode.socket_dropped(time.time(), dropped)
+            grown = ch.grow_rcvbuf(sock)
+            if grown is not None:
+                self.log("notice", f"sync receive buffer full ({dropped} datagrams dropped by the kernel): "
+                                   f"grown to {grown} bytes")
         self._schedule_tx()
 
     def _on_accept(self, idx: int) -> None:
