@@ -258,3 +258,18 @@ def test_restarted_node_preempts_only_with_its_state_in(firewalls) -> None:
     assert at_ready >= N and at_vip >= N
     assert want <= fw2.kernel_flows(), "fw2's kernel lacks some of fw1's flows"
     wait_for(lambda: not fw1.holds_vip(), 10, "fw1 gave the VIP up", show)
+
+
+def test_node_whose_peer_is_dead_becomes_master_at_once(firewalls) -> None:
+    """The readiness weight never holds back a node that is alone: fw2 starts with no peer at all (fw1's
+    daemon and keepalived never run), its readiness file keeps saying "not ready" (no one answers its resync
+    request), and it still takes the VIP within keepalived's master-down interval (3 adverts of 1 s + skew)."""
+    _fw1, fw2 = firewalls
+    t_start = time.monotonic()
+    fw2.start_daemon()
+    fw2.start_keepalived()
+    wait_for(fw2.holds_vip, 10, "fw2 MASTER while alone", lambda: fw2.text())
+    took = time.monotonic() - t_start
+    assert fw2.readiness() == "-100", "the lone node is not ready (no peer answered), yet it is MASTER\n" + fw2.text()
+    print(f"\nalone: fw2 MASTER {took:.1f} s after its start, readiness still {fw2.readiness()}")
+    assert took < 8.0
