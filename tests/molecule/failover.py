@@ -13,6 +13,9 @@ backup's external cache holds every TCP flow, the master is taken down:
   nosync the control: like stop, but the backup's external cache is flushed first
          (`conntrackd -f external`), so nothing is committed and no connection may survive
          (20 TCP + 2 UDP flows): proof that the ruleset is strict and the survivors owe it to sync
+  drain  `ansible-playbook ctpy.conntrack_tools.maintenance -e maintenance_action=drain` on the master
+         (the installed collection's playbook: pre-check, drain file, wait for the peer), back with
+         `maintenance_action=undrain` (the first node preempts again)
 
 then the driver waits for the backup to hold every VIP (takeover time), reads the new master's
 journal for the notify hook (`conntrackd-notify: primary: ...`) and conntrackd's commit lines
@@ -56,6 +59,8 @@ HANG_AFTER_TAKEOVER = 20.0
 # The control pass (nosync) watches this long after the takeover for a connection that recovers
 # although the new master had nothing to commit (a synced connection is back within ~7 s).
 CONTROL_WINDOW = 12.0
+DRAIN_FILE = "/etc/keepalived/ctpy-maintenance"  # the roles' default ha_firewall_maintenance_file
+PASSES = ("kill", "stop", "nosync", "drain", "refuse")
 PASS_FLOWS = {"nosync": (20, 2, 0)}  # the control needs no 100 connections
 AFTER_TAKEOVER = 1.0  # seconds after the VIP move in which a silence that begins still belongs to the event
 
@@ -420,9 +425,34 @@ def wait_commit(lab: Lab, node: str, t_event: float, inject: bool) -> dict[str, 
     return wait(f"the {'hook' if inject else 'commit'} in {node}'s journal", probe, 30, 0.5)  # type: ignore[return-value]
 
 
+def playbook(name: str, *extra: str, check: bool = True) -> dict[str, Any]:
+    """Run the installed collection's playbook ctpy.conntrack_tools.<name> against the lab inventory (the
+    collections path comes from the environment: molecule's, or scripts/lab.sh's).  Returns rc, the
+    duration and the output's tail; raises when `check` and it failed."""
+    exe = Path(sys.executable).with_name("ansible-playbook")
+    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")]
+    for inv in inventories_from_env():
+        cmd += ["-i", inv]
+    cmd += [f"ctpy.conntrack_tools.{name}", *extra]
+    t = time.monotonic()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = {"cmd": cmd[1:], "rc": res.returncode, "duration_s": round(time.monotonic() - t, 1),
+           "tail": (res.stdout + res.stderr).splitlines()[-40:]}
+    log(f"  ansible-playbook {' '.join(cmd[1:])}: rc={res.returncode} in {out['duration_s']} s")
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{name} playbook failed (rc={res.returncode}): " + "\n".join(out["tail"][-15:]))
+    return out
+
+
+PLAYBOOK_RUNS: list[dict[str, Any]] = []  # the playbooks the passes ran, for the report
+
+
 def take_down(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("kill", lab.c(node))
+    elif kind == "drain":
+        PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=drain", "-e",
+                                      f"maintenance_node={node}"))
     else:
         sh(lab.c(node), "systemctl stop keepalived")
 
@@ -430,8 +460,15 @@ def take_down(lab: Lab, kind: str, node: str) -> None:
 def bring_back(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("start", lab.c(node))
+    elif kind == "drain":
+        PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=undrain", "-e",
+                                      f"maintenance_node={node}"))
     else:
         sh(lab.c(node), "systemctl start keepalived")
+
+
+EVENT_WHAT = {"kill": "podman kill", "drain": "maintenance.yml drain of"}
+BACK_WHAT = {"kill": "podman start", "drain": "maintenance.yml undrain"}
 
 
 def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = False) -> dict[str, Any]:
@@ -480,11 +517,13 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     events = []
 
     # ---- failover
-    what = "podman kill" if kind == "kill" else "systemctl stop keepalived on"
+    what = EVENT_WHAT.get(kind, "systemctl stop keepalived on")
     drops0 = invalid_drops_all(lab)
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
+    if kind == "drain":  # the playbook's pre-check runs first: the event is the moment the drain file changed
+        t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
     t_vip = lab.vip_time(watch, 60)
     log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
     commit = wait_commit(lab, backup, t_event, info["inject"][backup])
@@ -513,9 +552,11 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
         watch = lab.vip_watch(master)
         t_event = time.time()
         bring_back(lab, kind, master)
+        if kind == "drain":
+            t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
         t_vip = lab.vip_time(watch, 120)
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
-        f"{'podman start' if kind == 'kill' else 'systemctl start keepalived'}")
+        f"{BACK_WHAT.get(kind, 'systemctl start keepalived')}")
     commit = wait_commit(lab, master, t_event, info["inject"][master])
     kernel = lab.count_flows(master, "kernel")
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
@@ -558,6 +599,31 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     return report
 
 
+def run_refuse(lab: Lab) -> dict[str, Any]:
+    """Bad input: conntrackd stopped on the backup, then a drain of the master.  The playbook's pre-check
+    must stop it before any change and say why: the drain file, the VIPs and keepalived's config stay as
+    they were.  conntrackd is started again afterwards and the pair given time to resync."""
+    master, backup = wait("one node holding every VIP", lab.roles, 60, 0.5)
+    log(f"pass 'refuse': conntrackd stopped on {backup}, then a drain of {master}")
+    probe = f"cat {DRAIN_FILE}; md5sum /etc/keepalived/keepalived.conf"
+    before = {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]}
+    sh(lab.c(backup), "systemctl stop conntrackd")
+    try:
+        run = playbook("maintenance", "-e", "maintenance_action=drain", "-e", f"maintenance_node={master}",
+                       check=False)
+        after = {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]}
+        roles_after = lab.roles()
+    finally:
+        sh(lab.c(backup), "systemctl start conntrackd")
+    messages = [line for line in run["tail"] if "precheck:" in line]
+    wait(f"{backup}'s conntrackd back",
+         lambda: sh(lab.c(backup), "cat /run/conntrackd-ready", check=False).strip() == "0", 60, 0.5)
+    log(f"  rc={run['rc']}; unchanged: {before == after}; master still {roles_after[0]}; {messages[:1]}")
+    return {"kind": "refuse", "rc": run["rc"], "unchanged": before == after, "master_before": master,
+            "master_after": roles_after[0], "messages": messages, "stopped": f"conntrackd on {backup}",
+            "tail": run["tail"]}
+
+
 def client_id(lab: Lab) -> str:
     return podman("inspect", "--format", "{{.Id}}", lab.c("client")).stdout.strip()
 
@@ -573,6 +639,9 @@ def run(args: argparse.Namespace) -> int:
     for kind in args.passes.split(","):
         tcp, udp, nat = PASS_FLOWS.get(kind, (args.tcp, args.udp, args.nat))
         try:
+            if kind == "refuse":
+                result["passes"].append(run_refuse(lab))
+                continue
             result["passes"].append(run_pass(lab, kind, min(tcp, args.tcp), min(udp, args.udp),
                                              min(nat, args.nat), args.ftp and kind != "nosync"))
         except (TimeoutError, RuntimeError) as exc:
@@ -580,6 +649,8 @@ def run(args: argparse.Namespace) -> int:
             result["passes"].append({"kind": kind, "failed": str(exc)})
             sh(lab.c("client"), f"touch {FLOWS_STOP}", check=False)
             break
+    result["passes_requested"] = args.passes.split(",")
+    result["playbooks"] = PLAYBOOK_RUNS
     result["duration_s"] = round(time.monotonic() - t0, 1)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
@@ -598,6 +669,12 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
     for p in result["passes"]:
         if "failed" in p:
             print(f"  pass {p['kind']}: FAILED: {p['failed']}")
+            continue
+        if p["kind"] == "refuse":
+            print(f"  pass 'refuse' (bad input: {p['stopped']} stopped, drain of {p['master_before']}): playbook rc "
+                  f"{p['rc']}, nothing changed: {p['unchanged']}, master still {p['master_after']}")
+            for m in p["messages"][:1]:
+                print(f"    {m.strip()[:300]}")
             continue
         s = p["summary"]
         if p["kind"] == "nosync":
@@ -644,7 +721,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--passes", default="kill,stop,nosync", help="comma-separated: kill, stop, nosync")
+    r.add_argument("--passes", default="kill,stop,nosync", help="comma-separated: " + ", ".join(PASSES))
     r.add_argument("--tcp", type=int, default=100)
     r.add_argument("--udp", type=int, default=10)
     r.add_argument("--nat", type=int, default=20, help="TCP connections source-NATed to the inside VIP")
@@ -661,7 +738,7 @@ def main(argv: list[str]) -> int:
         print_report(json.loads(Path(args.file).read_text()), short=args.short)
         return 0
     for k in args.passes.split(","):
-        if k not in ("kill", "stop", "nosync"):
+        if k not in PASSES:
             p.error(f"unknown pass {k!r}")
     return run(args)
 
