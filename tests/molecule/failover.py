@@ -16,6 +16,12 @@ backup's external cache holds every TCP flow, the master is taken down:
   drain  `ansible-playbook ctpy.conntrack_tools.maintenance -e maintenance_action=drain` on the master
          (the installed collection's playbook: pre-check, drain file, wait for the peer), back with
          `maintenance_action=undrain` (the first node preempts again)
+  upgrade `ansible-playbook ctpy.conntrack_tools.upgrade` with a second version of our wheel built here
+         (galaxy.yml's version + 1 in its last field, from a copy of the working tree): the backup first,
+         then the drained switchover (event 1), the former master upgraded and undrained (event 2: it
+         preempts); the playbook runs in the background while both VIP moves are measured
+  refuse bad input: conntrackd stopped on the backup, then a drain: the pre-check must stop it, nothing
+         may change
 
 then the driver waits for the backup to hold every VIP (takeover time), reads the new master's
 journal for the notify hook (`conntrackd-notify: primary: ...`) and conntrackd's commit lines
@@ -60,7 +66,7 @@ HANG_AFTER_TAKEOVER = 20.0
 # although the new master had nothing to commit (a synced connection is back within ~7 s).
 CONTROL_WINDOW = 12.0
 DRAIN_FILE = "/etc/keepalived/ctpy-maintenance"  # the roles' default ha_firewall_maintenance_file
-PASSES = ("kill", "stop", "nosync", "drain", "refuse")
+PASSES = ("kill", "stop", "nosync", "drain", "upgrade", "refuse")
 PASS_FLOWS = {"nosync": (20, 2, 0)}  # the control needs no 100 connections
 AFTER_TAKEOVER = 1.0  # seconds after the VIP move in which a silence that begins still belongs to the event
 
@@ -445,11 +451,69 @@ def playbook(name: str, *extra: str, check: bool = True) -> dict[str, Any]:
 
 
 PLAYBOOK_RUNS: list[dict[str, Any]] = []  # the playbooks the passes ran, for the report
+UPGRADE: dict[str, Any] = {}  # the upgrade pass: the background playbook, the wheel, versions before/after
+WHEEL_MARKER = "/opt/conntrack-tools/.ctpy-wheel"  # "<sha256> <version>" of the wheel the node's venv runs
+
+
+def bumped_wheel() -> tuple[Path, str]:
+    """A second real version of our package: the working tree copied (git's view: tracked and untracked,
+    not ignored), galaxy.yml's version bumped in its last field, `pip wheel` (as scripts/build-dist.sh)."""
+    import tempfile
+    version = re.search(r"^version:\s*(\S+)", (ROOT / "galaxy.yml").read_text(), re.M).group(1)  # type: ignore[union-attr]
+    parts = version.split(".")
+    new = ".".join(parts[:-1] + [str(int(parts[-1]) + 1)])
+    tmp = Path(tempfile.mkdtemp(prefix="ctpy-upgrade-"))
+    src = tmp / "src"
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for f in files:
+        if f and (ROOT / f).is_file() and not f.startswith(("molecule/", "tests/", "bench/", "fuzz/")):
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, src / f)
+    g = src / "galaxy.yml"
+    g.write_text(re.sub(r"^version:.*$", f"version: {new}", g.read_text(), count=1, flags=re.M))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(src)],
+                   check=True, capture_output=True, text=True)
+    wheel = tmp / f"conntrack_tools_py-{new}-py3-none-any.whl"
+    if not wheel.exists():
+        raise RuntimeError(f"the bumped wheel {wheel.name} was not built")
+    return wheel, new
+
+
+def start_upgrade(lab: Lab) -> None:
+    wheel, version = bumped_wheel()
+    UPGRADE.update(wheel=str(wheel), version=version,
+                   before={n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]})
+    exe = Path(sys.executable).with_name("ansible-playbook")
+    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")]
+    for inv in inventories_from_env():
+        cmd += ["-i", inv]
+    cmd += ["ctpy.conntrack_tools.upgrade", "-e", f"conntrack_tools_wheel={wheel}",
+            "-e", f"conntrack_tools_version={version}"]
+    log(f"  ansible-playbook {' '.join(cmd[1:])} (background)")
+    UPGRADE["t0"] = time.monotonic()
+    UPGRADE["cmd"] = cmd[1:]
+    UPGRADE["proc"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+def finish_upgrade(lab: Lab) -> None:
+    proc = UPGRADE.pop("proc")
+    out, _ = proc.communicate(timeout=900)
+    run = {"cmd": UPGRADE["cmd"], "rc": proc.returncode, "duration_s": round(time.monotonic() - UPGRADE["t0"], 1),
+           "tail": out.splitlines()[-40:]}
+    PLAYBOOK_RUNS.append(run)
+    log(f"  upgrade playbook: rc={proc.returncode} in {run['duration_s']} s")
+    UPGRADE["after"] = {n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]}
+    (Path(UPGRADE["wheel"]).parent / "out.log").write_text(out)
+    if proc.returncode != 0:
+        raise RuntimeError("upgrade playbook failed: " + "\n".join(run["tail"][-15:]))
 
 
 def take_down(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("kill", lab.c(node))
+    elif kind == "upgrade":
+        start_upgrade(lab)
     elif kind == "drain":
         PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=drain", "-e",
                                       f"maintenance_node={node}"))
@@ -460,6 +524,8 @@ def take_down(lab: Lab, kind: str, node: str) -> None:
 def bring_back(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("start", lab.c(node))
+    elif kind == "upgrade":
+        finish_upgrade(lab)
     elif kind == "drain":
         PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=undrain", "-e",
                                       f"maintenance_node={node}"))
@@ -467,8 +533,8 @@ def bring_back(lab: Lab, kind: str, node: str) -> None:
         sh(lab.c(node), "systemctl start keepalived")
 
 
-EVENT_WHAT = {"kill": "podman kill", "drain": "maintenance.yml drain of"}
-BACK_WHAT = {"kill": "podman start", "drain": "maintenance.yml undrain"}
+EVENT_WHAT = {"kill": "podman kill", "drain": "maintenance.yml drain of", "upgrade": "upgrade.yml switchover from"}
+BACK_WHAT = {"kill": "podman start", "drain": "maintenance.yml undrain", "upgrade": "upgrade.yml undrain"}
 
 
 def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = False) -> dict[str, Any]:
@@ -522,9 +588,9 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
-    if kind == "drain":  # the playbook's pre-check runs first: the event is the moment the drain file changed
+    t_vip = lab.vip_time(watch, 600 if kind == "upgrade" else 60)
+    if kind in ("drain", "upgrade"):  # the playbook's checks run first: the event is when the drain file changed
         t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
-    t_vip = lab.vip_time(watch, 60)
     log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
     commit = wait_commit(lab, backup, t_event, info["inject"][backup])
     kernel = lab.count_flows(backup, "kernel")
@@ -552,9 +618,9 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
         watch = lab.vip_watch(master)
         t_event = time.time()
         bring_back(lab, kind, master)
-        if kind == "drain":
-            t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
         t_vip = lab.vip_time(watch, 120)
+        if kind in ("drain", "upgrade"):
+            t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
         f"{BACK_WHAT.get(kind, 'systemctl start keepalived')}")
     commit = wait_commit(lab, master, t_event, info["inject"][master])
@@ -590,6 +656,8 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     report["open_s"] = round(open_s, 2)
     report["sync_s"] = round(sync_s, 2)
     report["errors_detail"] = [f for f in flows if f["error"]][:20]
+    if kind == "upgrade":
+        report["upgrade"] = {k: v for k, v in UPGRADE.items() if k in ("wheel", "version", "before", "after")}
     for ev in events:
         log(f"  {ev['event']}: TCP gap max {ev['tcp_gap_s']['max']} s, median {ev['tcp_gap_s']['median']} s;"
             f" UDP gap max {ev['udp_gap_s']['max']} s")

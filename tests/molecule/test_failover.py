@@ -40,8 +40,8 @@ def result(lab: dict[str, Any]) -> dict[str, Any]:
 
 #: every pass that takes the master out and must keep every connection; "drain" (the maintenance playbook) runs
 #: where side_effect requests it (the default scenario), and then must be there and pass like the others
-HITLESS = ["kill", "stop", "drain"]
-OPTIONAL = {"drain", "refuse"}
+HITLESS = ["kill", "stop", "drain", "upgrade"]
+OPTIONAL = {"drain", "upgrade", "refuse"}
 
 
 def _pass(result: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def test_ftp_session_survives(result: dict[str, Any], kind: str) -> None:
 def test_default_scenario_runs_the_maintenance_passes(result: dict[str, Any], lab: dict[str, Any]) -> None:
     """Where both nodes run our daemon (the default scenario), the maintenance playbook is proved under traffic."""
     if set(lab["implementation"].values()) == {"python"}:
-        assert {"drain", "refuse"} <= set(result.get("passes_requested", [])), result.get("passes_requested")
+        assert {"drain", "upgrade", "refuse"} <= set(result.get("passes_requested", [])), result.get("passes_requested")
 
 
 def test_drain_ran_the_installed_playbooks(result: dict[str, Any]) -> None:
@@ -211,3 +211,19 @@ def test_unhealthy_pair_is_refused(result: dict[str, Any]) -> None:
     backup = p["stopped"].split()[-1]
     assert any("is not healthy, nothing changed" in m and f"sync down: conntrackd does not answer on {backup}" in m
                for m in p["messages"]), p["tail"]
+
+
+def test_upgrade_installed_the_second_version(result: dict[str, Any]) -> None:
+    """The rolling upgrade put the version-bumped wheel built by the pass on both nodes (the venv's marker:
+    "<sha256> <version>"), replacing the collection's, one node at a time (the events above)."""
+    import hashlib
+
+    up = _pass(result, "upgrade")["upgrade"]
+    digest = hashlib.sha256(Path(up["wheel"]).read_bytes()).hexdigest() if Path(up["wheel"]).exists() else None
+    for node, marker in up["after"].items():
+        sha, version = marker.split()
+        assert version == up["version"], (node, marker)
+        assert digest is None or sha == digest, (node, marker, digest)
+        assert up["before"][node].split()[1] != version, (node, up["before"][node])
+    runs = [r for r in result["playbooks"] if "ctpy.conntrack_tools.upgrade" in r["cmd"]]
+    assert len(runs) == 1 and runs[0]["rc"] == 0, runs
