@@ -66,7 +66,7 @@ HANG_AFTER_TAKEOVER = 20.0
 # although the new master had nothing to commit (a synced connection is back within ~7 s).
 CONTROL_WINDOW = 12.0
 DRAIN_FILE = "/etc/keepalived/ctpy-maintenance"  # the roles' default ha_firewall_maintenance_file
-PASSES = ("kill", "stop", "nosync", "drain", "upgrade", "refuse")
+PASSES = ("kill", "stop", "nosync", "drain", "upgrade", "migrate", "refuse")
 PASS_FLOWS = {"nosync": (20, 2, 0)}  # the control needs no 100 connections
 AFTER_TAKEOVER = 1.0  # seconds after the VIP move in which a silence that begins still belongs to the event
 
@@ -480,33 +480,64 @@ def bumped_wheel() -> tuple[Path, str]:
     return wheel, new
 
 
-def start_upgrade(lab: Lab) -> None:
-    wheel, version = bumped_wheel()
-    UPGRADE.update(wheel=str(wheel), version=version,
-                   before={n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]})
+def start_background(name: str, *extra: str) -> None:
+    """ctpy.conntrack_tools.<name> in the background: the pass measures the VIP moves it makes meanwhile."""
     exe = Path(sys.executable).with_name("ansible-playbook")
     cmd = [str(exe) if exe.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")]
     for inv in inventories_from_env():
         cmd += ["-i", inv]
-    cmd += ["ctpy.conntrack_tools.upgrade", "-e", f"conntrack_tools_wheel={wheel}",
-            "-e", f"conntrack_tools_version={version}"]
+    cmd += [f"ctpy.conntrack_tools.{name}", *extra]
     log(f"  ansible-playbook {' '.join(cmd[1:])} (background)")
     UPGRADE["t0"] = time.monotonic()
     UPGRADE["cmd"] = cmd[1:]
     UPGRADE["proc"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
-def finish_upgrade(lab: Lab) -> None:
+def start_upgrade(lab: Lab) -> None:
+    wheel, version = bumped_wheel()
+    UPGRADE.update(wheel=str(wheel), version=version,
+                   before={n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]})
+    start_background("upgrade", "-e", f"conntrack_tools_wheel={wheel}", "-e", f"conntrack_tools_version={version}")
+
+
+def finish_background() -> str:
+    """Wait for the background playbook; its output.  Raises when it failed."""
     proc = UPGRADE.pop("proc")
     out, _ = proc.communicate(timeout=900)
     run = {"cmd": UPGRADE["cmd"], "rc": proc.returncode, "duration_s": round(time.monotonic() - UPGRADE["t0"], 1),
            "tail": out.splitlines()[-40:]}
     PLAYBOOK_RUNS.append(run)
-    log(f"  upgrade playbook: rc={proc.returncode} in {run['duration_s']} s")
-    UPGRADE["after"] = {n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]}
-    (Path(UPGRADE["wheel"]).parent / "out.log").write_text(out)
+    log(f"  background playbook {UPGRADE['cmd']}: rc={proc.returncode} in {run['duration_s']} s")
     if proc.returncode != 0:
-        raise RuntimeError("upgrade playbook failed: " + "\n".join(run["tail"][-15:]))
+        raise RuntimeError("background playbook failed: " + "\n".join(run["tail"][-15:]))
+    return out
+
+
+def vip_time_or_background(lab: Lab, watch: subprocess.Popen[str], timeout: float) -> float:
+    """Lab.vip_time, but a background playbook that fails meanwhile ends the wait with its output."""
+    proc = UPGRADE.get("proc")
+    if proc is None:
+        return lab.vip_time(watch, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out, _ = watch.communicate(timeout=1)
+            return float(out.strip())
+        except subprocess.TimeoutExpired:
+            pass
+        if proc.poll() not in (None, 0):
+            watch.kill()
+            finish_background()  # raises with the playbook's output
+    watch.kill()
+    raise RuntimeError(f"the VIPs did not move within {timeout:.0f} s")
+
+
+def finish_upgrade(lab: Lab) -> None:
+    try:
+        out = finish_background()
+    finally:
+        UPGRADE["after"] = {n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]}
+    (Path(UPGRADE["wheel"]).parent / "out.log").write_text(out)
 
 
 def take_down(lab: Lab, kind: str, node: str) -> None:
@@ -514,6 +545,9 @@ def take_down(lab: Lab, kind: str, node: str) -> None:
         podman("kill", lab.c(node))
     elif kind == "upgrade":
         start_upgrade(lab)
+    elif kind == "migrate":  # to the C daemon (HashSize > 8192 for C 1.4.7), drained first
+        start_background("migrate", "-e", f"migrate_node={node}", "-e", "migrate_to=c",
+                         "-e", "conntrackd_hash_size=16384")
     elif kind == "drain":
         PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=drain", "-e",
                                       f"maintenance_node={node}"))
@@ -526,6 +560,11 @@ def bring_back(lab: Lab, kind: str, node: str) -> None:
         podman("start", lab.c(node))
     elif kind == "upgrade":
         finish_upgrade(lab)
+    elif kind == "migrate":  # the move to C ends with the undrain (event 2); then back to ours, as users do
+        finish_background()
+        UPGRADE["implementation_mid"] = sh(lab.c(node), "systemctl show -p ExecStart --value conntrackd")
+        PLAYBOOK_RUNS.append(playbook("migrate", "-e", f"migrate_node={node}", "-e", "migrate_to=python"))
+        UPGRADE["implementation_after"] = sh(lab.c(node), "systemctl show -p ExecStart --value conntrackd")
     elif kind == "drain":
         PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=undrain", "-e",
                                       f"maintenance_node={node}"))
@@ -533,8 +572,10 @@ def bring_back(lab: Lab, kind: str, node: str) -> None:
         sh(lab.c(node), "systemctl start keepalived")
 
 
-EVENT_WHAT = {"kill": "podman kill", "drain": "maintenance.yml drain of", "upgrade": "upgrade.yml switchover from"}
-BACK_WHAT = {"kill": "podman start", "drain": "maintenance.yml undrain", "upgrade": "upgrade.yml undrain"}
+EVENT_WHAT = {"kill": "podman kill", "drain": "maintenance.yml drain of", "upgrade": "upgrade.yml switchover from",
+              "migrate": "migrate.yml (to C) drain of"}
+BACK_WHAT = {"kill": "podman start", "drain": "maintenance.yml undrain", "upgrade": "upgrade.yml undrain",
+             "migrate": "migrate.yml undrain (C), then migrate.yml back to ours"}
 
 
 def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = False) -> dict[str, Any]:
@@ -588,8 +629,8 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
-    t_vip = lab.vip_time(watch, 600 if kind == "upgrade" else 60)
-    if kind in ("drain", "upgrade"):  # the playbook's checks run first: the event is when the drain file changed
+    t_vip = vip_time_or_background(lab, watch, 600 if kind in ("upgrade", "migrate") else 60)
+    if kind in ("drain", "upgrade", "migrate"):  # the playbook's checks run first: the event is the drain file's change
         t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
     log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
     commit = wait_commit(lab, backup, t_event, info["inject"][backup])
@@ -618,8 +659,8 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
         watch = lab.vip_watch(master)
         t_event = time.time()
         bring_back(lab, kind, master)
-        t_vip = lab.vip_time(watch, 120)
-        if kind in ("drain", "upgrade"):
+        t_vip = lab.vip_time(watch, 600)
+        if kind in ("drain", "upgrade", "migrate"):
             t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
         f"{BACK_WHAT.get(kind, 'systemctl start keepalived')}")
@@ -658,6 +699,8 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     report["errors_detail"] = [f for f in flows if f["error"]][:20]
     if kind == "upgrade":
         report["upgrade"] = {k: v for k, v in UPGRADE.items() if k in ("wheel", "version", "before", "after")}
+    if kind == "migrate":
+        report["migrate"] = {k: UPGRADE.get(k) for k in ("implementation_mid", "implementation_after")}
     for ev in events:
         log(f"  {ev['event']}: TCP gap max {ev['tcp_gap_s']['max']} s, median {ev['tcp_gap_s']['median']} s;"
             f" UDP gap max {ev['udp_gap_s']['max']} s")

@@ -40,8 +40,8 @@ def result(lab: dict[str, Any]) -> dict[str, Any]:
 
 #: every pass that takes the master out and must keep every connection; "drain" (the maintenance playbook) runs
 #: where side_effect requests it (the default scenario), and then must be there and pass like the others
-HITLESS = ["kill", "stop", "drain", "upgrade"]
-OPTIONAL = {"drain", "upgrade", "refuse"}
+HITLESS = ["kill", "stop", "drain", "upgrade", "migrate"]
+OPTIONAL = {"drain", "upgrade", "migrate", "refuse"}  # migrate: `make soak` (scripts/lab.sh failover --passes migrate)
 
 
 def _pass(result: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -227,3 +227,12 @@ def test_upgrade_installed_the_second_version(result: dict[str, Any]) -> None:
         assert up["before"][node].split()[1] != version, (node, up["before"][node])
     runs = [r for r in result["playbooks"] if "ctpy.conntrack_tools.upgrade" in r["cmd"]]
     assert len(runs) == 1 and runs[0]["rc"] == 0, runs
+
+
+def test_migrate_went_to_c_and_back(result: dict[str, Any]) -> None:
+    """The migrate pass moved the master to the C conntrackd (drained first) and back to ours."""
+    m = _pass(result, "migrate")["migrate"]
+    assert "/usr/sbin/conntrackd" in m["implementation_mid"], m
+    assert "/opt/conntrack-tools/bin/conntrackd" in m["implementation_after"], m
+    runs = [r for r in result["playbooks"] if "ctpy.conntrack_tools.migrate" in r["cmd"]]
+    assert [r["rc"] for r in runs] == [0, 0], runs
