@@ -562,6 +562,7 @@ def bring_back(lab: Lab, kind: str, node: str) -> None:
         finish_upgrade(lab)
     elif kind == "migrate":  # the move to C ends with the undrain (event 2); then back to ours, as users do
         finish_background()
+        UPGRADE["t_undrain"] = float(sh(lab.c(node), f"date -r {DRAIN_FILE} +%s.%N").strip())
         UPGRADE["implementation_mid"] = sh(lab.c(node), "systemctl show -p ExecStart --value conntrackd")
         PLAYBOOK_RUNS.append(playbook("migrate", "-e", f"migrate_node={node}", "-e", "migrate_to=python"))
         UPGRADE["implementation_after"] = sh(lab.c(node), "systemctl show -p ExecStart --value conntrackd")
@@ -660,8 +661,10 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
         t_event = time.time()
         bring_back(lab, kind, master)
         t_vip = lab.vip_time(watch, 600)
-        if kind in ("drain", "upgrade", "migrate"):
+        if kind in ("drain", "upgrade"):
             t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
+        elif kind == "migrate":  # the undrain onto the C daemon, before the way back to ours
+            t_event = UPGRADE["t_undrain"]
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
         f"{BACK_WHAT.get(kind, 'systemctl start keepalived')}")
     commit = wait_commit(lab, master, t_event, info["inject"][master])
