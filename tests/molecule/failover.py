@@ -649,6 +649,9 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
                    "inject": info["inject"][backup], "invalid_dropped": sum(drops.values()),
                    "invalid_by_node": drops})
 
+    if kind == "drain":  # while the node is drained: a full resync of the pair (resync.yml), under the same flows
+        PLAYBOOK_RUNS.append(playbook("resync", "-e", "pair=pair_lab"))
+
     # ---- failback: the first node comes back and preempts
     drops0 = invalid_drops_all(lab)
     if kind == "kill":  # the container is down: nothing to watch from until it boots
@@ -719,8 +722,12 @@ def run_refuse(lab: Lab) -> dict[str, Any]:
     they were.  conntrackd is started again afterwards and the pair given time to resync."""
     master, backup = wait("one node holding every VIP", lab.roles, 60, 0.5)
     log(f"pass 'refuse': conntrackd stopped on {backup}, then a drain of {master}")
-    probe = f"cat {DRAIN_FILE}; md5sum /etc/keepalived/keepalived.conf"
+    probe = f"cat {DRAIN_FILE} {WHEEL_MARKER}; md5sum /etc/keepalived/keepalived.conf"
     before = {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]}
+    # check mode first, on the healthy pair: the drain reports its change and makes none
+    check = playbook("maintenance", "-e", "maintenance_action=drain", "-e", f"maintenance_node={master}", "--check",
+                     check=False)
+    check_unchanged = before == {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]} and lab.roles()[0] == master
     sh(lab.c(backup), "systemctl stop conntrackd")
     try:
         run = playbook("maintenance", "-e", "maintenance_action=drain", "-e", f"maintenance_node={master}",
@@ -735,7 +742,8 @@ def run_refuse(lab: Lab) -> dict[str, Any]:
     log(f"  rc={run['rc']}; unchanged: {before == after}; master still {roles_after[0]}; {messages[:1]}")
     return {"kind": "refuse", "rc": run["rc"], "unchanged": before == after, "master_before": master,
             "master_after": roles_after[0], "messages": messages, "stopped": f"conntrackd on {backup}",
-            "tail": run["tail"]}
+            "tail": run["tail"], "check_rc": check["rc"], "check_unchanged": check_unchanged,
+            "check_recap": [line for line in check["tail"] if "changed=" in line]}
 
 
 def client_id(lab: Lab) -> str:
@@ -785,8 +793,9 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
             print(f"  pass {p['kind']}: FAILED: {p['failed']}")
             continue
         if p["kind"] == "refuse":
-            print(f"  pass 'refuse' (bad input: {p['stopped']} stopped, drain of {p['master_before']}): playbook rc "
-                  f"{p['rc']}, nothing changed: {p['unchanged']}, master still {p['master_after']}")
+            print(f"  pass 'refuse': drain --check on the healthy pair: rc {p.get('check_rc')}, nothing changed: "
+                  f"{p.get('check_unchanged')}; bad input ({p['stopped']} stopped, drain of {p['master_before']}): "
+                  f"playbook rc {p['rc']}, nothing changed: {p['unchanged']}, master still {p['master_after']}")
             for m in p["messages"][:1]:
                 print(f"    {m.strip()[:300]}")
             continue

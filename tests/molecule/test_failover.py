@@ -200,11 +200,14 @@ def test_drain_ran_the_installed_playbooks(result: dict[str, Any]) -> None:
     assert [next(a for a in r["cmd"] if a.startswith("maintenance_action=")) for r in runs] == [
         "maintenance_action=drain", "maintenance_action=undrain"], runs
     assert all(r["rc"] == 0 for r in runs), runs
+    resync = [r for r in result["playbooks"] if "ctpy.conntrack_tools.resync" in r["cmd"]]
+    assert [r["rc"] for r in resync] == [0], resync  # resync.yml, between drain and undrain, under the flows
 
 
 def test_unhealthy_pair_is_refused(result: dict[str, Any]) -> None:
     """Bad input: with conntrackd stopped on the backup, a drain stops at the pre-check, says why, changes nothing."""
     p = _pass(result, "refuse")
+    assert p["check_rc"] == 0 and p["check_unchanged"], ("a --check drain changed something", p["check_recap"])
     assert p["rc"] != 0, p["tail"]
     assert p["unchanged"], "the drain file or keepalived.conf changed"
     assert p["master_after"] == p["master_before"]
