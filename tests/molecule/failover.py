@@ -474,6 +474,7 @@ def bumped_wheel() -> tuple[Path, str]:
     g.write_text(re.sub(r"^version:.*$", f"version: {new}", g.read_text(), count=1, flags=re.M))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(src)],
                    check=True, capture_output=True, text=True)
+    shutil.rmtree(src, ignore_errors=True)
     wheel = tmp / f"conntrack_tools_py-{new}-py3-none-any.whl"
     if not wheel.exists():
         raise RuntimeError(f"the bumped wheel {wheel.name} was not built")
