@@ -59,11 +59,15 @@ fuzz: venv
 # Sync under faults (loss, link cut, kill -9), three rounds (one round runs in `make test`).
 # CTPY_SYNC_FAULT_IMPL=c runs the same scenarios between two C daemons for comparison.
 # The 20,000-flow bursts (NOTRACK both ways, C sender over a lossy link), five rounds (one runs in `make test`).
+# The lab: failback at scale (200,000 entries), then migrate.yml (C conntrackd and back) under traffic.
 soak: deps venv
 	for round in 1 2 3; do $(BIN)/pytest -v -s tests/netns/test_reliability_sync_faults.py || exit 1; done
 	for round in 1 2 3 4 5; do $(BIN)/pytest -v -s tests/netns/test_sync_burst.py || exit 1; done
 	$(BIN)/pip install -q -e '.[lab]' --config-settings editable_mode=compat
-	bash scripts/lab.sh soak; rc=$$?; bash scripts/lab.sh down; exit $$rc
+	bash scripts/lab.sh soak; rc=$$?; bash scripts/lab.sh down; [ $$rc = 0 ] || exit $$rc
+	# migrate.yml under traffic (~5 min): the master to the C conntrackd and back to ours (docs/operations.md)
+	bash scripts/lab.sh up && bash scripts/lab.sh failover --passes migrate && bash scripts/lab.sh verify -k migrate; \
+		rc=$$?; bash scripts/lab.sh down; exit $$rc
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info roles/conntrack_tools/files/*.whl

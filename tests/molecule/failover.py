@@ -13,6 +13,15 @@ backup's external cache holds every TCP flow, the master is taken down:
   nosync the control: like stop, but the backup's external cache is flushed first
          (`conntrackd -f external`), so nothing is committed and no connection may survive
          (20 TCP + 2 UDP flows): proof that the ruleset is strict and the survivors owe it to sync
+  drain  `ansible-playbook ctpy.conntrack_tools.maintenance -e maintenance_action=drain` on the master
+         (the installed collection's playbook: pre-check, drain file, wait for the peer), back with
+         `maintenance_action=undrain` (the first node preempts again)
+  upgrade `ansible-playbook ctpy.conntrack_tools.upgrade` with a second version of our wheel built here
+         (galaxy.yml's version + 1 in its last field, from a copy of the working tree): the backup first,
+         then the drained switchover (event 1), the former master upgraded and undrained (event 2: it
+         preempts); the playbook runs in the background while both VIP moves are measured
+  refuse bad input: conntrackd stopped on the backup, then a drain: the pre-check must stop it, nothing
+         may change
 
 then the driver waits for the backup to hold every VIP (takeover time), reads the new master's
 journal for the notify hook (`conntrackd-notify: primary: ...`) and conntrackd's commit lines
@@ -56,6 +65,8 @@ HANG_AFTER_TAKEOVER = 20.0
 # The control pass (nosync) watches this long after the takeover for a connection that recovers
 # although the new master had nothing to commit (a synced connection is back within ~7 s).
 CONTROL_WINDOW = 12.0
+DRAIN_FILE = "/etc/keepalived/ctpy-maintenance"  # the roles' default ha_firewall_maintenance_file
+PASSES = ("kill", "stop", "nosync", "drain", "upgrade", "migrate", "refuse")
 PASS_FLOWS = {"nosync": (20, 2, 0)}  # the control needs no 100 connections
 AFTER_TAKEOVER = 1.0  # seconds after the VIP move in which a silence that begins still belongs to the event
 
@@ -420,9 +431,127 @@ def wait_commit(lab: Lab, node: str, t_event: float, inject: bool) -> dict[str, 
     return wait(f"the {'hook' if inject else 'commit'} in {node}'s journal", probe, 30, 0.5)  # type: ignore[return-value]
 
 
+def playbook(name: str, *extra: str, check: bool = True) -> dict[str, Any]:
+    """Run the installed collection's playbook ctpy.conntrack_tools.<name> against the lab inventory (the
+    collections path comes from the environment: molecule's, or scripts/lab.sh's).  Returns rc, the
+    duration and the output's tail; raises when `check` and it failed."""
+    exe = Path(sys.executable).with_name("ansible-playbook")
+    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")]
+    for inv in inventories_from_env():
+        cmd += ["-i", inv]
+    cmd += [f"ctpy.conntrack_tools.{name}", *extra]
+    t = time.monotonic()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = {"cmd": cmd[1:], "rc": res.returncode, "duration_s": round(time.monotonic() - t, 1),
+           "tail": (res.stdout + res.stderr).splitlines()[-40:]}
+    log(f"  ansible-playbook {' '.join(cmd[1:])}: rc={res.returncode} in {out['duration_s']} s")
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{name} playbook failed (rc={res.returncode}): " + "\n".join(out["tail"][-15:]))
+    return out
+
+
+PLAYBOOK_RUNS: list[dict[str, Any]] = []  # the playbooks the passes ran, for the report
+UPGRADE: dict[str, Any] = {}  # the upgrade pass: the background playbook, the wheel, versions before/after
+WHEEL_MARKER = "/opt/conntrack-tools/.ctpy-wheel"  # "<sha256> <version>" of the wheel the node's venv runs
+
+
+def bumped_wheel() -> tuple[Path, str]:
+    """A second real version of our package: the working tree copied (git's view: tracked and untracked,
+    not ignored), galaxy.yml's version bumped in its last field, `pip wheel` (as scripts/build-dist.sh)."""
+    import tempfile
+    version = re.search(r"^version:\s*(\S+)", (ROOT / "galaxy.yml").read_text(), re.M).group(1)  # type: ignore[union-attr]
+    parts = version.split(".")
+    new = ".".join(parts[:-1] + [str(int(parts[-1]) + 1)])
+    tmp = Path(tempfile.mkdtemp(prefix="ctpy-upgrade-"))
+    src = tmp / "src"
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for f in files:
+        if f and (ROOT / f).is_file() and not f.startswith(("molecule/", "tests/", "bench/", "fuzz/")):
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, src / f)
+    g = src / "galaxy.yml"
+    g.write_text(re.sub(r"^version:.*$", f"version: {new}", g.read_text(), count=1, flags=re.M))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(src)],
+                   check=True, capture_output=True, text=True)
+    shutil.rmtree(src, ignore_errors=True)
+    wheel = tmp / f"conntrack_tools_py-{new}-py3-none-any.whl"
+    if not wheel.exists():
+        raise RuntimeError(f"the bumped wheel {wheel.name} was not built")
+    return wheel, new
+
+
+def start_background(name: str, *extra: str) -> None:
+    """ctpy.conntrack_tools.<name> in the background: the pass measures the VIP moves it makes meanwhile."""
+    exe = Path(sys.executable).with_name("ansible-playbook")
+    cmd = [str(exe) if exe.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")]
+    for inv in inventories_from_env():
+        cmd += ["-i", inv]
+    cmd += [f"ctpy.conntrack_tools.{name}", *extra]
+    log(f"  ansible-playbook {' '.join(cmd[1:])} (background)")
+    UPGRADE["t0"] = time.monotonic()
+    UPGRADE["cmd"] = cmd[1:]
+    UPGRADE["proc"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+def start_upgrade(lab: Lab) -> None:
+    wheel, version = bumped_wheel()
+    UPGRADE.update(wheel=str(wheel), version=version,
+                   before={n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]})
+    start_background("upgrade", "-e", f"conntrack_tools_wheel={wheel}", "-e", f"conntrack_tools_version={version}")
+
+
+def finish_background() -> str:
+    """Wait for the background playbook; its output.  Raises when it failed."""
+    proc = UPGRADE.pop("proc")
+    out, _ = proc.communicate(timeout=900)
+    run = {"cmd": UPGRADE["cmd"], "rc": proc.returncode, "duration_s": round(time.monotonic() - UPGRADE["t0"], 1),
+           "tail": out.splitlines()[-40:]}
+    PLAYBOOK_RUNS.append(run)
+    log(f"  background playbook {UPGRADE['cmd']}: rc={proc.returncode} in {run['duration_s']} s")
+    if proc.returncode != 0:
+        raise RuntimeError("background playbook failed: " + "\n".join(run["tail"][-15:]))
+    return out
+
+
+def vip_time_or_background(lab: Lab, watch: subprocess.Popen[str], timeout: float) -> float:
+    """Lab.vip_time, but a background playbook that fails meanwhile ends the wait with its output."""
+    proc = UPGRADE.get("proc")
+    if proc is None:
+        return lab.vip_time(watch, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            out, _ = watch.communicate(timeout=1)
+            return float(out.strip())
+        except subprocess.TimeoutExpired:
+            pass
+        if proc.poll() not in (None, 0):
+            watch.kill()
+            finish_background()  # raises with the playbook's output
+    watch.kill()
+    raise RuntimeError(f"the VIPs did not move within {timeout:.0f} s")
+
+
+def finish_upgrade(lab: Lab) -> None:
+    try:
+        out = finish_background()
+    finally:
+        UPGRADE["after"] = {n: sh(lab.c(n), f"cat {WHEEL_MARKER}").strip() for n in lab.info["firewalls"]}
+    (Path(UPGRADE["wheel"]).parent / "out.log").write_text(out)
+
+
 def take_down(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("kill", lab.c(node))
+    elif kind == "upgrade":
+        start_upgrade(lab)
+    elif kind == "migrate":  # to the C daemon (HashSize > 8192 for C 1.4.7), drained first
+        start_background("migrate", "-e", f"migrate_node={node}", "-e", "migrate_to=c",
+                         "-e", "conntrackd_hash_size=16384")
+    elif kind == "drain":
+        PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=drain", "-e",
+                                      f"maintenance_node={node}"))
     else:
         sh(lab.c(node), "systemctl stop keepalived")
 
@@ -430,8 +559,25 @@ def take_down(lab: Lab, kind: str, node: str) -> None:
 def bring_back(lab: Lab, kind: str, node: str) -> None:
     if kind == "kill":
         podman("start", lab.c(node))
+    elif kind == "upgrade":
+        finish_upgrade(lab)
+    elif kind == "migrate":  # the move to C ends with the undrain (event 2); then back to ours, as users do
+        finish_background()
+        UPGRADE["t_undrain"] = float(sh(lab.c(node), f"date -r {DRAIN_FILE} +%s.%N").strip())
+        UPGRADE["implementation_mid"] = sh(lab.c(node), "systemctl show -p ExecStart --value conntrackd")
+        PLAYBOOK_RUNS.append(playbook("migrate", "-e", f"migrate_node={node}", "-e", "migrate_to=python"))
+        UPGRADE["implementation_after"] = sh(lab.c(node), "systemctl show -p ExecStart --value conntrackd")
+    elif kind == "drain":
+        PLAYBOOK_RUNS.append(playbook("maintenance", "-e", "maintenance_action=undrain", "-e",
+                                      f"maintenance_node={node}"))
     else:
         sh(lab.c(node), "systemctl start keepalived")
+
+
+EVENT_WHAT = {"kill": "podman kill", "drain": "maintenance.yml drain of", "upgrade": "upgrade.yml switchover from",
+              "migrate": "migrate.yml (to C) drain of"}
+BACK_WHAT = {"kill": "podman start", "drain": "maintenance.yml undrain", "upgrade": "upgrade.yml undrain",
+             "migrate": "migrate.yml undrain (C), then migrate.yml back to ours"}
 
 
 def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = False) -> dict[str, Any]:
@@ -480,12 +626,14 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     events = []
 
     # ---- failover
-    what = "podman kill" if kind == "kill" else "systemctl stop keepalived on"
+    what = EVENT_WHAT.get(kind, "systemctl stop keepalived on")
     drops0 = invalid_drops_all(lab)
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
-    t_vip = lab.vip_time(watch, 60)
+    t_vip = vip_time_or_background(lab, watch, 600 if kind in ("upgrade", "migrate") else 60)
+    if kind in ("drain", "upgrade", "migrate"):  # the playbook's checks run first: the event is the drain file's change
+        t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
     log(f"  {what} {master}: {backup} holds the VIPs after {t_vip - t_event:.2f} s")
     commit = wait_commit(lab, backup, t_event, info["inject"][backup])
     kernel = lab.count_flows(backup, "kernel")
@@ -502,6 +650,9 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
                    "inject": info["inject"][backup], "invalid_dropped": sum(drops.values()),
                    "invalid_by_node": drops})
 
+    if kind == "drain":  # while the node is drained: a full resync of the pair (resync.yml), under the same flows
+        PLAYBOOK_RUNS.append(playbook("resync", "-e", "pair=pair_lab"))
+
     # ---- failback: the first node comes back and preempts
     drops0 = invalid_drops_all(lab)
     if kind == "kill":  # the container is down: nothing to watch from until it boots
@@ -513,9 +664,13 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
         watch = lab.vip_watch(master)
         t_event = time.time()
         bring_back(lab, kind, master)
-        t_vip = lab.vip_time(watch, 120)
+        t_vip = lab.vip_time(watch, 600)
+        if kind in ("drain", "upgrade"):
+            t_event = float(sh(lab.c(master), f"date -r {DRAIN_FILE} +%s.%N").strip())
+        elif kind == "migrate":  # the undrain onto the C daemon, before the way back to ours
+            t_event = UPGRADE["t_undrain"]
     log(f"  failback: {master} holds the VIPs again {t_vip - t_event:.2f} s after "
-        f"{'podman start' if kind == 'kill' else 'systemctl start keepalived'}")
+        f"{BACK_WHAT.get(kind, 'systemctl start keepalived')}")
     commit = wait_commit(lab, master, t_event, info["inject"][master])
     kernel = lab.count_flows(master, "kernel")
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
@@ -549,6 +704,10 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     report["open_s"] = round(open_s, 2)
     report["sync_s"] = round(sync_s, 2)
     report["errors_detail"] = [f for f in flows if f["error"]][:20]
+    if kind == "upgrade":
+        report["upgrade"] = {k: v for k, v in UPGRADE.items() if k in ("wheel", "version", "before", "after")}
+    if kind == "migrate":
+        report["migrate"] = {k: UPGRADE.get(k) for k in ("implementation_mid", "implementation_after")}
     for ev in events:
         log(f"  {ev['event']}: TCP gap max {ev['tcp_gap_s']['max']} s, median {ev['tcp_gap_s']['median']} s;"
             f" UDP gap max {ev['udp_gap_s']['max']} s")
@@ -556,6 +715,36 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     log(f"  pass '{kind}': kept {s['kept']}/{s['tcp']} TCP, lost {s['lost']} "
         f"(resets {s['resets']}, hangs {s['hangs']})")
     return report
+
+
+def run_refuse(lab: Lab) -> dict[str, Any]:
+    """Bad input: conntrackd stopped on the backup, then a drain of the master.  The playbook's pre-check
+    must stop it before any change and say why: the drain file, the VIPs and keepalived's config stay as
+    they were.  conntrackd is started again afterwards and the pair given time to resync."""
+    master, backup = wait("one node holding every VIP", lab.roles, 60, 0.5)
+    log(f"pass 'refuse': conntrackd stopped on {backup}, then a drain of {master}")
+    probe = f"cat {DRAIN_FILE} {WHEEL_MARKER}; md5sum /etc/keepalived/keepalived.conf"
+    before = {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]}
+    # check mode first, on the healthy pair: the drain reports its change and makes none
+    check = playbook("maintenance", "-e", "maintenance_action=drain", "-e", f"maintenance_node={master}", "--check",
+                     check=False)
+    check_unchanged = before == {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]} and lab.roles()[0] == master
+    sh(lab.c(backup), "systemctl stop conntrackd")
+    try:
+        run = playbook("maintenance", "-e", "maintenance_action=drain", "-e", f"maintenance_node={master}",
+                       check=False)
+        after = {n: sh(lab.c(n), probe) for n in lab.info["firewalls"]}
+        roles_after = lab.roles()
+    finally:
+        sh(lab.c(backup), "systemctl start conntrackd")
+    messages = [line for line in run["tail"] if "precheck:" in line]
+    wait(f"{backup}'s conntrackd back",
+         lambda: sh(lab.c(backup), "cat /run/conntrackd-ready", check=False).strip() == "0", 60, 0.5)
+    log(f"  rc={run['rc']}; unchanged: {before == after}; master still {roles_after[0]}; {messages[:1]}")
+    return {"kind": "refuse", "rc": run["rc"], "unchanged": before == after, "master_before": master,
+            "master_after": roles_after[0], "messages": messages, "stopped": f"conntrackd on {backup}",
+            "tail": run["tail"], "check_rc": check["rc"], "check_unchanged": check_unchanged,
+            "check_recap": [line for line in check["tail"] if "changed=" in line]}
 
 
 def client_id(lab: Lab) -> str:
@@ -573,6 +762,9 @@ def run(args: argparse.Namespace) -> int:
     for kind in args.passes.split(","):
         tcp, udp, nat = PASS_FLOWS.get(kind, (args.tcp, args.udp, args.nat))
         try:
+            if kind == "refuse":
+                result["passes"].append(run_refuse(lab))
+                continue
             result["passes"].append(run_pass(lab, kind, min(tcp, args.tcp), min(udp, args.udp),
                                              min(nat, args.nat), args.ftp and kind != "nosync"))
         except (TimeoutError, RuntimeError) as exc:
@@ -580,6 +772,8 @@ def run(args: argparse.Namespace) -> int:
             result["passes"].append({"kind": kind, "failed": str(exc)})
             sh(lab.c("client"), f"touch {FLOWS_STOP}", check=False)
             break
+    result["passes_requested"] = args.passes.split(",")
+    result["playbooks"] = PLAYBOOK_RUNS
     result["duration_s"] = round(time.monotonic() - t0, 1)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
@@ -598,6 +792,13 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
     for p in result["passes"]:
         if "failed" in p:
             print(f"  pass {p['kind']}: FAILED: {p['failed']}")
+            continue
+        if p["kind"] == "refuse":
+            print(f"  pass 'refuse': drain --check on the healthy pair: rc {p.get('check_rc')}, nothing changed: "
+                  f"{p.get('check_unchanged')}; bad input ({p['stopped']} stopped, drain of {p['master_before']}): "
+                  f"playbook rc {p['rc']}, nothing changed: {p['unchanged']}, master still {p['master_after']}")
+            for m in p["messages"][:1]:
+                print(f"    {m.strip()[:300]}")
             continue
         s = p["summary"]
         if p["kind"] == "nosync":
@@ -644,7 +845,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--passes", default="kill,stop,nosync", help="comma-separated: kill, stop, nosync")
+    r.add_argument("--passes", default="kill,stop,nosync", help="comma-separated: " + ", ".join(PASSES))
     r.add_argument("--tcp", type=int, default=100)
     r.add_argument("--udp", type=int, default=10)
     r.add_argument("--nat", type=int, default=20, help="TCP connections source-NATed to the inside VIP")
@@ -661,7 +862,7 @@ def main(argv: list[str]) -> int:
         print_report(json.loads(Path(args.file).read_text()), short=args.short)
         return 0
     for k in args.passes.split(","):
-        if k not in ("kill", "stop", "nosync"):
+        if k not in PASSES:
             p.error(f"unknown pass {k!r}")
     return run(args)
 

@@ -157,11 +157,25 @@ def test_readiness_rendered_for_our_daemon_only() -> None:
     ka = render.render("keepalived.conf.j2", ctx)
     assert ("\ntrack_file conntrackd_ready {\n    file /run/conntrackd-ready\n    weight 1\n    init_file -100\n}"
             in ka)
-    assert ka.count("track_file {\n        conntrackd_ready\n    }") == 2  # every instance
+    assert ka.count("track_file {\n        conntrackd_ready\n        ctpy_maintenance\n    }") == 2  # every instance
     ctx = matrix_context("FTFW", "udp", "inet", "unicast")
     ctx.update(conntrackd_implementation="c", keepalived_readiness_file="")
     assert "Readiness" not in render.render("conntrackd.conf.j2", ctx)
-    assert "conntrackd_ready" not in render.render("keepalived.conf.j2", ctx)
+    ka = render.render("keepalived.conf.j2", ctx)
+    assert "conntrackd_ready" not in ka
+    # the drain file of playbooks/maintenance.yml is tracked for both daemons
+    assert ka.count("track_file {\n        ctpy_maintenance\n    }") == 2
+
+
+def test_maintenance_file_tracked_and_optional() -> None:
+    """The drain file: weight 1, created with 0 (in service) by keepalived, never by the role; "" = none."""
+    ctx = matrix_context("FTFW", "udp", "inet", "unicast")
+    ka = render.render("keepalived.conf.j2", ctx)
+    assert ("\ntrack_file ctpy_maintenance {\n    file /etc/keepalived/ctpy-maintenance\n    weight 1\n"
+            "    init_file 0\n}" in ka)
+    ctx.update(keepalived_maintenance_file="", keepalived_readiness_file="")
+    ka = render.render("keepalived.conf.j2", ctx)
+    assert "track_file" not in ka
 
 
 @pytest.mark.skipif(not os.access("/usr/sbin/conntrackd", os.X_OK), reason="the C conntrackd is not installed")
