@@ -118,6 +118,7 @@ General {{
             "keepalived_garp_master_delay": 1, "keepalived_global_defs_extra": [], "keepalived_vrrp_scripts": [],
             "keepalived_sync_group": "G_CTPYINJ", "keepalived_notify_wrapper": str(self.wrapper),
             "keepalived_readiness_file": str(self.ready), "keepalived_readiness_weight": -100,
+            "keepalived_maintenance_file": str(self.dir / "maintenance"),  # the roles' drain file, in service
             "keepalived_instances": [{"name": "VI_1", "interface": f"ctpyinjsv{idx}", "virtual_router_id": 63,
                                       "virtual_ipaddress": [{"address": f"{VIP}/24"}]}],
         }))
