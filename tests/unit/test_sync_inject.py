@@ -69,24 +69,29 @@ def test_messages_equal_the_per_message_encoding(data, shape, keep_helper):
 
 class FakeKernel:
     """A conntrack table keyed by CTA_TUPLE_ORIG + CTA_ZONE; ``refuse_update`` flows answer EINVAL to an
-    update, ``refuse_create`` flows ENOMEM to a create (the paths behind the retries)."""
+    update, ``refuse_create`` flows ENOMEM to a create (the paths behind the retries), ``busy_status``
+    flows EBUSY to an update that carries CTA_STATUS (a status bit the kernel will not clear)."""
 
-    def __init__(self, refuse_update=(), refuse_create=()) -> None:
+    def __init__(self, refuse_update=(), refuse_create=(), busy_status=()) -> None:
         self.table: dict[bytes, bytes] = {}
         self.refuse_update = set(refuse_update)
         self.refuse_create = set(refuse_create)
+        self.busy_status = set(busy_status)
         self.sends = 0
         self.messages = 0
 
     @staticmethod
-    def key(msg: bytes) -> bytes:
+    def attrs(msg: bytes) -> list[tuple[int, bytes]]:
         out, off = [], NLMSG_HDRLEN + 4
         while off + 4 <= len(msg):
             n, t = _NLA.unpack_from(msg, off)
-            if t & 0x3FFF in (1, 18):
-                out.append(msg[off:off + n])
+            out.append((t & 0x3FFF, msg[off:off + n]))
             off += (n + 3) & ~3
-        return b"".join(out)
+        return out
+
+    @classmethod
+    def key(cls, msg: bytes) -> bytes:
+        return b"".join(a for t, a in cls.attrs(msg) if t in (1, 18))
 
     def run(self, msg: bytes) -> int | None:
         self.messages += 1
@@ -105,6 +110,8 @@ class FakeKernel:
             return errno.ENOENT
         if k in self.refuse_update:
             return errno.EINVAL
+        if k in self.busy_status and any(t == 3 for t, _a in self.attrs(msg)):
+            return errno.EBUSY
         self.table[k] = b"updated:" + _body(msg)
         return None
 
@@ -146,12 +153,21 @@ def reference_inject(kernel: FakeKernel, ops) -> dict[str, int]:
             err = run(create_msg(v, 1))
             if err == errno.EEXIST:
                 err = run(update_msg(v, 1, True))
+                if err == errno.EBUSY:  # beyond C: keep the kernel's status before deleting a live entry
+                    err = run(update_msg(v, 1, False, keep_status=True))
                 if err is not None:
                     run(delete_msg(v, 1))
                     err = run(create_msg(v, 1))
             st["add_ok" if err is None else "add_fail"] += 1
         elif kind == UPD:
             err = run(update_msg(v, 1, False))
+            if err == errno.EBUSY:
+                err = run(update_msg(v, 1, False, keep_status=True))
+                if err is not None:
+                    run(delete_msg(v, 1))
+                    err = run(create_msg(v, 1))
+                st["upd_ok" if err is None else "upd_fail"] += 1
+                continue
             if err is None:
                 st["upd_ok"] += 1
                 continue
@@ -175,14 +191,19 @@ ops_st = st.lists(st.tuples(st.sampled_from([NEW, UPD, DEL]), st.integers(0, 11)
 
 @settings(max_examples=300, deadline=None)
 @given(ops_st, st.sets(st.integers(0, 11)), st.sets(st.integers(0, 11), max_size=3), st.sets(st.integers(0, 11)),
-       st.sampled_from([1, 3, 2048]))
-def test_batched_rounds_end_as_the_per_message_injector(ops, preexisting, refuse_create, refuse_update, max_pending):
+       st.sets(st.integers(0, 11)), st.sampled_from([1, 3, 2048]))
+def test_batched_rounds_end_as_the_per_message_injector(ops, preexisting, refuse_create, refuse_update, busy,
+                                                        max_pending):
     values = [(k, _value(_flow(i, s))) for k, i, s in ops]
     keyed = {i: _value(_flow(i, 0)) for i in range(12)}
+
+    def keys(ids):
+        return {FakeKernel.key(create_msg(keyed[i], 0)) for i in ids}
+
     kernels = []
     for _ in range(2):
-        kern = FakeKernel(refuse_update={FakeKernel.key(create_msg(keyed[i], 0)) for i in refuse_update},
-                          refuse_create={FakeKernel.key(create_msg(keyed[i], 0)) for i in refuse_create})
+        kern = FakeKernel(refuse_update=keys(refuse_update), refuse_create=keys(refuse_create),
+                          busy_status=keys(busy))
         for i in preexisting:
             kern.run(create_msg(_value(_flow(i, 99)), 0))
         kern.messages = 0
@@ -238,8 +259,47 @@ def test_batch_holds_one_state_per_flow():
         raise AssertionError("two states of one flow in a batch")
 
 
+def test_an_update_the_kernel_finds_busy_keeps_the_live_entry():
+    """EBUSY (a status bit the kernel will not clear, e.g. ASSURED from a peer's older state): the update
+    goes in again without CTA_STATUS instead of deleting the live entry (a window without an entry,
+    where a strict ruleset drops the flow's packets as invalid)."""
+    old = _value(_flow(1, 3))
+    kern = FakeKernel(busy_status={FakeKernel.key(create_msg(old, 0))}, refuse_update=set())
+    kern.run(create_msg(old, 0))
+    inj = Injector(FakeSock(kern))  # type: ignore[arg-type]
+    inj.upd(_flow(1, 4))
+    inj.new(_flow(2, 3))
+    inj.flush()
+    assert inj.stats["upd_ok"] == 1 and inj.kept_status == 1 and inj.replaced == 0
+    assert kern.messages == 4  # update (EBUSY), create of flow 2, status-less update: nothing deleted
+    # a refusal the retry does not cure still ends in delete + create, counted
+    kern.refuse_update.add(FakeKernel.key(create_msg(old, 0)))
+    inj.new(_flow(1, 5))
+    inj.flush()
+    assert inj.stats["add_ok"] == 2 and inj.replaced == 1
+
+
+def test_an_update_of_an_expected_entry_keeps_ips_expected():
+    """The kernel refuses (EBUSY) an update that clears IPS_EXPECTED; an FTP data entry has it."""
+    master = FlowTuple(IPv4Address("10.0.0.1"), IPv4Address("10.9.0.1"), 6, 40000, 21)
+    sf = SyncFlow(FlowTuple(IPv4Address("10.0.0.1"), IPv4Address("10.9.0.1"), 6, 40001, 30000), status=0x18E | 1,
+                  tcp_state=3, timeout=120, master=master)
+    v = _value(sf)
+    status = {t: a for t, a in FakeKernel.attrs(update_msg(v, 1, False))}[3]
+    assert struct.unpack("!I", status[4:])[0] & 1  # IPS_EXPECTED
+    create_status = {t: a for t, a in FakeKernel.attrs(create_msg(v, 1))}[3]
+    assert not struct.unpack("!I", create_status[4:])[0] & 1  # the kernel sets it from the master itself
+    plain = _value(_flow(1, 3))
+    assert not struct.unpack("!I", dict(FakeKernel.attrs(update_msg(plain, 1, False)))[3][4:])[0] & 1
+    assert 3 not in dict(FakeKernel.attrs(update_msg(plain, 1, False, keep_status=True)))
+
+
 def test_steps():
     ns = inject.next_step
+    assert ns(inject.UPDATE, errno.EBUSY) == inject.UPDATE_KEEP_STATUS
+    assert ns(inject.UPDATE_HELPER, errno.EBUSY) == inject.UPDATE_KEEP_STATUS
+    assert ns(inject.UPDATE_KEEP_STATUS, None) == inject.OK
+    assert ns(inject.UPDATE_KEEP_STATUS, errno.EBUSY) == inject.DEL_CREATE
     assert ns(inject.CREATE, None) == inject.OK
     assert ns(inject.CREATE, errno.EEXIST) == inject.UPDATE_HELPER
     assert ns(inject.CREATE, errno.ENOMEM) == inject.FAIL

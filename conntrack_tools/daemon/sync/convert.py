@@ -171,7 +171,11 @@ def sync_to_create_flow(sf: SyncFlow, *, window_tracking: bool = False) -> Flow:
 
 
 def update_flow(f: Flow) -> Flow:
-    """nl_update_conntrack: no NAT, no NAT status bits, no helper, no master."""
-    g = Flow(f.family, f.orig, f.reply, status=(f.status or 0) & ~IPS_NAT_MASK & ~IPS_EXPECTED,
+    """nl_update_conntrack: no NAT, no NAT status bits, no helper, no master; IPS_EXPECTED set
+    when there is a master (the kernel refuses an update that clears it: ``inject.update_body``)."""
+    status = (f.status or 0) & ~IPS_NAT_MASK & ~IPS_EXPECTED
+    if f.master is not None:
+        status |= IPS_EXPECTED
+    g = Flow(f.family, f.orig, f.reply, status=status,
              mark=f.mark, zone=f.zone, tcp=f.tcp, sctp=f.sctp, dccp=f.dccp, labels=f.labels)
     return g

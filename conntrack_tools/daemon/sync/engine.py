@@ -811,8 +811,9 @@ class SyncDaemonEngine(Answers):
                             "since": self.role_since, "changes": self.role_changes},
                    "transition": self.transitions.as_json()}
         if self.injector is not None:
-            d["external_inject"] = {**self.injector.stats, "batches": self.injector.batches,
-                                    "rounds": self.injector.rounds}
+            inj = self.injector
+            d["external_inject"] = {**inj.stats, "batches": inj.batches, "rounds": inj.rounds,
+                                    "replaced": inj.replaced, "kept_status": inj.kept_status}
         now = time.time()
         d["peers"] = {str(a): {"last_seq": p.tracker.last, "last_heard_seconds_ago": round(now - p.last_heard, 3),
                                **({"acked": p.acked} if isinstance(self.mode, Ftfw) else {})}

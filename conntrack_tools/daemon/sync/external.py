@@ -464,6 +464,8 @@ class Injector:
         self.batch = InjectBatch()
         self.batches = 0  # beyond C: batches and netlink rounds sent (-s -o json)
         self.rounds = 0
+        self.replaced = 0  # beyond C: live entries deleted + re-created, updates saved by the status-less retry
+        self.kept_status = 0
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -538,6 +540,8 @@ class Injector:
             b.answer(errors)
         self.batches += 1
         self.rounds += b.rounds
+        self.replaced += b.replaced
+        self.kept_status += b.kept_status
         st = self.stats
         for name, n in b.counts().items():
             st[name] += n

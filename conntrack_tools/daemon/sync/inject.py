@@ -18,6 +18,16 @@ already exists is updated in place"):
   delete + create); any other error -> delete + create (EEXIST -> delete + create).
 * CT_DEL: delete; ENOENT counts as done.
 
+Beyond C, for hitless failover: an update the kernel refuses with EBUSY (a status bit it will
+not clear, such as ASSURED or SEEN_REPLY from a peer's older state, or a helper it will not change)
+is retried once without CTA_STATUS and CTA_HELP before the delete + create.  Deleting a live entry
+leaves a window in which its packets find no entry and a strict ruleset drops them as invalid
+(seen in the lab: an FTP data packet at ``systemctl stop keepalived``); the entry the kernel keeps
+is at least as good for its packets as the peer's copy.  ``replaced`` counts the live entries that
+were still deleted and re-created, ``kept_status`` the updates saved by the retry.  An update of an
+expected entry (FTP data) sets IPS_EXPECTED (:func:`update_body`): without it the kernel refused
+every update of such an entry and each resync deleted and re-created every FTP data connection.
+
 Order: the kernel handles a batch's messages in order, so round 1 keeps the arrival order.  Retries
 of later rounds run after the whole of round 1, so a batch never holds two states of one flow
 (:meth:`InjectBatch.has`): the caller sends the pending batch first (a NEW followed by a DEL of the
@@ -44,7 +54,7 @@ NEW, UPD, DEL = 0, 1, 2  # the sync message types CT_NEW, CT_UPD, CT_DEL
 KIND_STATS = (("add_ok", "add_fail"), ("upd_ok", "upd_fail"), ("del_ok", "del_fail"))
 
 # steps of one state; each sends one or two messages, the last one's answer decides
-CREATE, UPDATE_HELPER, DEL_CREATE, UPDATE, CREATE_RETRY, DEL_CREATE_RETRY, DELETE = range(7)
+CREATE, UPDATE_HELPER, DEL_CREATE, UPDATE, CREATE_RETRY, DEL_CREATE_RETRY, DELETE, UPDATE_KEEP_STATUS = range(8)
 OK, FAIL = -1, -2
 FIRST_STEP = (CREATE, UPDATE, DELETE)  # by kind
 
@@ -58,9 +68,13 @@ def next_step(step: int, err: int | None) -> int:
     if step == CREATE:
         return UPDATE_HELPER if err == errno.EEXIST else FAIL
     if step == UPDATE_HELPER:
-        return DEL_CREATE
+        return UPDATE_KEEP_STATUS if err == errno.EBUSY else DEL_CREATE
     if step == UPDATE:
+        if err == errno.EBUSY:
+            return UPDATE_KEEP_STATUS
         return CREATE_RETRY if err == errno.ENOENT else DEL_CREATE_RETRY
+    if step == UPDATE_KEEP_STATUS:
+        return DEL_CREATE
     if step in (CREATE_RETRY, DEL_CREATE_RETRY):
         return DEL_CREATE if err == errno.EEXIST else FAIL
     return FAIL  # DEL_CREATE: the last resort
@@ -73,7 +87,7 @@ _BE32 = struct.Struct("!I")
 _NLA = struct.Struct("=HH")
 _TIMEOUT_HDR = _NLA.pack(8, CTA.TIMEOUT)
 _IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT | IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE
-_STATUS_KEEP = 0xFFFFFFFF & ~_IPS_NAT_MASK & ~IPS_EXPECTED
+_STATUS_KEEP = 0xFFFFFFFF & ~_IPS_NAT_MASK & ~IPS_EXPECTED  # EXPECTED: set from the master (update_body)
 # what nl_update_conntrack leaves out (convert.update_flow); CTA_HELP is kept on request
 _NOT_UPDATED = frozenset((CTA.TUPLE_MASTER, CTA.NAT_SRC, CTA.NAT_DST, CTA.SEQ_ADJ_ORIG, CTA.SEQ_ADJ_REPLY,
                           CTA.SYNPROXY, CTA.TIMEOUT))
@@ -96,14 +110,21 @@ def create_msg(value: bytes, seq: int) -> bytes:
     return NLMSG_HDR.pack(len(value) - TAIL_LEN, _NEW_T, _CREATE_FLAGS, seq, 0) + value[META_LEN:-TAIL_LEN]
 
 
-def update_body(value: bytes, keep_helper: bool) -> bytes:
+def update_body(value: bytes, keep_helper: bool, keep_status: bool = False) -> bytes:
     """nfgenmsg + attributes of ``encode_flow(update_flow(flow))`` cut from a state's create body:
-    no NAT, master, NAT sequence adjustment or synproxy, NAT and EXPECTED status bits cleared, the
-    helper name only with ``keep_helper``, no timeout (the caller appends it)."""
+    no NAT, master, NAT sequence adjustment or synproxy, NAT status bits cleared and IPS_EXPECTED
+    set when the state names a master, the helper name only with ``keep_helper``, no timeout (the
+    caller appends it); ``keep_status``: no CTA_STATUS at all (the kernel's bits stay).
+
+    IPS_EXPECTED: the create body has it cleared (the kernel sets it itself when a create names the
+    master), and the kernel refuses an update that would clear it with EBUSY; an expected entry
+    (FTP data) has it on this node too, whether its helper or our create made it."""
     end = len(value) - TAIL_LEN
     parts = [value[META_LEN:META_LEN + 4]]
     off = META_LEN + 4
     unpack = _NLA.unpack_from
+    status_at = -1
+    expected = False
     while off + 4 <= end:
         length, atype = unpack(value, off)
         if length < 4:
@@ -111,16 +132,24 @@ def update_body(value: bytes, keep_helper: bool) -> bytes:
         nxt = off + ((length + 3) & ~3)
         t = atype & _NLA_TYPE_MASK
         if t == CTA.STATUS and length == 8:
-            parts.append(value[off:off + 4] + _BE32.pack(_BE32.unpack_from(value, off + 4)[0] & _STATUS_KEEP))
+            if not keep_status:
+                status_at = len(parts)
+                parts.append(value[off:off + 8])
+        elif t == CTA.TUPLE_MASTER:
+            expected = True
         elif t not in _NOT_UPDATED and (keep_helper or t != CTA.HELP):
             parts.append(value[off:nxt])
         off = nxt
+    if status_at >= 0:
+        a = parts[status_at]
+        status = _BE32.unpack_from(a, 4)[0] & _STATUS_KEEP
+        parts[status_at] = a[:4] + _BE32.pack(status | IPS_EXPECTED if expected else status)
     return b"".join(parts)
 
 
-def update_msg(value: bytes, seq: int, keep_helper: bool) -> bytes:
+def update_msg(value: bytes, seq: int, keep_helper: bool, keep_status: bool = False) -> bytes:
     """IPCTNL_MSG_CT_NEW without CREATE: update the entry in place (nl_update_conntrack)."""
-    body = update_body(value, keep_helper) + _timeout_tail(value)
+    body = update_body(value, keep_helper, keep_status) + _timeout_tail(value)
     return NLMSG_HDR.pack(NLMSG_HDRLEN + len(body), _NEW_T, NLM_F_REQUEST, seq, 0) + body
 
 
@@ -150,6 +179,8 @@ class Op:
             return [update_msg(v, seq, False)]
         if step == UPDATE_HELPER:
             return [update_msg(v, seq, True)]
+        if step == UPDATE_KEEP_STATUS:
+            return [update_msg(v, seq, False, keep_status=True)]
         if step == DELETE:
             return [delete_msg(v, seq)]
         return [delete_msg(v, seq), create_msg(v, seq + 1)]  # DEL_CREATE, DEL_CREATE_RETRY
@@ -167,6 +198,8 @@ class InjectBatch:
         self.ops: list[Op] = []
         self.keys: set[bytes] = set()
         self.rounds = 0
+        self.replaced = 0  # live entries deleted and re-created (a window without an entry)
+        self.kept_status = 0  # updates that went in once CTA_STATUS/CTA_HELP were left out
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -203,8 +236,15 @@ class InjectBatch:
 
     def answer(self, errors: dict[int, int]) -> None:
         for op in self.ops:
-            if op.step >= 0:
-                op.step = next_step(op.step, errors.get(op.seq))
+            step = op.step
+            if step >= 0:
+                err = errors.get(op.seq)
+                if err is None and step != CREATE:
+                    if step in (DEL_CREATE, DEL_CREATE_RETRY):
+                        self.replaced += 1
+                    elif step == UPDATE_KEEP_STATUS:
+                        self.kept_status += 1
+                op.step = next_step(step, err)
 
     def fail_all(self) -> None:
         """The socket failed: every unfinished state counts as failed."""
