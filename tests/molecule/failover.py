@@ -353,6 +353,22 @@ def drops_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
     return {n: after[n] - before.get(n, 0) if after[n] >= before.get(n, 0) else after[n] for n in after}
 
 
+def replaced_all(lab: Lab) -> dict[str, int]:
+    """Per running firewall with our daemon and direct injection: live kernel entries the injector
+    deleted and re-created so far (``external_inject.replaced``: a window in which the flow's packets
+    find no entry and are dropped as invalid); 0 for a C daemon or a node that is down."""
+    out = {}
+    for n in lab.info["firewalls"]:
+        j: dict[str, Any] = {}
+        if running(lab.c(n)) and lab.info["implementation"][n] == "python":
+            try:
+                j = json.loads(sh(lab.c(n), "conntrackd -s -o json 2>/dev/null || true", check=False) or "{}")
+            except ValueError:
+                j = {}
+        out[n] = int(j.get("external_inject", {}).get("replaced", 0))
+    return out
+
+
 def invalid_drops(lab: Lab, node: str) -> int | None:
     """Packets dropped by the site ruleset's `ct state invalid` rule (no conntrack entry for them)."""
     out = sh(lab.c(node), "nft list chain inet ctpy_lab forward", check=False)
@@ -627,7 +643,7 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
 
     # ---- failover
     what = EVENT_WHAT.get(kind, "systemctl stop keepalived on")
-    drops0 = invalid_drops_all(lab)
+    drops0, replaced0 = invalid_drops_all(lab), replaced_all(lab)
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
@@ -639,22 +655,23 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     kernel = lab.count_flows(backup, "kernel")
     window = CONTROL_WINDOW if kind == "nosync" else HANG_AFTER_TAKEOVER + 10
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
-    drops = drops_since(drops0, invalid_drops_all(lab))
+    drops, replaced = drops_since(drops0, invalid_drops_all(lab)), drops_since(replaced0, replaced_all(lab))
     log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
         f"{backup}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
-        f"{t_rec - t_vip:.1f} s of the takeover; packets dropped as ct state invalid: {drops}")
+        f"{t_rec - t_vip:.1f} s of the takeover; packets dropped as ct state invalid: {drops}; "
+        f"live entries replaced by injection: {replaced}")
     events.append({"event": f"{kind} {master}", "from": master, "to": backup,
                    "implementation_to": info["implementation"][backup], "t_event": t_event,
                    "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3), "commit": commit,
                    "kernel_after": kernel, "t_recovered": t_rec, "recovered": back, "pre": pre,
                    "inject": info["inject"][backup], "invalid_dropped": sum(drops.values()),
-                   "invalid_by_node": drops})
+                   "invalid_by_node": drops, "replaced_by_node": replaced})
 
     if kind == "drain":  # while the node is drained: a full resync of the pair (resync.yml), under the same flows
         PLAYBOOK_RUNS.append(playbook("resync", "-e", "pair=pair_lab"))
 
     # ---- failback: the first node comes back and preempts
-    drops0 = invalid_drops_all(lab)
+    drops0, replaced0 = invalid_drops_all(lab), replaced_all(lab)
     if kind == "kill":  # the container is down: nothing to watch from until it boots
         t_event = time.time()
         bring_back(lab, kind, master)
@@ -674,10 +691,10 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     commit = wait_commit(lab, master, t_event, info["inject"][master])
     kernel = lab.count_flows(master, "kernel")
     t_rec, back = wait_recovered(lab, t_vip, window, quiet=kind == "nosync")
-    drops = drops_since(drops0, invalid_drops_all(lab))
+    drops, replaced = drops_since(drops0, invalid_drops_all(lab)), drops_since(replaced0, replaced_all(lab))
     log(f"  committed {commit['committed']} entries in {commit['commit_s']} s; "
         f"{master}'s kernel table: {kernel}; {back}/{tcp} connections echoed again within "
-        f"{t_rec - t_vip:.1f} s of the takeover")
+        f"{t_rec - t_vip:.1f} s of the takeover; live entries replaced by injection: {replaced}")
     # The takeover moment of a failback is when the VIPs appear on the returning node; the
     # connections only notice from the moment the old master lets them go, which is about then.
     events.append({"event": f"failback to {master}", "from": backup, "to": master,
@@ -685,7 +702,7 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
                    "t_restart": t_event, "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3),
                    "commit": commit, "kernel_after": kernel, "t_recovered": t_rec, "recovered": back,
                    "inject": info["inject"][master], "invalid_dropped": sum(drops.values()),
-                   "invalid_by_node": drops})
+                   "invalid_by_node": drops, "replaced_by_node": replaced})
 
     time.sleep(1.0)
     report = stop_flows(lab)
