@@ -80,6 +80,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -547,6 +548,18 @@ def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, soc
         set_loss(0)
 
 
+def converge_cells(results: dict[Row, RowResult], row: Row,
+                   cpu: Callable[[RowResult], float]) -> tuple[str, str, str]:
+    """A row's converge cell and its converge and ``cpu`` ratios against its C -> C base ("–" for C -> C itself or
+    when the base did not run)."""
+    r, base = results[row], results.get(row.base)
+    s = r.sync
+    conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
+    if base is None or row.pair == "c-c":
+        return conv, "–", "–"
+    return conv, ratio(s.converge_s, base.sync.converge_s), ratio(cpu(r), cpu(base))
+
+
 def matrix_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
     out = ["| mode | link | sender → receiver | loss % | N | in receiver's external cache | converge s "
            "(first create →) | vs C→C | sender CPU µs/event | vs C→C | receiver CPU µs/event | receiver seq lost | "
@@ -556,12 +569,8 @@ def matrix_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
         r = results.get(row)
         if r is None:
             continue
-        s, base = r.sync, results.get(row.base)
-        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
-        vs_conv = vs_cpu = "–"
-        if base is not None and row.pair != "c-c":
-            vs_conv = ratio(s.converge_s, base.sync.converge_s)
-            vs_cpu = ratio(r.sender_cpu_us, base.sender_cpu_us)
+        s = r.sync
+        conv, vs_conv, vs_cpu = converge_cells(results, row, lambda x: x.sender_cpu_us)
         out.append(f"| {row.mode.upper()} | {'UDP' if row.transport == 'udp' else 'Multicast'} | "
                    f"{NAME[row.sender]} → {NAME[row.receiver]} | {row.loss} | {row.n:,} | "
                    f"{s.present:,} ({100 * s.present / row.n:.2f} %) | {conv} | {vs_conv} | "
@@ -580,12 +589,8 @@ def inject_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
         r = results.get(row)
         if r is None or not row.inject:
             continue
-        s, base = r.sync, results.get(row.base)
-        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
-        vs_conv = vs_cpu = "–"
-        if base is not None and row.pair != "c-c":
-            vs_conv = ratio(s.converge_s, base.sync.converge_s)
-            vs_cpu = ratio(r.receiver_cpu_s, base.receiver_cpu_s)
+        s = r.sync
+        conv, vs_conv, vs_cpu = converge_cells(results, row, lambda x: x.receiver_cpu_s)
         out.append(f"| {row.mode.upper()} | {NAME[row.sender]} → {NAME[row.receiver]} | {row.n:,} | "
                    f"{f'{row.rate / 1000:.0f}k/s' if row.rate else 'full speed'} | "
                    f"{s.present:,} ({100 * s.present / row.n:.2f} %) | {conv} | {vs_conv} | {r.receiver_cpu_s:.2f} | "
