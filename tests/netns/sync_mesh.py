@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,8 @@ import pytest
 from tests.conftest import require_root
 from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, Conntrackd, ns_run, sh, wait_for
 
-__all__ = ["C_CONNTRACK", "PY_DAEMON", "Mesh", "Node", "counter", "create", "flow_key", "ns", "sync_general",
-           "wait_for"]
+__all__ = ["C_CONNTRACK", "PY_DAEMON", "Mesh", "Node", "counter", "create", "flow_key", "inject_pair", "ns",
+           "sync_general", "wait_for"]
 
 TAG = f"{os.getpid() % 100000}"
 HUB = f"ctpy-s3h{TAG}"
@@ -110,6 +112,27 @@ class Node(Conntrackd):
 
     def network(self) -> str:
         return self.client("-s", "network").stdout
+
+
+@contextmanager
+def inject_pair(tmp: Path) -> Iterator[tuple[Node, Node, Path]]:
+    """A fresh two-node mesh: node 1 (ours, FTFW) and node 2 (ours, FTFW with ``DisableExternalCache on`` and a
+    readiness file), neither started.  Yields (node 1, node 2, node 2's readiness file); on the way out both nodes
+    are stopped (those started) and the mesh removed.  For tests/netns/test_inject_netns.py and
+    bench/resync_ready.py."""
+    with Mesh() as mesh:
+        nodes: list[Node] = []
+        try:
+            for i in (1, 2):
+                mesh.add(i)
+            ready = tmp / "ready"
+            nodes = [Node(tmp, 1, mode="ftfw"),
+                     Node(tmp, 2, mode="ftfw-inject",
+                          extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")]
+            yield nodes[0], nodes[1], ready
+        finally:
+            for n in nodes:
+                n.stop()
 
 
 _SRCDST = re.compile(r"src=\S+ dst=\S+ sport=\d+ dport=\d+")
