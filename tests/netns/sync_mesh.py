@@ -8,6 +8,7 @@ started here are stopped, by pid.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,8 +22,8 @@ import pytest
 from tests.conftest import require_root
 from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, Conntrackd, ns_run, sh, wait_for
 
-__all__ = ["C_CONNTRACK", "PY_DAEMON", "Mesh", "Node", "counter", "create", "flow_key", "inject_pair", "ns",
-           "sync_general", "wait_for"]
+__all__ = ["AUTH_REJECTS", "C_CONNTRACK", "PY_DAEMON", "Mesh", "Node", "assert_nothing_rejected", "counter",
+           "create", "flow_key", "inject_pair", "ns", "sync_auth", "sync_general", "wait_for"]
 
 TAG = f"{os.getpid() % 100000}"
 HUB = f"ctpy-s3h{TAG}"
@@ -85,6 +86,20 @@ def sync_general(d: Conntrackd, hash_size: int, hash_limit: int, ignore: str, ex
             f"{extra}"
             " Filter From Userspace {\n  Address Ignore {\n   IPv4_address 127.0.0.1\n"
             f"   IPv4_address {ignore}\n  }}\n }}\n}}\n")
+
+
+AUTH_REJECTS = ("unauthenticated", "bad_mac", "unknown_key", "malformed", "replayed", "stale")
+
+
+def sync_auth(d: Conntrackd) -> dict:
+    """The ``auth`` section of the daemon's ``-s network -o json`` (at the top, or in its channel's object)."""
+    js = json.loads(d.client("-s", "network", "-o", "json").stdout)
+    return js["auth"] if "auth" in js else next(v["auth"] for v in js.values() if isinstance(v, dict) and "auth" in v)
+
+
+def assert_nothing_rejected(auth: dict) -> None:
+    """Not one datagram rejected by sync authentication: every reject counter of :func:`sync_auth` is 0."""
+    assert {k: auth[k] for k in AUTH_REJECTS} == dict.fromkeys(AUTH_REJECTS, 0), auth
 
 
 class Node(Conntrackd):
