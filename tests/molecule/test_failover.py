@@ -62,7 +62,8 @@ REQUESTED = requested_passes()
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``kind``: the HITLESS passes this scenario runs — the optional ones only where RESULT requested them, so
-    that no test stands for a pass that was never meant to run."""
+    that no test stands for a pass that was never meant to run.  A test taking ``kind`` gets it from here alone
+    (a ``@pytest.mark.parametrize("kind", ...)`` on it is a "duplicate parametrization" collection error)."""
     if "kind" in metafunc.fixturenames:
         metafunc.parametrize("kind", [k for k in HITLESS if k not in OPTIONAL or k in REQUESTED])
 
@@ -130,7 +131,6 @@ def test_no_packet_dropped_as_invalid(result: dict[str, Any], kind: str) -> None
                                             f"{ev['invalid_by_node']}")
 
 
-@pytest.mark.parametrize("kind", HITLESS)
 def test_no_live_entry_replaced_by_injection(result: dict[str, Any], kind: str) -> None:
     """The mechanism behind an invalid drop, counted where it happens: our injector never deletes and
     re-creates a live kernel entry (it did for every FTP data entry, 257 times in three `stop` passes,
