@@ -80,6 +80,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,6 +232,24 @@ class Result:
     commit_s: float = float("nan")  # median of commit_all
     commit_all: list[float] = field(default_factory=list)
     commit_fill: Sync | None = None  # the C sender -> this receiver run that filled the external cache
+
+
+@contextmanager
+def bench_link(need: int) -> Iterator[None]:
+    """The run's setting: nf_conntrack_max raised to ``need`` if lower (global: restored on the way out) and the
+    veth pair between A and B (removed on the way out)."""
+    old_max = int(MAX.read_text())
+    try:
+        if old_max < need:
+            MAX.write_text(str(need))
+            print(f"nf_conntrack_max {old_max} -> {need} for the run (global, restored at exit)", flush=True)
+        setup_link()
+        yield
+    finally:
+        teardown_link()
+        if int(MAX.read_text()) != old_max:
+            MAX.write_text(str(old_max))
+            print(f"nf_conntrack_max restored to {old_max}", flush=True)
 
 
 def flush_kernels() -> None:
@@ -547,21 +567,29 @@ def matrix_row(tmp: Path, row: Row, run: int, stall: float, max_wait: float, soc
         set_loss(0)
 
 
+def table_rows(results: dict[Row, RowResult], rows: list[Row], cpu: Callable[[RowResult], float],
+               inject_only: bool = False) -> Iterator[tuple[Row, RowResult, str, str, str]]:
+    """The rows that ran (``inject_only``: the direct-injection ones), each with its converge cell and its converge
+    and ``cpu`` ratios against its C -> C base ("–" for C -> C itself or when the base did not run)."""
+    for row in rows:
+        r, base = results.get(row), results.get(row.base)
+        if r is None or (inject_only and not row.inject):
+            continue
+        s = r.sync
+        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
+        if base is None or row.pair == "c-c":
+            yield row, r, conv, "–", "–"
+        else:
+            yield row, r, conv, ratio(s.converge_s, base.sync.converge_s), ratio(cpu(r), cpu(base))
+
+
 def matrix_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
     out = ["| mode | link | sender → receiver | loss % | N | in receiver's external cache | converge s "
            "(first create →) | vs C→C | sender CPU µs/event | vs C→C | receiver CPU µs/event | receiver seq lost | "
            "receiver RcvbufErrors | dropped by loss rule | sender netlink overruns | RESYNCs asked by receiver |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        r = results.get(row)
-        if r is None:
-            continue
-        s, base = r.sync, results.get(row.base)
-        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
-        vs_conv = vs_cpu = "–"
-        if base is not None and row.pair != "c-c":
-            vs_conv = ratio(s.converge_s, base.sync.converge_s)
-            vs_cpu = ratio(r.sender_cpu_us, base.sender_cpu_us)
+    for row, r, conv, vs_conv, vs_cpu in table_rows(results, rows, lambda x: x.sender_cpu_us):
+        s = r.sync
         out.append(f"| {row.mode.upper()} | {'UDP' if row.transport == 'udp' else 'Multicast'} | "
                    f"{NAME[row.sender]} → {NAME[row.receiver]} | {row.loss} | {row.n:,} | "
                    f"{s.present:,} ({100 * s.present / row.n:.2f} %) | {conv} | {vs_conv} | "
@@ -576,16 +604,8 @@ def inject_table(results: dict[Row, RowResult], rows: list[Row]) -> str:
            "| vs C→C | receiver CPU s | receiver CPU µs/flow | vs C→C | sender CPU µs/flow | receiver inject "
            "created / failed / updated / failed | receiver netlink overruns |",
            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
-    for row in rows:
-        r = results.get(row)
-        if r is None or not row.inject:
-            continue
-        s, base = r.sync, results.get(row.base)
-        conv = f"{s.converge_s:.1f}" if s.converge_s == s.converge_s else f"stalled ({s.stalled_s:.1f})"
-        vs_conv = vs_cpu = "–"
-        if base is not None and row.pair != "c-c":
-            vs_conv = ratio(s.converge_s, base.sync.converge_s)
-            vs_cpu = ratio(r.receiver_cpu_s, base.receiver_cpu_s)
+    for row, r, conv, vs_conv, vs_cpu in table_rows(results, rows, lambda x: x.receiver_cpu_s, inject_only=True):
+        s = r.sync
         out.append(f"| {row.mode.upper()} | {NAME[row.sender]} → {NAME[row.receiver]} | {row.n:,} | "
                    f"{f'{row.rate / 1000:.0f}k/s' if row.rate else 'full speed'} | "
                    f"{s.present:,} ({100 * s.present / row.n:.2f} %) | {conv} | {vs_conv} | {r.receiver_cpu_s:.2f} | "
@@ -623,7 +643,6 @@ def run_matrix(a: argparse.Namespace) -> int:
     rows = sorted(set(rows), key=lambda r: (r.n, r.mode, r.transport, r.loss, -r.rate, list(PAIRS).index(r.pair)))
     if any(r.loss for r in rows) and not shutil.which("nft"):
         sys.exit("needs nft for the loss rule")
-    old_max = int(MAX.read_text())
     need = 2 * max(r.n for r in rows) + 65536
     tmp = Path(tempfile.mkdtemp(prefix="ctpy-sb-"))
     results: dict[Row, RowResult] = {}
@@ -637,18 +656,11 @@ def run_matrix(a: argparse.Namespace) -> int:
     state = tree_state(a.code)
     print(f"{len(rows)} rows, code {state}", flush=True)
     try:
-        if old_max < need:
-            MAX.write_text(str(need))
-            print(f"nf_conntrack_max {old_max} -> {need} for the run (global, restored at exit)", flush=True)
-        setup_link()
-        for run, row in enumerate(rows, 1):
-            results[row] = matrix_row(tmp, row, run, a.stall, a.max_wait, a.sockbuf)
-        flush_kernels()
+        with bench_link(need):
+            for run, row in enumerate(rows, 1):
+                results[row] = matrix_row(tmp, row, run, a.stall, a.max_wait, a.sockbuf)
+            flush_kernels()
     finally:
-        teardown_link()
-        if int(MAX.read_text()) != old_max:
-            MAX.write_text(str(old_max))
-            print(f"nf_conntrack_max restored to {old_max}", flush=True)
         if a.keep:
             print(f"daemon configs and logs kept in {tmp} (<side>-<impl>-<row number>/)", flush=True)
         else:
@@ -717,39 +729,31 @@ def main() -> int:
     if a.matrix:
         return run_matrix(a)
     sizes = [100_000] if a.quick else [int(x) for x in a.sizes.split(",")]
-    old_max = int(MAX.read_text())
     need = 2 * max(sizes) + 65536  # A's N plus slack (B holds N after the commit: per-namespace count)
     tmp = Path(tempfile.mkdtemp(prefix="ctpy-sb-"))
     results: dict[tuple[str, int], Result] = {}
     t_start = time.monotonic()
     try:
-        if old_max < need:
-            MAX.write_text(str(need))
-            print(f"nf_conntrack_max {old_max} -> {need} for the run (global, restored at exit)", flush=True)
-        setup_link()
-        run = 0
-        for n in sizes:
-            for impl in ("c", "py"):
-                res = results.setdefault((impl, n), Result())
-                run += 1
-                res.paced = sync_once(tmp, impl, n, a.rate, run, a.stall, a.max_wait, 0, res, measure_mem=True)
-            if not a.no_fastest:
+        with bench_link(need):
+            run = 0
+            for n in sizes:
+                for impl in ("c", "py"):
+                    res = results.setdefault((impl, n), Result())
+                    run += 1
+                    res.paced = sync_once(tmp, impl, n, a.rate, run, a.stall, a.max_wait, 0, res, measure_mem=True)
+                if not a.no_fastest:
+                    for impl in ("c", "py"):
+                        run += 1
+                        results[(impl, n)].fastest = sync_once(tmp, impl, n, 0, run, a.stall, a.max_wait, 0,
+                                                               results[(impl, n)])
+                # commit: the external cache filled by a C sender (fastest), so both receivers commit all N
                 for impl in ("c", "py"):
                     run += 1
-                    results[(impl, n)].fastest = sync_once(tmp, impl, n, 0, run, a.stall, a.max_wait, 0,
-                                                           results[(impl, n)])
-            # commit: the external cache filled by a C sender (fastest), so both receivers commit all N
-            for impl in ("c", "py"):
-                run += 1
-                commits = a.commits if a.commits else (3 if n <= 200_000 else 1)
-                results[(impl, n)].commit_fill = sync_once(tmp, impl, n, 0, run, a.stall, a.max_wait, commits,
-                                                           results[(impl, n)], sender="c")
-        flush_kernels()
+                    commits = a.commits if a.commits else (3 if n <= 200_000 else 1)
+                    results[(impl, n)].commit_fill = sync_once(tmp, impl, n, 0, run, a.stall, a.max_wait, commits,
+                                                               results[(impl, n)], sender="c")
+            flush_kernels()
     finally:
-        teardown_link()
-        if int(MAX.read_text()) != old_max:
-            MAX.write_text(str(old_max))
-            print(f"nf_conntrack_max restored to {old_max}", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()
     print(f"\n## Sync benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average "

@@ -74,13 +74,19 @@ class Netns:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI a skip is a failure: every skip condition here (root, C tools, keepalived, nft, the shared
-    reference data) is something .ci/run provides, so a skip there means a missing install step."""
+    reference data) is something .ci/run provides, so a skip there means a missing install step.  An xfail
+    too: it would pass CI without proving anything (docs/testing.md lists every skip and why)."""
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+    if IN_CI and report.skipped:
+        if hasattr(report, "wasxfail"):
+            what, reason = "xfailed", report.wasxfail
+            del report.wasxfail
+        else:
+            what = "skipped"
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.longrepr = f"skipped in CI (CI=true), which must run every test: {reason}"
+        report.longrepr = f"{what} in CI (CI=true), which must run every test: {reason}"
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -8,10 +8,13 @@ started here are stopped, by pid.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,8 @@ import pytest
 from tests.conftest import require_root
 from tests.netns.daemon_proc import C_CONNTRACK, C_DAEMON, PY_DAEMON, Conntrackd, ns_run, sh, wait_for
 
-__all__ = ["C_CONNTRACK", "PY_DAEMON", "Mesh", "Node", "counter", "create", "flow_key", "ns", "sync_general",
-           "wait_for"]
+__all__ = ["AUTH_REJECTS", "C_CONNTRACK", "PY_DAEMON", "Mesh", "Node", "assert_nothing_rejected", "counter",
+           "create", "flow_key", "inject_pair", "ns", "sync_auth", "sync_general", "wait_for"]
 
 TAG = f"{os.getpid() % 100000}"
 HUB = f"ctpy-s3h{TAG}"
@@ -85,6 +88,20 @@ def sync_general(d: Conntrackd, hash_size: int, hash_limit: int, ignore: str, ex
             f"   IPv4_address {ignore}\n  }}\n }}\n}}\n")
 
 
+AUTH_REJECTS = ("unauthenticated", "bad_mac", "unknown_key", "malformed", "replayed", "stale")
+
+
+def sync_auth(d: Conntrackd) -> dict:
+    """The ``auth`` section of the daemon's ``-s network -o json`` (at the top, or in its channel's object)."""
+    js = json.loads(d.client("-s", "network", "-o", "json").stdout)
+    return js["auth"] if "auth" in js else next(v["auth"] for v in js.values() if isinstance(v, dict) and "auth" in v)
+
+
+def assert_nothing_rejected(auth: dict) -> None:
+    """Not one datagram rejected by sync authentication: every reject counter of :func:`sync_auth` is 0."""
+    assert {k: auth[k] for k in AUTH_REJECTS} == dict.fromkeys(AUTH_REJECTS, 0), auth
+
+
 class Node(Conntrackd):
     """Sync node i (C's daemon or ours) on the mesh's multicast group."""
 
@@ -110,6 +127,27 @@ class Node(Conntrackd):
 
     def network(self) -> str:
         return self.client("-s", "network").stdout
+
+
+@contextmanager
+def inject_pair(tmp: Path) -> Iterator[tuple[Node, Node, Path]]:
+    """A fresh two-node mesh: node 1 (ours, FTFW) and node 2 (ours, FTFW with ``DisableExternalCache on`` and a
+    readiness file), neither started.  Yields (node 1, node 2, node 2's readiness file); on the way out both nodes
+    are stopped (those started) and the mesh removed.  For tests/netns/test_inject_netns.py and
+    bench/resync_ready.py."""
+    with Mesh() as mesh:
+        nodes: list[Node] = []
+        try:
+            for i in (1, 2):
+                mesh.add(i)
+            ready = tmp / "ready"
+            nodes = [Node(tmp, 1, mode="ftfw"),
+                     Node(tmp, 2, mode="ftfw-inject",
+                          extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")]
+            yield nodes[0], nodes[1], ready
+        finally:
+            for n in nodes:
+                n.stop()
 
 
 _SRCDST = re.compile(r"src=\S+ dst=\S+ sport=\d+ dport=\d+")

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, Netns
-from tests.netns.sync_mesh import C_CONNTRACK, Mesh, Node, ns, wait_for
+from tests.netns.sync_mesh import C_CONNTRACK, Node, inject_pair, ns, wait_for
 from tests.netns.test_sync_resync import burst_keys
 
 pytestmark = [pytest.mark.root]
@@ -40,53 +40,41 @@ def inject_stats(node: Node) -> dict:
 
 def test_burst_and_resync_reach_the_backups_kernel(tmp_path):
     want = burst_keys(N)
-    with Mesh() as mesh:
-        nodes: list[Node] = []
-        try:
-            for i in (1, 2):
-                mesh.add(i)
-            ready = tmp_path / "ready"
-            a = Node(tmp_path, 1, mode="ftfw")
-            b = Node(tmp_path, 2, mode="ftfw-inject",
-                     extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")
-            nodes = [a, b]
-            a.start()
-            b.start()
-            t0 = time.monotonic()
-            r = ns(a.ns, sys.executable, "bench/populate.py", str(N), "udp", timeout=120)
-            assert r.returncode == 0, r.stderr
-            state: dict = {}
+    with inject_pair(tmp_path) as (a, b, ready):
+        a.start()
+        b.start()
+        t0 = time.monotonic()
+        r = ns(a.ns, sys.executable, "bench/populate.py", str(N), "udp", timeout=120)
+        assert r.returncode == 0, r.stderr
+        state: dict = {}
 
-            def converged() -> bool:
-                got = kernel_flows(b)
-                state["missing"], state["extra"] = len(want - got), len(got - want)
-                return not state["missing"]
+        def converged() -> bool:
+            got = kernel_flows(b)
+            state["missing"], state["extra"] = len(want - got), len(got - want)
+            return not state["missing"]
 
-            wait_for(converged, 90, f"{N} flows in B's kernel", interval=1.0,
-                     show=lambda: f"{state} {inject_stats(b)}\n{b.logs()[-1500:]}")
-            live = time.monotonic() - t0
-            st = inject_stats(b)
-            print(f"\nlive burst of {N}: in B's kernel after {live:.1f} s; inject {st}")
-            assert state["extra"] == 0
-            assert st["add_fail"] == st["upd_fail"] == 0 and st["add_ok"] + st["upd_ok"] >= N
-            assert st["batches"] < N // 10  # batched: many states per netlink batch
+        wait_for(converged, 90, f"{N} flows in B's kernel", interval=1.0,
+                 show=lambda: f"{state} {inject_stats(b)}\n{b.logs()[-1500:]}")
+        live = time.monotonic() - t0
+        st = inject_stats(b)
+        print(f"\nlive burst of {N}: in B's kernel after {live:.1f} s; inject {st}")
+        assert state["extra"] == 0
+        assert st["add_fail"] == st["upd_fail"] == 0 and st["add_ok"] + st["upd_ok"] >= N
+        assert st["batches"] < N // 10  # batched: many states per netlink batch
 
-            # B restarts on an empty table: its startup resync goes through the injector
-            b.stop()
-            assert ns(b.ns, C_CONNTRACK, "-F").returncode == 0
-            assert not kernel_flows(b)
-            t1 = time.monotonic()
-            b.start(wait=False)
-            wait_for(lambda: ready.exists() and ready.read_text().strip() == "0", 60, "B ready",
-                     show=lambda: b.logs()[-1500:], interval=0.05)
-            secs = time.monotonic() - t1
-            got = kernel_flows(b)  # read after "ready": injected before the file said so
-            print(f"resync of {N}: ready after {secs:.1f} s, B's kernel holds {len(want & got)} of {N}; "
-                  f"inject {inject_stats(b)}")
-            assert want <= got
-        finally:
-            for n in nodes:
-                n.stop()
+        # B restarts on an empty table: its startup resync goes through the injector
+        b.stop()
+        assert ns(b.ns, C_CONNTRACK, "-F").returncode == 0
+        assert not kernel_flows(b)
+        t1 = time.monotonic()
+        b.start(wait=False)
+        wait_for(lambda: ready.exists() and ready.read_text().strip() == "0", 60, "B ready",
+                 show=lambda: b.logs()[-1500:], interval=0.05)
+        secs = time.monotonic() - t1
+        got = kernel_flows(b)  # read after "ready": injected before the file said so
+        print(f"resync of {N}: ready after {secs:.1f} s, B's kernel holds {len(want & got)} of {N}; "
+              f"inject {inject_stats(b)}")
+        assert want <= got
 
 
 _FILTER_PROBE = r"""

@@ -11,12 +11,11 @@ replayed datagrams injected from another host are dropped and counted.
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from tests.netns.sync_mesh import PY_DAEMON, Mesh, Node, counter, create, flow_key, ns, wait_for
+from tests.netns.sync_mesh import PY_DAEMON, Mesh, Node, counter, create, flow_key, ns, sync_auth, wait_for
 
 pytestmark = [pytest.mark.root]
 
@@ -86,10 +85,8 @@ def test_auth_peers_sync_others_are_ignored_and_counted(tmp_path):
             assert counter(net, "Bad MAC") > 0 and counter(net, "Unauthenticated") > 0, net
             assert counter(net, "Accepted") > 0 and counter(net, "Sealed") > 0, net
             assert counter(net, "Malformed messages") == 0, net
-            js = json.loads(n2.client("-s", "network", "-o", "json").stdout)
-            auth = js["auth"] if "auth" in js else next(v["auth"] for v in js.values() if isinstance(v, dict)
-                                                        and "auth" in v)
-            assert auth["enabled"] and auth["bad_mac"] > 0 and auth["unauthenticated"] > 0, js
+            auth = sync_auth(n2)
+            assert auth["enabled"] and auth["bad_mac"] > 0 and auth["unauthenticated"] > 0, auth
             for i in (4, 5):  # the key-less Python node and the C daemon skip our envelopes
                 assert counter(nodes[i].network(), "Wrong protocol version") > 0, i
             assert "authentication" not in n4.network()

@@ -11,13 +11,24 @@ node on its peer.  Negative: peers with disjoint keyrings reject each other, cou
 
 from __future__ import annotations
 
-import json
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.netns.sync_mesh import C_CONNTRACK, Mesh, Node, flow_args, flow_key, node_ns, wait_for
+from tests.conftest import stop_process
+from tests.netns.sync_mesh import (
+    C_CONNTRACK,
+    Mesh,
+    Node,
+    assert_nothing_rejected,
+    flow_args,
+    flow_key,
+    node_ns,
+    sync_auth,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.root]
 
@@ -25,12 +36,6 @@ OLD = "0123456789abcdef" * 4
 NEW = "fedcba9876543210" * 4
 OTHER = "5a" * 32
 FLOWS = 240  # per node, one every ~25 ms: the rotation happens in the middle of the stream
-REJECTS = ("unauthenticated", "bad_mac", "unknown_key", "malformed", "replayed", "stale")
-
-
-def auth(node: Node) -> dict:
-    js = json.loads(node.client("-s", "network", "-o", "json").stdout)
-    return js["auth"] if "auth" in js else next(v["auth"] for v in js.values() if isinstance(v, dict) and "auth" in v)
 
 
 def write_keys(path: Path, *keys: tuple[int, str]) -> None:
@@ -42,7 +47,7 @@ def write_keys(path: Path, *keys: tuple[int, str]) -> None:
 
 
 def loaded(node: Node, send: int, ids: list[int]) -> bool:
-    a = auth(node)
+    a = sync_auth(node)
     return a["send_key_id"] == send and a["key_ids"] == ids
 
 
@@ -75,12 +80,12 @@ def test_rotation_mid_stream_rejects_nothing_and_loses_nothing(tmp_path):
                     write_keys(keys[i], *step)
                     if n == 2 and i == 2:  # an operator's typo between two steps: refused, old keys kept
                         keys[2].write_text("key 2 not-hex\n")
-                        wait_for(lambda: auth(n2)["key_file"]["refused"] == 1, 5, "bad file refused")
+                        wait_for(lambda: sync_auth(n2)["key_file"]["refused"] == 1, 5, "bad file refused")
                         assert loaded(n2, 1, [1, 2]) and "not-hex" not in n2.logs()
                         write_keys(keys[i], *step)
                 want_send, want_ids = step[0][0], [k for k, _ in step]
                 wait_for(lambda: all(loaded(n, want_send, want_ids) for n in (n1, n2)), 10,  # noqa: B023
-                         f"step {n} loaded on both", show=lambda: f"{auth(n1)}\n{auth(n2)}")
+                         f"step {n} loaded on both", show=lambda: f"{sync_auth(n1)}\n{sync_auth(n2)}")
             assert all(s.poll() is None for s in streams), "rotation finished after the stream: nothing proved"
             for s in streams:
                 assert s.wait(timeout=60) == 0
@@ -88,8 +93,8 @@ def test_rotation_mid_stream_rejects_nothing_and_loses_nothing(tmp_path):
             wait_for(lambda: want[1] <= n2.external() and want[2] <= n1.external(), 30, "every flow on the peer",
                      show=lambda: f"missing on 2: {len(want[1] - n2.external())}, on 1: {len(want[2] - n1.external())}")
             for n in (n1, n2):
-                a = auth(n)
-                assert {k: a[k] for k in REJECTS} == dict.fromkeys(REJECTS, 0), a
+                a = sync_auth(n)
+                assert_nothing_rejected(a)
                 assert a["send_key_id"] == 2 and a["key_ids"] == [2] and a["by_key"]["2"]["accepted"] > 0, a
                 assert a["key_file"]["reloads"] == 3, a
                 log = n.logs()
@@ -98,13 +103,11 @@ def test_rotation_mid_stream_rejects_nothing_and_loses_nothing(tmp_path):
             assert "AuthKey file refused, keeping the current keys (sending key 1, also accepting 2)" in n2.logs()
             net = n1.network()
             assert "Unknown key id:" in net and "Key id:" in net
-            print("rotation mid-stream:", {i: {k: auth(nodes[i])[k] for k in ("accepted", "sent", "by_key")}
+            print("rotation mid-stream:", {i: {k: sync_auth(nodes[i])[k] for k in ("accepted", "sent", "by_key")}
                                            for i in (1, 2)})
         finally:
             for s in streams:
-                if s.poll() is None:
-                    s.kill()
-                    s.wait()
+                stop_process(s, sig=signal.SIGKILL)
             for n in nodes.values():
                 n.stop()
 
@@ -126,16 +129,16 @@ def test_disjoint_keyrings_reject_each_other_counted(tmp_path):
                                    capture_output=True, text=True, check=False)
                 assert r.returncode == 0, r.stderr
             n1, n2, n3 = nodes[1], nodes[2], nodes[3]
-            wait_for(lambda: auth(n1)["unknown_key"] > 0 and auth(n1)["bad_mac"] > 0, 15,
-                     "1 rejects 2 (unknown key id) and 3 (bad MAC)", show=lambda: str(auth(n1)))
-            wait_for(lambda: auth(n2)["unknown_key"] > 0 and auth(n3)["unknown_key"] > 0, 15,
-                     "2 and 3 reject the others", show=lambda: f"{auth(n2)}\n{auth(n3)}")
+            wait_for(lambda: sync_auth(n1)["unknown_key"] > 0 and sync_auth(n1)["bad_mac"] > 0, 15,
+                     "1 rejects 2 (unknown key id) and 3 (bad MAC)", show=lambda: str(sync_auth(n1)))
+            wait_for(lambda: sync_auth(n2)["unknown_key"] > 0 and sync_auth(n3)["unknown_key"] > 0, 15,
+                     "2 and 3 reject the others", show=lambda: f"{sync_auth(n2)}\n{sync_auth(n3)}")
             for n in nodes.values():
                 assert n.external() == set(), n.i
-                assert auth(n)["accepted"] == 0
-            a1 = auth(n1)
+                assert sync_auth(n)["accepted"] == 0
+            a1 = sync_auth(n1)
             assert a1["by_key"]["1"]["bad_mac"] == a1["bad_mac"]  # all bad MACs carried our key id
-            print("disjoint keyrings:", {i: {k: auth(n)[k] for k in ("unknown_key", "bad_mac", "accepted")}
+            print("disjoint keyrings:", {i: {k: sync_auth(n)[k] for k in ("unknown_key", "bad_mac", "accepted")}
                                          for i, n in nodes.items()})
         finally:
             for n in nodes.values():

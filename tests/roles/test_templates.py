@@ -417,7 +417,6 @@ def test_nftables_rules_content() -> None:
     assert "ip daddr 224.0.0.18 accept" in mc
 
 
-@pytest.mark.skipif(not shutil.which("sh"), reason="needs sh")
 def test_notify_wrapper(tmp_path: Path) -> None:
     import subprocess
 

@@ -108,28 +108,34 @@ def _dgram(fam: int, cfg: ChannelCfg, recv: bool) -> socket.socket:
     s = socket.socket(fam, socket.SOCK_DGRAM)
     if recv:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bufs(s, None, cfg.rcvbuf or DEFAULT_RCVBUF, cfg.checksum)
+        _set_rcvbuf(s, cfg.rcvbuf or DEFAULT_RCVBUF)
     else:
-        _bufs(s, cfg.sndbuf, None, cfg.checksum)
-    return s
-
-
-def _bufs(s: socket.socket, snd: int | None, rcv: int | None, checksum: bool) -> None:
-    if snd:
-        try:
-            s.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, snd)
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, snd)
-    if rcv:
-        try:
-            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcv)
-        except OSError:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcv)
-    if not checksum and s.family == socket.AF_INET and s.type == socket.SOCK_DGRAM:
+        _set_sndbuf(s, cfg.sndbuf)
+    if not cfg.checksum and fam == socket.AF_INET:
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
         except OSError:
             pass
+    return s
+
+
+def _setbuf(s: socket.socket, force: int, plain: int, size: int | None) -> None:
+    """A socket buffer of ``size`` bytes (none given: the kernel's default): the FORCE option (root, beyond the
+    sysctl maximum), else the plain one (capped by it)."""
+    if not size:
+        return
+    try:
+        s.setsockopt(socket.SOL_SOCKET, force, size)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+def _set_rcvbuf(s: socket.socket, size: int | None) -> None:
+    _setbuf(s, SO_RCVBUFFORCE, socket.SO_RCVBUF, size)
+
+
+def _set_sndbuf(s: socket.socket, size: int | None) -> None:
+    _setbuf(s, SO_SNDBUFFORCE, socket.SO_SNDBUF, size)
 
 
 # ---------------------------------------------------------------------- multicast receive filter
@@ -353,7 +359,7 @@ class SyncChannel:
         new = min(cur * 2, max(start, RCVBUF_GROWTH_MAX))
         if new <= cur:
             return None
-        _bufs(sock, None, new, True)
+        _set_rcvbuf(sock, new)
         self.stats.rcvbuf = new
         self.stats.rcvbuf_grown += 1
         return new
@@ -564,7 +570,7 @@ class TcpChannel(SyncChannel):
             self.dest = (cfg.ipv4_destination, port)
         lsn = socket.socket(fam, socket.SOCK_STREAM)
         lsn.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bufs(lsn, None, cfg.rcvbuf, True)
+        _set_rcvbuf(lsn, cfg.rcvbuf)
         lsn.bind(self.local)
         lsn.listen(1)
         lsn.setblocking(False)
@@ -581,7 +587,7 @@ class TcpChannel(SyncChannel):
         if self.client is not None:
             return
         c = socket.socket(self.fam, socket.SOCK_STREAM)
-        _bufs(c, self.cfg.sndbuf, None, True)
+        _set_sndbuf(c, self.cfg.sndbuf)
         c.setblocking(False)
         try:
             c.connect(self.dest)
