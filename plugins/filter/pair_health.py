@@ -124,11 +124,15 @@ def sync_lag(
     max_lag: float = 0.05,
     max_unacked_seconds: float = 5.0,
     held: str = "auto",
+    since: float | None = None,
 ) -> str:
     """Why ``receiver`` lags behind ``sender`` ('' when it does not, or when nothing says).
 
     ``held``: what stands for the receiver's entries in the count rule; ``auto`` its external cache when it has one,
-    else its kernel table (the pre-check); ``kernel`` its kernel table (after a drain, the new master committed)."""
+    else its kernel table (the pre-check); ``kernel`` its kernel table (after a drain, the new master committed).
+    ``since``: only what the sender sent more than this many seconds ago must be acknowledged (after a drain: the
+    time since the reading before it; what the drained node sent since, e.g. the destroys of its expiring entries,
+    may wait for the new master's ACK window, the new master sending data without a pause)."""
     if not isinstance(sender, Mapping) or not isinstance(receiver, Mapping):
         return ""
     sname, rname = str(sender.get("node", "?")), str(receiver.get("node", "?"))
@@ -139,11 +143,12 @@ def sync_lag(
     if age is not None:
         backlog = _num(resend.get("tx_backlog_seconds")) or 0.0
         waited = max(age, backlog)
-        if waited > float(max_unacked_seconds):
+        limit = max(float(max_unacked_seconds), _num(since) or 0.0)
+        if waited > limit:
             problems.append(
                 f"backup lagging: {rname} has not acknowledged the master {sname}'s sync messages for "
                 f"{_fmt(waited)} s ({_fmt(resend.get('unacked', '?'))} unacknowledged, "
-                f"{_fmt(resend.get('txqueue', '?'))} queued; limit {_fmt(max_unacked_seconds)} s)"
+                f"{_fmt(resend.get('txqueue', '?'))} queued; limit {_fmt(limit)} s)"
             )
     if held == "kernel":
         count = receiver.get("kernel")

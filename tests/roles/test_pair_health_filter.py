@@ -268,6 +268,11 @@ def test_sync_lag_after_a_drain_counts_the_peers_kernel() -> None:
     )
     assert ph.sync_lag(drained, {**committed, "kernel": 640}, held="kernel") == ""
     assert ph.sync_lag(None, peer) == "" and ph.sync_lag(drained, None) == ""
+    # only what the drained node sent before the drain must be acknowledged: 9 s old, the drain began 12 s ago
+    assert ph.sync_lag({**drained, "resend": unacked(9)}, peer, held="kernel", since=12.5) == ""
+    assert "for 14 s (40 unacknowledged, 0 queued; limit 12.5 s)" in ph.sync_lag(
+        {**drained, "resend": unacked(14)}, peer, held="kernel", since=12.5
+    )
 
 
 def test_the_filters_ansible_sees() -> None:

@@ -393,3 +393,20 @@ def test_network_json_says_what_the_peer_has_not_acknowledged():
     assert d["resend"] == {"rsqueue": 1, "overflow": 0, "evicted_pending": 0, "targeted_resent": 0, "unacked": 1,
                            "txqueue": 1, "oldest_unacked_seconds": 3.0, "tx_backlog_seconds": 2.75}
     assert d["peers"]["p"]["acked"] is None
+
+
+def test_unacked_age_leaves_our_control_messages_out():
+    """Our ACKs wait in the resend queue until the peer acknowledges them, which a peer sending data without a pause
+    does only every ACK window: they carry no state, the age and the count are the data messages'."""
+    f = Ftfw(counter(1))
+    f.recv("p", data_hdr(10))
+    f.tick()
+    sent(f)  # our ACK, seq 1, in the resend queue
+    f.mark(1.0)
+    assert len(f.rsq) == 1 and f.unacked() == 0 and f.unacked_age(9.0) == 0.0
+    f.enqueue("k", body())
+    sent(f)  # data, seq 2
+    f.mark(2.0)
+    assert f.unacked() == 1 and f.unacked_age(9.0) == 7.0
+    f.SCAN_MAX = 1  # past the cap the control message at the head stands in: never a shorter age
+    assert f.unacked_age(9.0) >= 7.0

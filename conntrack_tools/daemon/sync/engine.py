@@ -824,9 +824,9 @@ class SyncDaemonEngine(Answers):
             mono = time.monotonic()
             d["resend"] = {"rsqueue": len(m.rsq), "overflow": m.rsq_overflow, "evicted_pending": len(m.evicted),
                            "targeted_resent": m.targeted_resent,
-                           # what the peer has not acknowledged yet: messages sent (unacked), how long the oldest
-                           # has waited, and how long the TX queue has stayed non-empty (queued, not sent)
-                           "unacked": len(m.rsq) + len(m.evicted), "txqueue": len(m.tx),
+                           # what the peer has not acknowledged yet: data messages sent (unacked), how long the
+                           # oldest has waited, and how long the TX queue has stayed non-empty (queued, not sent)
+                           "unacked": m.unacked(), "txqueue": len(m.tx),
                            "oldest_unacked_seconds": round(m.unacked_age(mono), 3),
                            "tx_backlog_seconds": round(m.backlog_age(mono), 3)}
         return d

@@ -624,13 +624,22 @@ class Ftfw(_Base):
 
     # ------------------------------------------------------------- acknowledgement age (beyond C)
     MARKS_MAX = 14400  # an hour of the engine's 250-ms ticks; beyond it the age is a lower bound
+    SCAN_MAX = 1024  # control messages looked past at the head of the resend queue
 
     def _oldest_unacked(self) -> int | None:
-        """The seq of the oldest message sent and not acknowledged (``evicted`` ones are older than ``rsq``'s)."""
-        for d in (self.evicted, self.rsq):
-            if d:
-                return next(iter(d))
-        return None
+        """The seq of the oldest *data* message sent and not acknowledged: a state the peer may lack (``evicted``
+        ones are older than ``rsq``'s).  Control messages (our ACK/NACKs) are left out: a peer that sends data
+        without a pause acknowledges them only every ACK window, and they carry no state.  Past ``SCAN_MAX``
+        control messages at the head, the last one looked at stands in (an older seq: never a shorter age)."""
+        if self.evicted:
+            return next(iter(self.evicted))
+        if not self.rs_index:
+            return None
+        seq = None
+        for seq, ent in itertools.islice(self.rsq.items(), self.SCAN_MAX):
+            if ent[0] is not None:
+                return seq
+        return seq
 
     def mark(self, now: float) -> None:
         """Every engine tick: every seq before the counter's next one was sent by ``now``; and whether the
@@ -653,9 +662,13 @@ class Ftfw(_Base):
         else:
             self._tx_since = None
 
+    def unacked(self) -> int:
+        """Data messages sent and not acknowledged yet (the objects of ``rsq`` and ``evicted``)."""
+        return len(self.rs_index) + len(self.evicted)
+
     def unacked_age(self, now: float) -> float:
-        """Seconds the oldest unacknowledged message has waited for its ACK, at least (to a tick): 0 when every
-        message sent was acknowledged by every live peer."""
+        """Seconds the oldest unacknowledged data message has waited for its ACK, at least (to a tick): 0 when
+        every data message sent was acknowledged by every live peer."""
         oldest = self._oldest_unacked()
         if oldest is None:
             return 0.0
