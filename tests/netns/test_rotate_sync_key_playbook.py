@@ -105,6 +105,9 @@ def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
                                   "virtual_ipaddress": [{"address": f"{VIP}/24"}]}],
         "conntrackd_channels": [{"interface": "ctpy-rks"}],
         "conntrackd_auth_keys": [{"id": 1, "key": K1}],
+        # both nodes create flows without a pause here, so each acknowledges the other only every ACK window (300
+        # messages): seconds, not the active/backup pair's one (docs/operations.md, the pre-check's lag limit)
+        "ha_firewall_precheck_max_unacked_seconds": 60,
     }, "children": {"ha_firewalls": {"children": {"pair_rk": {"hosts": hosts}}}}}}
     path = tmp / "inventory.yml"
     path.write_text(yaml.safe_dump(inv))
