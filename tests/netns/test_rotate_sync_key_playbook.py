@@ -1,11 +1,13 @@
 """playbooks/rotate_sync_key.yml for real, without containers: two network namespaces are the two hosts.
 
-Each inventory host runs its modules through a Python wrapper that enters its namespace (``ip netns exec``),
-so the playbook's ``ip addr`` (who holds the VIP), gather_facts (interfaces), key file writes and conntrackd
-queries see that node; files get per-node paths. Two of our daemons sync over UDP on a veth pair with
-keyring AuthKey files while both nodes create a steady stream of flows; the playbook rotates key 1 -> 2:
-0 datagrams rejected, every flow on the peer, no restart. Also: check mode changes nothing, a second run
-changes nothing, a pair without a VIP holder and a reused key id are refused before any change.
+Each inventory host runs its modules through a Python wrapper that enters its namespace (``ip netns exec``), so the
+playbook's ``ip addr`` (who holds the VIP), gather_facts (interfaces), key file writes and conntrackd queries see
+that node; files get per-node paths. No keepalived runs here (the VIP is set by hand): for the pair pre-check's
+``systemctl is-active keepalived`` the wrapper puts a stand-in ``systemctl`` first in the PATH. Two of our daemons
+sync over UDP on a veth pair with keyring AuthKey files while both nodes create a steady stream of flows; the
+playbook rotates key 1 -> 2: 0 datagrams rejected, every flow on the peer, no restart. Also: check mode changes
+nothing, a second run changes nothing, a pair without a VIP holder and a reused key id are refused before any
+change.
 """
 
 from __future__ import annotations
@@ -78,12 +80,18 @@ class PairNode(Conntrackd):
 
 def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
     hosts = {}
+    fake = tmp / "fakebin"
+    fake.mkdir(exist_ok=True)
+    (fake / "systemctl").write_text('#!/bin/sh\n[ "$*" = "is-active keepalived" ] && echo active && exit 0\nexit 3\n')
+    (fake / "systemctl").chmod(0o755)
     for i, n in nodes.items():
         wrapper = tmp / f"python-n{i}"
-        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {NS[i]} {VENV_BIN / 'python'} \"$@\"\n")
+        python = VENV_BIN / "python"
+        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {NS[i]} env PATH={fake}:$PATH {python} \"$@\"\n")
         wrapper.chmod(0o755)
         hosts[f"n{i}"] = {"ansible_python_interpreter": str(wrapper), "conntrackd_config_path": str(n.conf),
-                          "conntrackd_auth_key_file": str(n.key)}
+                          "conntrackd_auth_key_file": str(n.key),
+                          "ha_firewall_maintenance_file": str(tmp / f"n{i}-maintenance")}
     inv = {"all": {"vars": {
         "ansible_connection": "local",
         "ha_firewall_pair_group": "pair_rk",
@@ -95,6 +103,9 @@ def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
                                   "virtual_ipaddress": [{"address": f"{VIP}/24"}]}],
         "conntrackd_channels": [{"interface": "ctpy-rks"}],
         "conntrackd_auth_keys": [{"id": 1, "key": K1}],
+        # both nodes create flows without a pause here, so each acknowledges the other only every ACK window (300
+        # messages): seconds, not the active/backup pair's one (docs/operations.md, the pre-check's lag limit)
+        "ha_firewall_precheck_max_unacked_seconds": 60,
     }, "children": {"ha_firewalls": {"children": {"pair_rk": {"hosts": hosts}}}}}}
     path = tmp / "inventory.yml"
     path.write_text(yaml.safe_dump(inv))
@@ -166,6 +177,12 @@ def test_rotate_sync_key_playbook_on_a_live_pair(tmp_path):
         wait_for(lambda: key_of(1, 20) in n2.external() and key_of(2, 20) in n1.external(), 30, "stream on")
         res = play(inv, (2, K2))
         assert res.returncode == 0, res.stdout[-4000:]
+        # the shared pair pre-check ran first and read what each peer has not acknowledged (under the streams)
+        text = " ".join(res.stdout.split())
+        assert "precheck: pair pair_rk is healthy (master n1)" in text, res.stdout[-4000:]
+        acks = re.findall(r"(n[12]) \(conntrackd python.*?unacknowledged (\d+) \(oldest ([\d.]+) s\)", text)
+        assert {a[0] for a in acks} == {"n1", "n2"}, text[-3000:]
+        print("pre-check under the streams: (node, unacknowledged, oldest s)", acks)
         assert K2 not in res.stdout + res.stderr and K1 not in res.stdout + res.stderr
         assert {h: r["changed"] for h, r in recap(res).items()} == {"n1": 3, "n2": 3}, res.stdout[-1500:]
         assert all(s.poll() is None for s in streams), "a stream failed during the rotation"
@@ -189,8 +206,8 @@ def test_rotate_sync_key_playbook_on_a_live_pair(tmp_path):
         # an unhealthy pair (nobody holds the VIP) is refused before any change
         ns_run(NS[1], "ip", "addr", "del", f"{VIP}/24", "dev", "ctpy-rkv", check=True)
         res = play(inv, (3, K3))
-        assert res.returncode != 0 and "not exactly one node holds the VIPs (masters: none)" in res.stdout, \
-            res.stdout[-3000:]
+        assert res.returncode != 0 and ("precheck: pair pair_rk is not healthy, nothing changed: no master: no node of"
+                                        " pair_rk holds a VIP") in " ".join(res.stdout.split()), res.stdout[-3000:]
         assert all(n.auth()["key_ids"] == [2] for n in (n1, n2))
         counters = {n.i: {k: n.auth()[k] for k in ("accepted", "sent", "by_key")} for n in (n1, n2)}
         print("rotate_sync_key playbook: flows created", made, counters)

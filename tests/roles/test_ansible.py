@@ -99,6 +99,21 @@ def _argspec_cases() -> list[str]:
     return _bad("argspec", cases=cases, roles_dir=str(ROOT / "roles"))
 
 
+def _reading(node: str, master: bool = False, **kw: object) -> dict:
+    """A node's pre-check readings (precheck.yml's "summarise this node"): our FTFW daemon, direct injection."""
+    vips = [i["address"].split("/")[0] for inst in EDGE_INSTANCES for i in inst["virtual_ipaddress"]]
+    acked = {"rsqueue": 0, "unacked": 0, "txqueue": 0, "oldest_unacked_seconds": 0.0, "tx_backlog_seconds": 0.0}
+    return {"node": node, "vips": vips if master else [], "vips_all": master, "keepalived": True,
+            "conntrackd": "python", "internal": 617, "external": None, "kernel": 640 if master else 479,
+            "peer_silence": 0.4, "drain_value": 0, "drained": False, "resend": acked, **kw}
+
+
+def _judge(name: str, readings: dict, **extra: object) -> list[str]:
+    path = TMP / f"judge-{name}.json"
+    path.write_text(json.dumps({"readings": readings, **extra}))
+    return [str(PLAYBOOK), "-i", str(INVENTORY), str(HERE / "playbooks" / "precheck_judge.yml"), "-e", f"@{path}"]
+
+
 def _commands() -> dict[str, list[str]]:
     inv = ["-i", str(INVENTORY)]
     cmds = {f"syntax-{p.stem}": [str(PLAYBOOK), *inv, "--syntax-check", str(p)]
@@ -118,6 +133,15 @@ def _commands() -> dict[str, list[str]]:
         "verify-auth-dup-id": verify + _auth("auth-dup", keys=[AUTH_KEYS[0], {**AUTH_KEYS[1], "id": 2}]),
         "render": [str(PLAYBOOK), *inv, str(HERE / "playbooks" / "render.yml"),
                    "-e", "target=fw-edge-a:fw-dc-b", "-e", f"outdir={TMP}"],
+        # the pre-check's decision through Ansible (the rules themselves: test_pair_health_filter.py)
+        "judge-healthy": _judge("healthy", {"fw-edge-a": _reading("fw-edge-a", True),
+                                            "fw-edge-b": _reading("fw-edge-b")}),
+        "judge-unhealthy": _judge("unhealthy", {
+            "fw-edge-a": _reading("fw-edge-a", True, resend={"unacked": 1200, "txqueue": 3,
+                                                              "oldest_unacked_seconds": 7.5}),
+            "fw-edge-b": _reading("fw-edge-b", peer_silence=11.5, drained=True, drain_value=-253)}),
+        "judge-no-answer": _judge("no-answer", {"fw-edge-a": _reading("fw-edge-a", True), "fw-edge-b": None},
+                                  ha_firewall_precheck_allow_drained=True),
         "argspec-ok": [str(PLAYBOOK), str(HERE / "playbooks" / "argspec.yml"), *_argspec_cases()],
         "argspec-bad-type": [str(PLAYBOOK), "--check", str(HERE / "playbooks" / "role_entry.yml"),
                              "-e", "role=keepalived", "-e", "keepalived_vrrp_version=three",
@@ -177,6 +201,26 @@ def test_verify_accepts_sync_keys_between_our_daemons() -> None:
     assert res.returncode == 0, res.stdout
     for spec in AUTH_KEYS:
         assert spec["key"] not in res.stdout
+
+
+def test_precheck_judges_through_ansible_as_the_filter_does() -> None:
+    """precheck_judge.yml on given readings: the 13.8 % entry-count gap of CI's refused run, every message
+    acknowledged, passes; the reasons of an unhealthy pair all come out, on both nodes."""
+    ok = results()["judge-healthy"]
+    assert ok.returncode == 0, ok.stdout
+    assert "precheck: pair pair_edge is healthy (master fw-edge-a)" in ok.stdout, ok.stdout
+    assert "unacknowledged 0 (oldest 0.0 s)" in " ".join(ok.stdout.split()), ok.stdout
+    bad = results()["judge-unhealthy"]
+    text = " ".join(bad.stdout.split())
+    assert bad.returncode != 0, bad.stdout
+    assert ("precheck: pair pair_edge is not healthy, nothing changed: sync down: conntrackd on fw-edge-b has heard"
+            " nothing from its peer for 11.5 s (limit 10 s); fw-edge-b is drained (maintenance playbook): undrain it"
+            " first (-e maintenance_action=undrain -e maintenance_node=fw-edge-b); backup lagging: fw-edge-b has not"
+            " acknowledged the master fw-edge-a's sync messages for 7.5 s (1200 unacknowledged, 3 queued; limit 5 s)"
+            ) in text, bad.stdout
+    assert "fatal: [fw-edge-a]" in text and "fatal: [fw-edge-b]" in text  # on both nodes
+    gone = results()["judge-no-answer"]
+    assert gone.returncode != 0 and "fw-edge-b did not answer the pre-check" in gone.stdout, gone.stdout
 
 
 def test_argument_specs_accept_example_inventory() -> None:

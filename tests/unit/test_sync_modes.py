@@ -317,3 +317,96 @@ def test_encode_data_matches_codec():
     m = encode_data(MsgType.CT_UPD, b"\x00\x08\x00\x05\x00\x00\x00\x0e", 7, MsgFlag.HELLO)
     msg = decode_message(m)
     assert (msg.type, msg.seq, int(msg.flags), msg.header.len) == (MsgType.CT_UPD, 7, MsgFlag.HELLO, 16)
+
+
+def test_unacked_age_dates_the_oldest_message_the_peer_has_not_acknowledged():
+    """The pre-check's lag with direct injection (docs/operations.md): how long what we sent has waited for the
+    peer's ACK, to a tick (the engine marks every 250 ms), whatever the entry counts of the two nodes."""
+    f = Ftfw(counter(100))
+    f.mark(0.0)
+    assert f.unacked_age(5.0) == 0.0 and f.backlog_age(5.0) == 0.0  # nothing sent: no lag
+    f.enqueue("a", body(1))
+    sent(f)  # seq 100, sent between the marks at 0.0 and 1.0
+    f.mark(1.0)
+    f.enqueue("b", body(2))
+    sent(f)  # seq 101
+    f.mark(2.0)
+    f.mark(3.0)  # nothing sent since 2.0: the mark at 2.0 stays the one that dates 101
+    assert f.unacked_age(4.0) == 3.0  # 100 was sent by 1.0: waited at least 3 s
+    f.recv("p", ctl(7, MsgFlag.ACK, 100, 100), now=4.0)
+    assert f.unacked_age(4.0) == 2.0  # now 101 is the oldest: sent by 2.0
+    f.mark(4.25)
+    assert [s for s, _ in f._marks] == [102]  # the mark at 1.0 dates nothing left
+    f.recv("p", ctl(8, MsgFlag.ACK, 101, 101), now=4.5)
+    assert f.unacked_age(4.5) == 0.0 and len(f.rsq) == 0
+    f.mark(4.75)
+    assert not f._marks  # nothing sent since the last mark, nothing unacknowledged
+    f.enqueue("c", body(3))
+    sent(f)  # seq 102, after every mark: younger than a tick
+    assert f.unacked_age(5.0) == 0.0
+
+
+def test_unacked_age_counts_evicted_messages_and_wraps():
+    f = Ftfw(counter(0xFFFFFFFE), rsq_size=2)
+    f.mark(0.0)
+    for k in range(3):
+        f.enqueue(k, body(k))
+    sent(f)  # seqs 0xFFFFFFFE, 0xFFFFFFFF, 0; the first evicted unacknowledged
+    f.mark(1.0)
+    assert list(f.evicted) == [0xFFFFFFFE] and f.unacked_age(10.0) == 9.0
+    f.recv("p", ctl(7, MsgFlag.ACK, 0xFFFFFFFE, 0), now=10.0)
+    assert f.unacked_age(10.0) == 0.0
+
+
+def test_backlog_age_is_how_long_the_tx_queue_stayed_non_empty():
+    f = Ftfw(counter(1))
+    f.enqueue("a", body(1))
+    f.mark(1.0)
+    f.mark(1.25)
+    assert f.backlog_age(3.0) == 2.0
+    sent(f)
+    f.mark(3.25)
+    assert f.backlog_age(4.0) == 0.0
+
+
+def test_network_json_says_what_the_peer_has_not_acknowledged():
+    """``-s network -o json`` (FTFW): ``resend`` carries the unacknowledged depth and ages the pre-check reads."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from conntrack_tools.daemon.sync import engine as engine_mod
+    from conntrack_tools.daemon.transition import TransitionLog
+
+    f = Ftfw(counter(100))
+    f.recv("p", ctl(1, MsgFlag.ALIVE), now=0.0)
+    f.enqueue("a", body(1))
+    sent(f)
+    f.mark(1.0)
+    f.enqueue("b", body(2))  # queued, not sent
+    f.mark(1.25)
+    eng = SimpleNamespace(mode=f, mode_name="FTFW", errors={}, injector=None, role="primary", role_since=0.0,
+                          role_changes=1, transitions=TransitionLog(0.0), _links_json=lambda: [],
+                          _auth_json=lambda: {"enabled": False}, pacer=SimpleNamespace(requests=0, current=0))
+    clock = mock.Mock(time=lambda: 3.0, monotonic=lambda: 4.0)
+    with mock.patch.object(engine_mod, "time", clock):
+        d = engine_mod.SyncDaemonEngine.stats_json(eng)  # type: ignore[arg-type]
+    assert d["resend"] == {"rsqueue": 1, "overflow": 0, "evicted_pending": 0, "targeted_resent": 0, "unacked": 1,
+                           "txqueue": 1, "oldest_unacked_seconds": 3.0, "tx_backlog_seconds": 2.75}
+    assert d["peers"]["p"]["acked"] is None
+
+
+def test_unacked_age_leaves_our_control_messages_out():
+    """Our ACKs wait in the resend queue until the peer acknowledges them, which a peer sending data without a pause
+    does only every ACK window: they carry no state, the age and the count are the data messages'."""
+    f = Ftfw(counter(1))
+    f.recv("p", data_hdr(10))
+    f.tick()
+    sent(f)  # our ACK, seq 1, in the resend queue
+    f.mark(1.0)
+    assert len(f.rsq) == 1 and f.unacked() == 0 and f.unacked_age(9.0) == 0.0
+    f.enqueue("k", body())
+    sent(f)  # data, seq 2
+    f.mark(2.0)
+    assert f.unacked() == 1 and f.unacked_age(9.0) == 7.0
+    f.SCAN_MAX = 1  # past the cap the control message at the head stands in: never a shorter age
+    assert f.unacked_age(9.0) >= 7.0

@@ -305,6 +305,8 @@ class SyncDaemonEngine(Answers):
         for ch in self.channels.channels:
             if isinstance(ch, TcpChannel):
                 ch.check_client()
+        if isinstance(self.mode, Ftfw):
+            self.mode.mark(time.monotonic())  # dates what the peer has not acknowledged yet (stats_json)
         self._tick_timer = self.loop.add_timer(0.25, self._tick)
 
     def _alarm_refresh(self, now: float) -> None:
@@ -820,8 +822,14 @@ class SyncDaemonEngine(Answers):
                       for a, p in self.mode.peers.items()}
         if isinstance(self.mode, Ftfw):
             m = self.mode
+            mono = time.monotonic()
             d["resend"] = {"rsqueue": len(m.rsq), "overflow": m.rsq_overflow, "evicted_pending": len(m.evicted),
-                           "targeted_resent": m.targeted_resent}
+                           "targeted_resent": m.targeted_resent,
+                           # what the peer has not acknowledged yet: data messages sent (unacked), how long the
+                           # oldest has waited, and how long the TX queue has stayed non-empty (queued, not sent)
+                           "unacked": m.unacked(), "txqueue": len(m.tx),
+                           "oldest_unacked_seconds": round(m.unacked_age(mono), 3),
+                           "tx_backlog_seconds": round(m.backlog_age(mono), 3)}
         return d
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ Differences from C, both deliberate:
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -294,6 +294,10 @@ class Ftfw(_Base):
         self.targeted_resent = 0
         self._drops_unhealed = 0  # datagrams the kernel dropped on our socket since the last request
         self._last_drop = 0.0
+        # beyond C, for the statistics: (next seq to send, when) per engine tick, from the one that covers
+        # the oldest unacknowledged message on (unacked_age); when the TX queue last became non-empty
+        self._marks: deque[tuple[int, float]] = deque()
+        self._tx_since: float | None = None
 
     def peer(self, addr: Hashable, now: float = 0.0) -> Peer:
         p = self.peers.get(addr)
@@ -617,6 +621,65 @@ class Ftfw(_Base):
             for seq in [s for s, e in d.items() if e[2] is not None]:
                 if live <= d[seq][2]:
                     self._drop(d, seq)
+
+    # ------------------------------------------------------------- acknowledgement age (beyond C)
+    MARKS_MAX = 14400  # an hour of the engine's 250-ms ticks; beyond it the age is a lower bound
+    SCAN_MAX = 1024  # control messages looked past at the head of the resend queue
+
+    def _oldest_unacked(self) -> int | None:
+        """The seq of the oldest *data* message sent and not acknowledged: a state the peer may lack (``evicted``
+        ones are older than ``rsq``'s).  Control messages (our ACK/NACKs) are left out: a peer that sends data
+        without a pause acknowledges them only every ACK window, and they carry no state.  Past ``SCAN_MAX``
+        control messages at the head, the last one looked at stands in (an older seq: never a shorter age)."""
+        if self.evicted:
+            return next(iter(self.evicted))
+        if not self.rs_index:
+            return None
+        seq = None
+        for seq, ent in itertools.islice(self.rsq.items(), self.SCAN_MAX):
+            if ent[0] is not None:
+                return seq
+        return seq
+
+    def mark(self, now: float) -> None:
+        """Every engine tick: every seq before the counter's next one was sent by ``now``; and whether the
+        TX queue holds something.  Keeps only the marks that date what is still unacknowledged."""
+        marks = self._marks
+        oldest = self._oldest_unacked()
+        if oldest is None:
+            marks.clear()  # nothing to date; the next mark dates what is sent from now on
+        else:
+            while marks and not before(oldest, marks[0][0]):  # sent after that mark: it dates nothing left
+                marks.popleft()
+            nxt = self.seq.current
+            if nxt is not None and (not marks or marks[-1][0] != nxt):  # nothing sent since: the older one stays
+                marks.append((nxt, now))
+                if len(marks) > self.MARKS_MAX:
+                    marks.popleft()
+        if self.tx:
+            if self._tx_since is None:
+                self._tx_since = now
+        else:
+            self._tx_since = None
+
+    def unacked(self) -> int:
+        """Data messages sent and not acknowledged yet (the objects of ``rsq`` and ``evicted``)."""
+        return len(self.rs_index) + len(self.evicted)
+
+    def unacked_age(self, now: float) -> float:
+        """Seconds the oldest unacknowledged data message has waited for its ACK, at least (to a tick): 0 when
+        every data message sent was acknowledged by every live peer."""
+        oldest = self._oldest_unacked()
+        if oldest is None:
+            return 0.0
+        for nxt, t in self._marks:
+            if before(oldest, nxt):
+                return max(0.0, now - t)
+        return 0.0  # sent after the last mark: younger than a tick
+
+    def backlog_age(self, now: float) -> float:
+        """Seconds the TX queue has been non-empty at every tick (0: it was empty at the last one)."""
+        return 0.0 if self._tx_since is None else max(0.0, now - self._tx_since)
 
     def rsqueue_text(self) -> str:
         """``-s rsqueue`` (ftfw_local_queue)."""
