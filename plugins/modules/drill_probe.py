@@ -17,7 +17,7 @@ description:
     O(stop_file) exists, then collected with C(ansible.builtin.async_status).
   - With O(target), opens O(connections) TCP connections to a TCP echo service behind the firewall pair, sends a
     line on each every O(interval) seconds and reads its echo. Writes C(ready) into O(ready_file) once every
-    connection has echoed once (C(failed) and the reason when one cannot connect: the module then ends). When
+    connection has echoed once (C(failed) and the reason when one cannot connect, and the module then ends). When
     O(stop_file) appears, each connection waits for the echo of its last line (up to O(hang_seconds)) and the
     module returns, per connection, its longest silence (time between two echoes) and whether it was kept.
   - With O(addresses), watches the addresses this host holds (C(ip -o addr show), every 20 ms) and returns the
@@ -64,9 +64,11 @@ options:
     default: 900
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode nothing is opened or watched; the module returns at once.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - A TCP echo service is for example C(socat TCP-LISTEN:7777,fork,reuseaddr EXEC:cat).
@@ -111,11 +113,11 @@ gaps:
   type: list
   elements: float
 gap_max:
-  description: The longest of O(gaps).
+  description: The longest of RV(gaps).
   returned: with target
   type: float
 gap_median:
-  description: The median of O(gaps).
+  description: The median of RV(gaps).
   returned: with target
   type: float
 errors:
