@@ -23,7 +23,7 @@ import yaml
 from tests.conftest import require_root
 from tests.netns.daemon_proc import C_CONNTRACK, PY_DAEMON, Conntrackd, ns_run, sh, wait_for
 from tests.netns.sync_mesh import sync_general
-from tests.roles.helpers import ROOT, VENV_BIN, checkout_collections_path
+from tests.roles.helpers import ROOT, VENV_BIN, checkout_playbook_env, netns_python
 
 pytestmark = [pytest.mark.root]
 
@@ -81,10 +81,8 @@ class PairNode(Conntrackd):
 def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
     hosts = {}
     for i, n in nodes.items():
-        wrapper = tmp / f"python-n{i}"
-        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {NS[i]} {VENV_BIN / 'python'} \"$@\"\n")
-        wrapper.chmod(0o755)
-        hosts[f"n{i}"] = {"ansible_python_interpreter": str(wrapper), "conntrackd_config_path": str(n.conf),
+        hosts[f"n{i}"] = {"ansible_python_interpreter": netns_python(tmp / f"python-n{i}", NS[i]),
+                          "conntrackd_config_path": str(n.conf),
                           "conntrackd_auth_key_file": str(n.key)}
     inv = {"all": {"vars": {
         "ansible_connection": "local",
@@ -105,10 +103,7 @@ def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
 
 def play(inv: Path, *keys: tuple[int, str], check: bool = False) -> subprocess.CompletedProcess[str]:
     target = {"conntrackd_auth_keys": [{"id": i, "key": k} for i, k in keys]}
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-           "ANSIBLE_COLLECTIONS_PATH": str(checkout_collections_path()), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_RETRY_FILES_ENABLED": "false",
-           "ANSIBLE_DEPRECATION_WARNINGS": "false", "ANSIBLE_HOST_KEY_CHECKING": "false"}
+    env = checkout_playbook_env()
     cmd = [str(PLAYBOOK), "-i", str(inv), str(ROOT / "playbooks" / "rotate_sync_key.yml"), "-e", json.dumps(target)]
     return subprocess.run(cmd + (["--check"] if check else []), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
