@@ -108,7 +108,8 @@ hangs:
   returned: with target
   type: int
 gaps:
-  description: Per connection, the longest silence in seconds (time between two echoes).
+  description: Per connection, the longest silence in seconds (time between two echoes; for a lost connection also
+    from its last echo to its failure).
   returned: with target
   type: list
   elements: float
@@ -179,6 +180,7 @@ class Conn(object):
         self.longest = 0.0
         self.error = None
         self.error_kind = None
+        self.error_at = None
         self.finished = False  # the echo of the last line arrived after the stop
 
     def echo(self, now):
@@ -191,7 +193,7 @@ class Conn(object):
     def fail(self, kind, msg):
         with self.lock:
             if self.error is None:
-                self.error_kind, self.error = kind, msg
+                self.error_kind, self.error, self.error_at = kind, msg, time.time()
 
 
 def error_kind(exc):
@@ -306,6 +308,8 @@ def tcp_probe(module, params):
     for c in lost:
         if not c.error:
             c.fail("hang", "no echo of the last line")
+        if c.last_echo is not None:  # a lost connection's last silence lasts until it failed
+            c.longest = max(c.longest, c.error_at - c.last_echo)
     gaps = [round(c.longest, 3) for c in conns]
     return dict(
         changed=False, began=began, ended=ended, connections=len(conns), kept=len(conns) - len(lost),

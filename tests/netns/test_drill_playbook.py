@@ -14,7 +14,11 @@ table with its counted ``ct state invalid drop`` forward chain (``ha_firewall_dr
 The inventory hosts n1, n2 (the pair) and client (the probe host) run their modules through a Python wrapper that
 enters their namespace; the wrapper also puts a ``systemctl`` shim first in PATH that answers ``is-active
 keepalived`` from the test's keepalived pid (the pre-check asks systemd, which does not run keepalived here).
-Only processes started here are signalled (by pid); namespaces are deleted by name.
+Tests: the drill on a healthy pair (N/N kept, 0 resets, the VIPs back on n1, the report's invalid drops equal to the
+counters' change); check mode changes nothing; an unhealthy pair (keepalived stopped on the backup) and a target
+that does not echo are refused before any drain; and the control: the backup's synced state deleted, the report must
+show the drops and the stalled or lost connections. Only processes started here are signalled (by pid); namespaces
+are deleted by name.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,9 +38,9 @@ import yaml
 
 from conntrack_tools import render
 from tests.conftest import require_root
-from tests.netns.daemon_proc import ns_run, sh, wait_for
+from tests.netns.daemon_proc import C_CONNTRACK, ns_run, sh, wait_for
 from tests.netns.keepalived_pair import KEEPALIVED, notify_launcher, start_keepalived, stop, stop_keepalived
-from tests.roles.helpers import ROOT, VENV_BIN, build, checkout_collections_path
+from tests.roles.helpers import ROOT, VENV_BIN, build, checkout_playbook_env, netns_python
 
 pytestmark = [
     pytest.mark.root,
@@ -199,8 +204,11 @@ def echo_server(tmp: Path) -> subprocess.Popen:
         "import socketserver\n"
         "class H(socketserver.StreamRequestHandler):\n"
         "    def handle(self):\n"
-        "        for line in self.rfile:\n"
-        "            self.wfile.write(line)\n"
+        "        try:\n"
+        "            for line in self.rfile:\n"
+        "                self.wfile.write(line)\n"
+        "        except OSError:\n"  # a connection the control test lets die: reset, no traceback
+        "            pass\n"
         "class S(socketserver.ThreadingMixIn, socketserver.TCPServer):\n"
         "    daemon_threads = True\n    allow_reuse_address = True\n"
         f"S(('0.0.0.0', {ECHO_PORT}), H).serve_forever()\n")
@@ -216,10 +224,7 @@ def inventory(tmp: Path, fws: dict[int, Fw]) -> Path:
         shim.mkdir()
         (shim / "systemctl").write_text(SYSTEMCTL.format(pidfile=tmp / name / "keepalived.pid"))
         (shim / "systemctl").chmod(0o755)
-        wrapper = tmp / f"python-{name}"
-        wrapper.write_text(f"#!/bin/sh\nPATH={shim}:$PATH exec ip netns exec {NS[name]} {VENV_BIN / 'python'} \"$@\"\n")
-        wrapper.chmod(0o755)
-        hosts[name] = {"ansible_python_interpreter": str(wrapper)}
+        hosts[name] = {"ansible_python_interpreter": netns_python(tmp / f"python-{name}", NS[name], shim)}
     for i, fw in fws.items():
         hosts[f"n{i}"].update(fw.host_vars)
     inv = {"all": {
@@ -234,10 +239,7 @@ def inventory(tmp: Path, fws: dict[int, Fw]) -> Path:
 
 
 def play(inv: Path, tmp: Path, *extra: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-           "ANSIBLE_COLLECTIONS_PATH": str(checkout_collections_path()), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_RETRY_FILES_ENABLED": "false",
-           "ANSIBLE_DEPRECATION_WARNINGS": "false", "ANSIBLE_HOST_KEY_CHECKING": "false"}
+    env = checkout_playbook_env()
     cmd = [str(PLAYBOOK), "-i", str(inv), str(ROOT / "playbooks" / "drill.yml"), "-e", f"pair={GROUP}",
            "-e", f"drill_target=10.236.2.10:{ECHO_PORT}", "-e", "drill_probe_host=client",
            "-e", f"drill_work_dir={tmp}", *extra]
@@ -350,3 +352,44 @@ def test_drill_stops_before_the_drain_when_the_target_does_not_echo(lab, tmp_pat
     assert "Drain | Write the drain file" not in res.stdout
     assert state(fws) == before
     assert {fw.name: fw.maintenance.stat().st_mtime for fw in fws.values()} == mtimes
+
+
+def test_drill_without_the_synced_state_reports_the_invalid_drops(lab, tmp_path) -> None:
+    """The control: once the probe connections run, their synced state is deleted from the backup's kernel (FTFW
+    sends state changes only, and an established connection has none, so it does not come back): after the drain
+    the new master drops their packets as invalid (tcp_loose=0), and the report must say so: drops counted on n2,
+    connections stalled or lost. Proof that the ruleset is strict and that the first test's 0 drops mean something."""
+    fws, inv, show = lab
+    report = tmp_path / "report.json"
+    done = threading.Event()
+    deleted: dict[str, str] = {}
+
+    def forget() -> None:
+        def started() -> bool:
+            return done.is_set() or any(p.read_text().startswith("ready")
+                                        for p in tmp_path.glob("ctpy-drill-*/probe.ready"))
+        try:
+            wait_for(started, 120, "the probe's connections", interval=0.05)
+        except AssertionError:
+            return
+        if not done.is_set():
+            deleted["n2"] = ns("n2", C_CONNTRACK, "-D", "-p", "tcp", "-s", "10.236.1.10", check=False).stderr
+
+    thread = threading.Thread(target=forget, daemon=True)
+    thread.start()
+    try:
+        res = play(inv, tmp_path, "-e", f"drill_report={report}", "-e", f"drill_connections={N}")
+    finally:
+        done.set()
+        thread.join(10)
+    m = re.search(r"(\d+) flow entries have been deleted", deleted.get("n2", ""))
+    assert m and int(m[1]) >= N, deleted
+    assert report.exists(), res.stdout[-6000:] + show()
+    r = json.loads(report.read_text())
+    print(f"\ndrill without the backup's state: rc {res.returncode}, {m[1]} entries deleted on n2: "
+          + json.dumps({k: v for k, v in r.items() if k != "gaps_s"}))
+    assert r["invalid_dropped"]["n2"] > 0, r
+    assert r["lost"] > 0 or r["gap_max_s"] > 2.0, r
+    assert r["gap_max_s"] > 2.0, r  # a lost connection's silence lasts until it failed
+    assert (res.returncode == 0) == (r["lost"] == 0), res.stdout[-3000:]
+    assert fws[1].vips() == {VIP_IN, VIP_OUT} and fws[1].maintenance.read_text().strip() == "0"
