@@ -31,7 +31,7 @@ import pytest
 from conntrack_tools import render
 from tests.conftest import Netns, require_root
 from tests.netns.daemon_proc import wait_for
-from tests.netns.test_notify_keepalived import KEEPALIVED, link_pair, notify_launcher, stop
+from tests.netns.keepalived_pair import KEEPALIVED, link_pair, notify_launcher, start_keepalived, stop, stop_keepalived
 from tests.netns.test_sync_resync import burst_keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,11 +134,7 @@ General {{
         assert self.daemon.poll() is None, (self.dir / "daemon.out").read_text()
 
     def start_keepalived(self) -> None:
-        with open(self.kout, "a") as out:
-            self.keepalived = subprocess.Popen(
-                [*self.ns.prefix(), KEEPALIVED, "-n", "-l", "-D", "-G", "-P", "-f", str(self.kconf),
-                 "-p", str(self.dir / "keepalived.pid"), "-r", str(self.dir / "vrrp.pid")],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.keepalived = start_keepalived(self.ns.prefix(), self.kconf, self.dir, self.kout)
 
     def holds_vip(self) -> bool:
         return VIP in self.ns.run(["ip", "-4", "-o", "addr", "show", "dev", f"ctpyinjsv{self.idx}"]).stdout
@@ -169,15 +165,7 @@ General {{
         return "\n".join(out)
 
     def cleanup(self) -> None:
-        stop(self.keepalived)
-        vrrp_pid = self.dir / "vrrp.pid"
-        if vrrp_pid.exists():  # keepalived -P forks the VRRP child: ours too, it exits with its parent
-            try:
-                pid = int(vrrp_pid.read_text().split()[0])
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(KEEPALIVED.encode()):
-                    os.kill(pid, signal.SIGKILL)
-            except (ValueError, IndexError, OSError):
-                pass
+        stop_keepalived(self.keepalived, self.dir)
         if self.daemon is not None and self.daemon.poll() is None:
             self.daemon.send_signal(signal.SIGCONT)  # in case the test stopped it
         stop(self.daemon, timeout=15)

@@ -34,9 +34,17 @@ import pytest
 from conntrack_tools import render
 from tests.conftest import Netns, require_root
 from tests.netns.daemon_proc import wait_for
+from tests.netns.keepalived_pair import (
+    KEEPALIVED,
+    link_pair,
+    notify_launcher,
+    notify_target,
+    start_keepalived,
+    stop,
+    stop_keepalived,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-KEEPALIVED = "/usr/sbin/keepalived"
 C_DAEMON = "/usr/sbin/conntrackd"
 C_CONNTRACK = "/usr/sbin/conntrack"
 OUR_DAEMON = [sys.executable, "-m", "conntrack_tools.daemon.main"]
@@ -51,43 +59,6 @@ pytestmark = [
 ]
 
 SUMMARY = re.compile(r"conntrackd-notify: (primary|backup|fault): (.*), total (\d+\.\d+)s")
-
-
-def notify_target() -> list[str]:
-    """The venv's console script if pyproject already declares it, else the same code via ``-m``."""
-    installed = Path(sys.executable).with_name("conntrackd-notify")
-    if os.access(installed, os.X_OK):
-        return [str(installed)]
-    return [sys.executable, "-m", "conntrack_tools.daemon.notify"]
-
-
-def notify_launcher(tmp: Path, stderr_file: Path) -> str:
-    """keepalived sends a notify script's stdout/stderr to /dev/null, so the test points the wrapper at
-    this launcher: it appends stderr to ``stderr_file``, notes when keepalived started the hook
-    (``launch <state> <CLOCK_MONOTONIC>``) and execs the real ``conntrackd-notify`` (no shell; the
-    exec costs one extra interpreter start, ~20 ms, included in the measured notify wall time)."""
-    launcher = tmp / "conntrackd-notify"
-    launcher.write_text(
-        f"#!{sys.executable}\nimport os, sys, time\n"
-        f"fd = os.open({str(stderr_file)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)\n"
-        "os.dup2(fd, 2)\n"
-        # CLOCK_MONOTONIC is system-wide: the test compares it with its own time.monotonic()
-        "os.write(2, f'launch {sys.argv[-1]} {time.monotonic():.6f}\\n'.encode())\n"
-        f"target = {notify_target()!r}\n"
-        "os.execv(target[0], target + sys.argv[1:])\n")
-    launcher.chmod(0o755)
-    return str(launcher)
-
-
-def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class Node:
@@ -175,11 +146,7 @@ vrrp_instance VI_1 {{
         assert self.daemon.poll() is None, (self.dir / "daemon.out").read_text()
 
     def start_keepalived(self) -> None:
-        with open(self.kout, "w") as out:
-            self.keepalived = subprocess.Popen(
-                [*self.ns.prefix(), KEEPALIVED, "-n", "-l", "-D", "-G", "-P", "-f", str(self.kconf),
-                 "-p", str(self.dir / "keepalived.pid"), "-r", str(self.dir / "vrrp.pid")],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.dir)
+        self.keepalived = start_keepalived(self.ns.prefix(), self.kconf, self.dir, self.kout)
 
     def kout_text(self, since: int = 0) -> str:
         return self.kout.read_text(errors="replace")[since:]
@@ -201,28 +168,8 @@ vrrp_instance VI_1 {{
         return VIP in self.ns.run(["ip", "-4", "-o", "addr", "show", "dev", f"ctsv{self.idx}"]).stdout
 
     def cleanup(self) -> None:
-        stop(self.keepalived)
-        # the VRRP child is ours too (keepalived -P forks it); it exits with its parent, make sure
-        vrrp_pid = self.dir / "vrrp.pid"
-        if vrrp_pid.exists():
-            try:
-                pid = int(vrrp_pid.read_text().split()[0])
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(KEEPALIVED.encode()):
-                    os.kill(pid, signal.SIGKILL)
-            except (ValueError, IndexError, OSError):
-                pass
+        stop_keepalived(self.keepalived, self.dir)
         stop(self.daemon)
-
-
-def link_pair(a: Netns, b: Netns, base: str, net: str) -> None:
-    subprocess.run(["ip", "link", "add", f"{base}1", "netns", a.name, "type", "veth", "peer", "name", f"{base}2",
-                    "netns", b.name], check=True)
-    for idx, ns in ((1, a), (2, b)):
-        ns.run(["ip", "addr", "add", f"{net}.{idx}/24", "dev", f"{base}{idx}"], check=True)
-        ns.run(["ip", "link", "set", f"{base}{idx}", "up"], check=True)
-    for idx, ns in ((1, a), (2, b)):  # carrier up on both ends, else keepalived starts in FAULT
-        wait_for(lambda ns=ns, idx=idx: "state UP" in ns.run(["ip", "-o", "link", "show", f"{base}{idx}"]).stdout,
-                 5, f"{base}{idx} carrier")
 
 
 # The daemon's log lines for the primary steps: C, our sync engine, or NullSync (no engine).

@@ -26,7 +26,7 @@ import yaml
 from tests.conftest import require_root, stop_process
 from tests.netns.daemon_proc import C_CONNTRACK, PY_DAEMON, Conntrackd, ns_run, sh, wait_for
 from tests.netns.sync_mesh import assert_nothing_rejected, sync_auth, sync_general
-from tests.roles.helpers import ROOT, VENV_BIN, checkout_collections_path
+from tests.roles.helpers import ROOT, VENV_BIN, checkout_playbook_env, netns_python
 
 pytestmark = [pytest.mark.root]
 
@@ -85,11 +85,8 @@ def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
     (fake / "systemctl").write_text('#!/bin/sh\n[ "$*" = "is-active keepalived" ] && echo active && exit 0\nexit 3\n')
     (fake / "systemctl").chmod(0o755)
     for i, n in nodes.items():
-        wrapper = tmp / f"python-n{i}"
-        python = VENV_BIN / "python"
-        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {NS[i]} env PATH={fake}:$PATH {python} \"$@\"\n")
-        wrapper.chmod(0o755)
-        hosts[f"n{i}"] = {"ansible_python_interpreter": str(wrapper), "conntrackd_config_path": str(n.conf),
+        hosts[f"n{i}"] = {"ansible_python_interpreter": netns_python(tmp / f"python-n{i}", NS[i], fake),
+                          "conntrackd_config_path": str(n.conf),
                           "conntrackd_auth_key_file": str(n.key),
                           "ha_firewall_maintenance_file": str(tmp / f"n{i}-maintenance")}
     inv = {"all": {"vars": {
@@ -114,10 +111,7 @@ def inventory(tmp: Path, nodes: dict[int, PairNode]) -> Path:
 
 def play(inv: Path, *keys: tuple[int, str], check: bool = False) -> subprocess.CompletedProcess[str]:
     target = {"conntrackd_auth_keys": [{"id": i, "key": k} for i, k in keys]}
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-           "ANSIBLE_COLLECTIONS_PATH": str(checkout_collections_path()), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_RETRY_FILES_ENABLED": "false",
-           "ANSIBLE_DEPRECATION_WARNINGS": "false", "ANSIBLE_HOST_KEY_CHECKING": "false"}
+    env = checkout_playbook_env()
     cmd = [str(PLAYBOOK), "-i", str(inv), str(ROOT / "playbooks" / "rotate_sync_key.yml"), "-e", json.dumps(target)]
     return subprocess.run(cmd + (["--check"] if check else []), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)

@@ -34,6 +34,25 @@ def checkout_collections_path() -> Path:
     return path
 
 
+def checkout_playbook_env() -> dict[str, str]:
+    """The environment of an ``ansible-playbook`` run of this checkout's playbooks (roles and collection from the
+    checkout, no colour, no retry files or deprecation and localhost warnings)."""
+    return {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+            "ANSIBLE_COLLECTIONS_PATH": str(checkout_collections_path()), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_RETRY_FILES_ENABLED": "false",
+            "ANSIBLE_DEPRECATION_WARNINGS": "false", "ANSIBLE_HOST_KEY_CHECKING": "false"}
+
+
+def netns_python(path: Path, netns: str, path_prefix: Path | None = None) -> str:
+    """Write ``path``: an ``ansible_python_interpreter`` that runs the venv's Python in network namespace ``netns``
+    (``ip netns exec``), so an inventory host with ``ansible_connection: local`` is that namespace; ``path_prefix``
+    goes first in PATH (the tests' command shims)."""
+    env = f"PATH={path_prefix}:$PATH " if path_prefix else ""
+    path.write_text(f"#!/bin/sh\n{env}exec ip netns exec {netns} {VENV_BIN / 'python'} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def _load(path: Path) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
