@@ -369,6 +369,29 @@ def replaced_all(lab: Lab) -> dict[str, int]:
     return out
 
 
+def invalid_packets(lab: Lab) -> dict[str, list[str]]:
+    """Per running firewall: the TCP flows of which its site ruleset dropped a packet as invalid since the last
+    call ("saddr . daddr . sport . dport", with " syn-ack" where the packet was a SYN-ACK; the lab's sets
+    ctpy_invalid_tcp and ctpy_invalid_synack, flushed after reading), so that a failed `0 invalid` check says
+    which flow and what kind of packet."""
+    def elements(text: str) -> list[str]:
+        m = re.search(r"elements = \{(.*?)\}", text, re.S)
+        return [" ".join(e.split()).split(" expires")[0] for e in m.group(1).split(",")] if m else []
+
+    out: dict[str, list[str]] = {}
+    for n in lab.info["firewalls"]:
+        if not running(lab.c(n)):
+            out[n] = []
+            continue
+        sets = {}
+        for name in ("ctpy_invalid_tcp", "ctpy_invalid_synack"):
+            sets[name] = elements(sh(lab.c(n), f"nft list set inet ctpy_lab {name} 2>/dev/null; "
+                                               f"nft flush set inet ctpy_lab {name} 2>/dev/null || true", check=False))
+        synack = set(sets["ctpy_invalid_synack"])
+        out[n] = [e for e in sets["ctpy_invalid_tcp"] if e not in synack] + [f"{e} syn-ack" for e in sorted(synack)]
+    return out
+
+
 def invalid_drops(lab: Lab, node: str) -> int | None:
     """Packets dropped by the site ruleset's `ct state invalid` rule (no conntrack entry for them)."""
     out = sh(lab.c(node), "nft list chain inet ctpy_lab forward", check=False)
@@ -644,6 +667,7 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
     # ---- failover
     what = EVENT_WHAT.get(kind, "systemctl stop keepalived on")
     drops0, replaced0 = invalid_drops_all(lab), replaced_all(lab)
+    invalid_packets(lab)  # forget what earlier passes dropped
     watch = lab.vip_watch(backup)
     t_event = time.time()
     take_down(lab, kind, master)
@@ -665,13 +689,15 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
                    "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3), "commit": commit,
                    "kernel_after": kernel, "t_recovered": t_rec, "recovered": back, "pre": pre,
                    "inject": info["inject"][backup], "invalid_dropped": sum(drops.values()),
-                   "invalid_by_node": drops, "replaced_by_node": replaced})
+                   "invalid_by_node": drops, "replaced_by_node": replaced,
+                   "invalid_packets": invalid_packets(lab)})
 
     if kind == "drain":  # while the node is drained: a full resync of the pair (resync.yml), under the same flows
         PLAYBOOK_RUNS.append(playbook("resync", "-e", "pair=pair_lab"))
 
     # ---- failback: the first node comes back and preempts
     drops0, replaced0 = invalid_drops_all(lab), replaced_all(lab)
+    invalid_packets(lab)
     if kind == "kill":  # the container is down: nothing to watch from until it boots
         t_event = time.time()
         bring_back(lab, kind, master)
@@ -702,7 +728,8 @@ def run_pass(lab: Lab, kind: str, tcp: int, udp: int, nat: int, ftp: bool = Fals
                    "t_restart": t_event, "t_takeover": t_vip, "takeover_s": round(t_vip - t_event, 3),
                    "commit": commit, "kernel_after": kernel, "t_recovered": t_rec, "recovered": back,
                    "inject": info["inject"][master], "invalid_dropped": sum(drops.values()),
-                   "invalid_by_node": drops, "replaced_by_node": replaced})
+                   "invalid_by_node": drops, "replaced_by_node": replaced,
+                   "invalid_packets": invalid_packets(lab)})
 
     time.sleep(1.0)
     report = stop_flows(lab)
