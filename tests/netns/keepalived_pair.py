@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Netns
+from tests.conftest import Netns, stop_process
 from tests.netns.daemon_proc import wait_for
 
 KEEPALIVED = "/usr/sbin/keepalived"
@@ -49,15 +49,7 @@ def notify_launcher(tmp: Path, stderr_file: Path) -> str:
     return str(launcher)
 
 
-def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop = stop_process  # the callers' name for tests.conftest.stop_process
 
 
 def link_pair(a: Netns, b: Netns, base: str, net: str) -> None:
