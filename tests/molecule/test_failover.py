@@ -124,19 +124,15 @@ def test_no_connection_hangs_beyond_the_takeover(result: dict[str, Any], kind: s
 
 
 def test_no_packet_dropped_as_invalid(result: dict[str, Any], kind: str) -> None:
-    """Hitless: the node that takes over (the new master, or the returning one at a failback) holds every
-    flow before the first packet reaches it, so it drops nothing as invalid (the `nosync` control: 140-160).
-
-    The node that just lost the VIPs is not held to 0 here: it still receives stragglers for a moment (the
-    hosts' ARP caches), and in CI simulations it dropped 1-2 of them as invalid about once per run
-    (2026-12-04: `upgrade` on default, `stop` on interop, packets of live, kept connections; cause not
-    established, issue #13 stays open). Its drops and their flows are in the result file
-    (`invalid_by_node`, `invalid_packets`) and in the failover report."""
+    """Hitless, on both firewalls. The node that takes over holds every flow before the first packet reaches it
+    (the `nosync` control drops 140-160). The node that just lost the VIPs still forwards stragglers for a few
+    milliseconds (the client and the server switch at different moments) and passes them because its own
+    entries are as liberal as the injected ones (nf_conntrack_tcp_be_liberal=1; with it at 0, 1-2 of them were
+    dropped as "ACK is over upper bound" about once per run). Each drop's flow is in the message."""
     for ev in _pass(result, kind)["events"]:
-        node = ev["to"]
-        assert ev["invalid_by_node"].get(node, 0) == 0, (
-            f"{ev['event']}: {node}, which took over, dropped packets as ct state invalid "
-            f"{ev['invalid_by_node']}: {ev.get('invalid_packets')}")
+        assert not any(ev["invalid_by_node"].values()), (
+            f"{ev['event']}: packets dropped as ct state invalid {ev['invalid_by_node']} (took over: {ev['to']}): "
+            f"{ev.get('invalid_packets')}")
 
 
 def test_no_live_entry_replaced_by_injection(result: dict[str, Any], kind: str) -> None:

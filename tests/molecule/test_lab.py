@@ -76,6 +76,17 @@ def test_forwarding_and_strict_tcp_tracking(hosts: dict[str, Any], node: str) ->
     assert "table inet ha_firewall" in tables and "table inet ctpy_lab" in tables
 
 
+@pytest.mark.parametrize("node", FIREWALLS)
+def test_one_window_tracking_policy(hosts: dict[str, Any], node: str) -> None:
+    """The kernel's be_liberal (the entries the node made itself; set by create.yml, /proc/sys is read-only in
+    here) matches the TCPWindowTracking the role rendered (the entries conntrackd injects). A strict local entry
+    drops the old master's transition stragglers as invalid (docs/failover.md)."""
+    host = hosts[node]
+    liberal = host.check_output("cat /proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+    conf = host.check_output("grep -i TCPWindowTracking /etc/conntrackd/conntrackd.conf").split()
+    assert [conf[-1].lower(), liberal] in (["off", "1"], ["on", "0"]), (conf, liberal)
+
+
 def test_one_master_one_backup(master_backup: tuple[str, str]) -> None:
     master, backup = master_backup
     assert {master, backup} == set(FIREWALLS)

@@ -163,11 +163,14 @@ class Fw:
         self.wrapper.write_text(render.render("conntrackd-notify.sh.j2", ctx))
         self.wrapper.chmod(0o755)
         self.nft.write_text(render.render("ha_firewall.nft.j2", ctx))
+        # The role's per-netns sysctls (window tracking); nf_conntrack_max/_buckets belong to the host.
+        self.sysctls = [ln.replace(" ", "") for ln in render.render("conntrack-sysctl.conf.j2", ctx).splitlines()
+                        if ln.startswith("net.") and "nf_conntrack_max" not in ln and "buckets" not in ln]
         self.daemon: subprocess.Popen | None = None
         self.keepalived: subprocess.Popen | None = None
 
     def start(self) -> None:
-        ns(self.name, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0")
+        ns(self.name, "sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0", *self.sysctls)
         r = ns(self.name, "nft", "-f", str(self.nft), check=False)
         assert r.returncode == 0, r.stderr + self.nft.read_text()
         with open(self.dir / "daemon.out", "a") as out:

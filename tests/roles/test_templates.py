@@ -447,7 +447,18 @@ def test_unit_and_sysctl() -> None:
     sysctl = render.render("conntrack-sysctl.conf.j2", ctx)
     assert "net.netfilter.nf_conntrack_max = 524288" in sysctl
     assert int(ctx["conntrackd_hash_limit"]) == 2 * 524288
-    assert not [ln for ln in sysctl.splitlines() if "be_liberal" in ln and not ln.startswith("#")]
+
+
+@pytest.mark.parametrize(("tracking", "liberal", "option"), [(False, 1, "off"), (True, 0, "on")])
+def test_one_window_tracking_policy_on_both_sides(tracking: bool, liberal: int, option: str) -> None:
+    """ha_firewall_tcp_window_tracking sets conntrackd's TCPWindowTracking (the injected entries) and the kernel's
+    be_liberal (the entries the node made itself) together: a pair with liberal injected entries but strict local
+    ones drops the old master's stragglers as invalid at every transition (docs/failover.md)."""
+    ctx = context("fw-edge-a", ha_firewall_tcp_window_tracking=tracking)
+    sysctl = [ln for ln in render.render("conntrack-sysctl.conf.j2", ctx).splitlines() if not ln.startswith("#")]
+    assert [ln for ln in sysctl if "be_liberal" in ln] == [f"net.netfilter.nf_conntrack_tcp_be_liberal = {liberal}"]
+    conf = render.render("conntrackd.conf.j2", ctx)
+    assert [ln.split() for ln in conf.splitlines() if "TCPWindowTracking" in ln] == [["TCPWindowTracking", option]]
 
 
 # --- golden files, templates as the single source -------------------------------------------------
