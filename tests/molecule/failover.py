@@ -849,7 +849,7 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
             ev = p["events"][0]
             print(f"  pass 'nosync' (control: the backup's synced state deleted before the takeover): "
                   f"{ev['recovered']}/{s['tcp']} connections echoed within {CONTROL_WINDOW:.0f} s of the takeover, "
-                  f"{ev['invalid_dropped']} packets dropped as invalid by {ev['to']}")
+                  f"{ev['invalid_dropped']} packets dropped as invalid by the pair")
             continue
         print(f"  pass '{p['kind']}': connections kept {s['kept']}/{s['tcp']}, lost {s['lost']} "
               f"(resets {s['resets']}, hangs {s['hangs']}); UDP flows answering {s['udp_echoed_all']}")
@@ -867,7 +867,7 @@ def print_report(result: dict[str, Any], short: bool = False) -> None:
             print(f"    {ev['event']:<24} VIPs moved in {ev['takeover_s']:.2f} s | per-connection gap "
                   f"max {g['max']:.2f} s, median {g['median']:.2f} s | {state}{ready}, "
                   f"{ev['kernel_after']['tcp']} TCP in its kernel table, "
-                  f"{ev['invalid_dropped']} packets dropped as invalid")
+                  f"{ev['invalid_dropped']} packets dropped as invalid on either firewall")
             if not short and c["notify"]:
                 print(f"    {'':<24} {c['notify']}")
         if p.get("ftp"):
