@@ -54,12 +54,16 @@ class ReadinessTracker:
         if self.requested_at is None:
             self.requested_at = now
 
-    def restart(self, now: float) -> None:
-        """A new resync request before we were ready (messages lost, or ``-n``): wait for its bulk.
-        Found at 200,000 entries: a receiver that drops part of a bulk asks again and again, and the
-        rate of a bulk it is still absorbing can dip below the criterion between two requests."""
-        if self.ready or self.requested_at is None:
+    def restart(self, now: float, rearm: bool = False) -> None:
+        """A new resync request (messages lost, or ``-n``): complete only once its bulk is in.
+        Before we were ready, found at 200,000 entries: a receiver that drops part of a bulk asks
+        again and again, and the rate of a bulk it is still absorbing can dip below the criterion
+        between two requests.  Once ready, only with ``rearm`` (the engine's call: a backup asking
+        again): such a node lacks what that bulk brings, and preempting while it absorbs the bulk
+        leaves the live changes queued behind it late (docs/failover.md).  ALARM asks nothing."""
+        if (self.ready and not rearm) or self.requested_at is None or self.refresh_time is not None:
             return
+        self.ready = False
         self.requested_at = now
         self.sent_at = None
         self.answered_at = None

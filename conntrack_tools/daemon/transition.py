@@ -31,7 +31,8 @@ class Transition:
 
 @dataclass(slots=True)
 class TransitionLog:
-    """The last transition, the number of transitions and the readiness wait of this daemon's start."""
+    """The last transition, the number of transitions and the readiness wait of the last resync readiness
+    waited for (the daemon's start, or a backup's -n)."""
 
     started: float  # when the daemon asked its peers for the resync that readiness waits for
     last: Transition | None = None
@@ -51,6 +52,10 @@ class TransitionLog:
     def ready(self, now: float) -> None:
         if self.ready_at is None:
             self.ready_at = now
+
+    def waiting(self, now: float) -> None:
+        """Not ready again (a backup asked for a resync): the wait shown is that resync's."""
+        self.started, self.ready_at = now, None
 
     @property
     def readiness_wait(self) -> float | None:

@@ -235,7 +235,7 @@ class Lab:
 def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """The notify hook's summary and conntrackd's commit lines from journal records."""
     info: dict[str, Any] = {"notify": None, "notify_t": None, "committed": None, "commit_failed": 0,
-                            "commit_s": None, "commit_t": None, "ready_t": None}
+                            "commit_s": None, "commit_t": None, "ready_t": None, "waiting_t": None}
     for r in recs:
         m = r["msg"]
         if r["id"] == "conntrackd-notify" and "primary:" in m and "total" in m and info["notify"] is None:
@@ -249,6 +249,8 @@ def commit_info(recs: list[dict[str, Any]]) -> dict[str, Any]:
             info["commit_s"] = float(m.split()[3])
         elif r["id"] == "conntrackd" and m.startswith("state complete: readiness file") and info["ready_t"] is None:
             info["ready_t"] = r["t"]
+        elif r["id"] == "conntrackd" and m.startswith("waiting for the resync asked for") and info["waiting_t"] is None:
+            info["waiting_t"] = r["t"]  # a ready backup's -n (keepalived restarted, conntrackd did not)
     return info
 
 

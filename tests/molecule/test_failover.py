@@ -144,14 +144,22 @@ def test_no_live_entry_replaced_by_injection(result: dict[str, Any], kind: str) 
             f"{ev['event']}: live entries deleted and re-created by injection {ev['replaced_by_node']}")
 
 
-def test_failback_waits_for_the_state(result: dict[str, Any]) -> None:
-    """A rebooted node of ours (readiness file) takes the VIPs back only after its resync is in
-    (after `systemctl start keepalived` its conntrackd was never gone: nothing to wait for)."""
-    ev = _pass(result, "kill")["events"][1]
+@pytest.mark.parametrize("pass_kind", ["kill", "stop"])
+def test_failback_waits_for_the_state(result: dict[str, Any], pass_kind: str) -> None:
+    """A node of ours takes the VIPs back only after its resync is in: after a reboot (`kill`) the resync of its
+    start; after `systemctl start keepalived` (`stop`: its conntrackd ran all along and was ready) the resync
+    the backup hook's `-n` asked for, which makes it not ready again until that bulk is in (taking over while
+    still absorbing it left the live changes queued behind it late: fresh FTP data connections dropped as
+    invalid at the failback, docs/failover.md)."""
+    ev = _pass(result, pass_kind)["events"][1]
     if ev["implementation_to"] != "python":
         pytest.skip("the C daemon publishes no readiness")
-    ready = ev["commit"]["ready_t"]
+    c = ev["commit"]
+    ready = c["ready_t"]
     assert ready is not None, f"{ev['to']} never logged `state complete: readiness file ...'"
+    if pass_kind == "stop":
+        assert c.get("waiting_t") is not None, f"{ev['to']}'s -n did not make it wait for the resync"
+        assert c["waiting_t"] <= ready, f"{ev['to']}: ready {c['waiting_t'] - ready:.2f} s before it waited"
     assert ready <= ev["t_takeover"], (f"{ev['to']} took the VIPs {ev['t_takeover'] - ready:.2f} s before its "
                                        "state was complete")
 

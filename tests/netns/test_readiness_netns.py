@@ -2,8 +2,10 @@
 
 Node A (ours or C 1.4.7) holds N flows; node B (ours, ``General { Readiness { File  Weight -100 } }``)
 starts afterwards. B's file must hold -100 from its start until its external cache holds all N of
-A's flows, then 0, and -100 again after B stops. Two nodes on one multicast segment
-(tests/netns/sync_mesh.py), FTFW and NOTRACK, ours and C as the peer that answers the resync.
+A's flows, then 0, and -100 again after B stops. A ready B that asks again as a backup (``-n``:
+keepalived restarted, the daemon did not) holds -100 until that bulk is in; as the primary it stays
+ready. Two nodes on one multicast segment (tests/netns/sync_mesh.py), FTFW and NOTRACK, ours and C as
+the peer that answers the resync.
 """
 
 from __future__ import annotations
@@ -57,3 +59,49 @@ def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
         finally:
             for n in nodes:
                 n.stop()
+
+
+def _values(path, until: str, seconds: float) -> list[str]:
+    """The file's successive values, until it holds ``until`` or ``seconds`` passed."""
+    seen, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        value = path.read_text().strip() if path.exists() else None
+        if value is not None and (not seen or seen[-1] != value):
+            seen.append(value)
+        if value == until:
+            break
+        time.sleep(0.01)
+    return seen
+
+
+@pytest.mark.parametrize("peer", ["py", "c"])
+def test_a_backup_asking_again_is_not_ready_until_that_bulk_is_in(tmp_path, peer):
+    with Mesh() as mesh:
+        nodes = []
+        try:
+            for i in (1, 2):
+                mesh.add(i)
+            ready = tmp_path / "ready"
+            a = Node(tmp_path, 1, impl=peer)
+            b = Node(tmp_path, 2, extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")
+            nodes = [a, b]
+            a.start()
+            b.start()
+            assert _values(ready, "0", 30)[-1] == "0"
+            n = N // 4
+            r = ns(a.ns, sys.executable, "bench/populate.py", str(n), "udp", timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert b.client("-t").returncode == 0  # the backup hook: -t, then -n
+            assert b.client("-n").returncode == 0
+            seen = _values(ready, "0", 30)
+            print(f"\npeer {peer}: after -n the file went {seen}")
+            assert seen[0] == "-100" and seen[-1] == "0", seen
+            assert "waiting for the resync asked for" in b.logs()
+            assert len(burst_keys(n) - b.external()) == 0  # ready again only with A's state in
+            assert b.client("-c").returncode == 0  # the primary hook starts with the commit
+            assert b.client("-n").returncode == 0  # a manual -n on the primary must not move the VIPs
+            time.sleep(0.5)
+            assert ready.read_text() == "0\n"
+        finally:
+            for n_ in nodes:
+                n_.stop()

@@ -54,3 +54,12 @@ def test_numbers_become_metrics_and_names_do_not() -> None:
     assert "conntrackd_sync_transition_readiness_wait_seconds 1.5" in text
     assert "conntrackd_sync_transition_to_primary 1.0" in text
     assert "primary\"" not in text  # role names are not label values
+
+
+def test_a_backup_asking_again_shows_that_wait() -> None:
+    log = TransitionLog(started=10.0)
+    log.ready(12.5)
+    log.waiting(100.0)  # -n on a ready backup: not ready until that bulk is in
+    assert log.as_json()["ready"] == 0 and log.readiness_wait is None
+    log.ready(101.25)
+    assert log.readiness_wait == 1.25

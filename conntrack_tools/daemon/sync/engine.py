@@ -613,9 +613,26 @@ class SyncDaemonEngine(Answers):
         return ()
 
     def _readiness_restart(self) -> None:
-        """Not ready yet and asking again (losses, -n): the state is complete only after that bulk."""
-        if self.tracker is not None and not self.tracker.ready:
-            self.tracker.restart(time.time())
+        """Asking again (losses, -n): the state is complete only after that bulk.  A node that was
+        ready goes back to not ready unless it is the primary (a manual -n there must not move the
+        VIPs): keepalived's backup hook sends -n when keepalived restarts and the daemon did not, and
+        that node would preempt while still absorbing the bulk, with the live changes queued behind
+        it reaching its kernel too late (the interop lab: fresh FTP data connections dropped as
+        invalid at the failback, docs/failover.md)."""
+        t = self.tracker
+        if t is None or t.refresh_time is not None:
+            return
+        now = time.time()
+        if t.ready:
+            if self.role == "primary":
+                return
+            t.restart(now, rearm=True)
+            self.readiness.not_ready()
+            self.log("notice", f"waiting for the resync asked for: readiness file `{self.readiness.path}' "
+                               f"set to {self.readiness.weight}")
+            self.transitions.waiting(now)
+        else:
+            t.restart(now)
 
     @handles(Action.RESET_TIMERS)
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
