@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -24,9 +27,9 @@ pytestmark = [pytest.mark.root]
 N = int(os.environ.get("CTPY_READINESS_N", "20000"))
 
 
-@pytest.mark.parametrize("peer", ["py", "c"])
-@pytest.mark.parametrize("mode", ["ftfw", "notrack"])
-def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
+@contextmanager
+def _pair(tmp_path, peer: str, mode: str = "ftfw") -> Iterator[tuple[Node, Node, Path]]:
+    """A (``peer``: ours or C) and B (ours, with a readiness file) on one segment; neither started."""
     with Mesh() as mesh:
         nodes = []
         try:
@@ -36,29 +39,30 @@ def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
             a = Node(tmp_path, 1, impl=peer, mode=mode)
             b = Node(tmp_path, 2, mode=mode, extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")
             nodes = [a, b]
-            a.start()
-            r = ns(a.ns, sys.executable, "bench/populate.py", str(N), "udp", timeout=60)
-            assert r.returncode == 0, r.stderr
-            wait_for(lambda: a.count("-i") >= N, 60, f"{N} flows in A's internal cache")
-            b.start(wait=False)
-            seen, t0 = [], time.monotonic()
-            while time.monotonic() - t0 < 60:
-                value = ready.read_text().strip() if ready.exists() else None
-                if value is not None and (not seen or seen[-1] != value):
-                    seen.append(value)
-                if value == "0":
-                    break
-                time.sleep(0.02)
-            got = b.external()
-            secs = time.monotonic() - t0
-            print(f"\n{mode}, peer {peer}: file {seen} after {secs:.1f} s; B holds {len(got)} of {N}")
-            assert seen and seen[0] == "-100" and seen[-1] == "0", seen
-            assert len(burst_keys(N) - got) == 0, f"ready with {len(burst_keys(N) - got)} flows missing"
-            b.stop()
-            assert ready.read_text() == "-100\n"
+            yield a, b, ready
         finally:
             for n in nodes:
                 n.stop()
+
+
+@pytest.mark.parametrize("peer", ["py", "c"])
+@pytest.mark.parametrize("mode", ["ftfw", "notrack"])
+def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
+    with _pair(tmp_path, peer, mode) as (a, b, ready):
+        a.start()
+        r = ns(a.ns, sys.executable, "bench/populate.py", str(N), "udp", timeout=60)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: a.count("-i") >= N, 60, f"{N} flows in A's internal cache")
+        b.start(wait=False)
+        t0 = time.monotonic()
+        seen = _values(ready, "0", 60)
+        got = b.external()
+        secs = time.monotonic() - t0
+        print(f"\n{mode}, peer {peer}: file {seen} after {secs:.1f} s; B holds {len(got)} of {N}")
+        assert seen and seen[0] == "-100" and seen[-1] == "0", seen
+        assert len(burst_keys(N) - got) == 0, f"ready with {len(burst_keys(N) - got)} flows missing"
+        b.stop()
+        assert ready.read_text() == "-100\n"
 
 
 def _values(path, until: str, seconds: float) -> list[str]:
@@ -76,32 +80,21 @@ def _values(path, until: str, seconds: float) -> list[str]:
 
 @pytest.mark.parametrize("peer", ["py", "c"])
 def test_a_backup_asking_again_is_not_ready_until_that_bulk_is_in(tmp_path, peer):
-    with Mesh() as mesh:
-        nodes = []
-        try:
-            for i in (1, 2):
-                mesh.add(i)
-            ready = tmp_path / "ready"
-            a = Node(tmp_path, 1, impl=peer)
-            b = Node(tmp_path, 2, extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")
-            nodes = [a, b]
-            a.start()
-            b.start()
-            assert _values(ready, "0", 30)[-1] == "0"
-            n = N // 4
-            r = ns(a.ns, sys.executable, "bench/populate.py", str(n), "udp", timeout=60)
-            assert r.returncode == 0, r.stderr
-            assert b.client("-t").returncode == 0  # the backup hook: -t, then -n
-            assert b.client("-n").returncode == 0
-            seen = _values(ready, "0", 30)
-            print(f"\npeer {peer}: after -n the file went {seen}")
-            assert seen[0] == "-100" and seen[-1] == "0", seen
-            assert "waiting for the resync asked for" in b.logs()
-            assert len(burst_keys(n) - b.external()) == 0  # ready again only with A's state in
-            assert b.client("-c").returncode == 0  # the primary hook starts with the commit
-            assert b.client("-n").returncode == 0  # a manual -n on the primary must not move the VIPs
-            time.sleep(0.5)
-            assert ready.read_text() == "0\n"
-        finally:
-            for n_ in nodes:
-                n_.stop()
+    with _pair(tmp_path, peer) as (a, b, ready):
+        a.start()
+        b.start()
+        assert _values(ready, "0", 30)[-1] == "0"
+        n = N // 4
+        r = ns(a.ns, sys.executable, "bench/populate.py", str(n), "udp", timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert b.client("-t").returncode == 0  # the backup hook: -t, then -n
+        assert b.client("-n").returncode == 0
+        seen = _values(ready, "0", 30)
+        print(f"\npeer {peer}: after -n the file went {seen}")
+        assert seen[0] == "-100" and seen[-1] == "0", seen
+        assert "waiting for the resync asked for" in b.logs()
+        assert len(burst_keys(n) - b.external()) == 0  # ready again only with A's state in
+        assert b.client("-c").returncode == 0  # the primary hook starts with the commit
+        assert b.client("-n").returncode == 0  # a manual -n on the primary must not move the VIPs
+        time.sleep(0.5)
+        assert ready.read_text() == "0\n"
