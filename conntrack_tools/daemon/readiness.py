@@ -54,21 +54,24 @@ class ReadinessTracker:
         if self.requested_at is None:
             self.requested_at = now
 
-    def restart(self, now: float, rearm: bool = False) -> None:
+    def restart(self, now: float, rearm: bool = False) -> bool:
         """A new resync request (messages lost, or ``-n``): complete only once its bulk is in.
         Before we were ready, found at 200,000 entries: a receiver that drops part of a bulk asks
         again and again, and the rate of a bulk it is still absorbing can dip below the criterion
         between two requests.  Once ready, only with ``rearm`` (the engine's call: a backup asking
         again): such a node lacks what that bulk brings, and preempting while it absorbs the bulk
-        leaves the live changes queued behind it late (docs/failover.md).  ALARM asks nothing."""
+        leaves the live changes queued behind it late (docs/failover.md).  ALARM asks nothing.
+        True when a ready tracker went back to not ready (the caller publishes that)."""
         if (self.ready and not rearm) or self.requested_at is None or self.refresh_time is not None:
-            return
+            return False
+        was_ready = self.ready
         self.ready = False
         self.requested_at = now
         self.sent_at = None
         self.answered_at = None
         self.peak = 0.0
         self._samples.clear()
+        return was_ready
 
     def update(self, now: float, last_heard: float | None, last_data: float | None, request_pending: bool,
                nack_open: bool, received: int | None = None, request_sent: bool = False) -> bool:

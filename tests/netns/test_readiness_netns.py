@@ -45,6 +45,19 @@ def _pair(tmp_path, peer: str, mode: str = "ftfw") -> Iterator[tuple[Node, Node,
                 n.stop()
 
 
+def _values(path, until: str, seconds: float) -> list[str]:
+    """The file's successive values, until it holds ``until`` or ``seconds`` passed."""
+    seen, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        value = path.read_text().strip() if path.exists() else None
+        if value is not None and (not seen or seen[-1] != value):
+            seen.append(value)
+        if value == until:
+            break
+        time.sleep(0.01)
+    return seen
+
+
 @pytest.mark.parametrize("peer", ["py", "c"])
 @pytest.mark.parametrize("mode", ["ftfw", "notrack"])
 def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
@@ -63,19 +76,6 @@ def test_ready_only_once_the_peers_state_is_in(tmp_path, mode, peer):
         assert len(burst_keys(N) - got) == 0, f"ready with {len(burst_keys(N) - got)} flows missing"
         b.stop()
         assert ready.read_text() == "-100\n"
-
-
-def _values(path, until: str, seconds: float) -> list[str]:
-    """The file's successive values, until it holds ``until`` or ``seconds`` passed."""
-    seen, t0 = [], time.monotonic()
-    while time.monotonic() - t0 < seconds:
-        value = path.read_text().strip() if path.exists() else None
-        if value is not None and (not seen or seen[-1] != value):
-            seen.append(value)
-        if value == until:
-            break
-        time.sleep(0.01)
-    return seen
 
 
 @pytest.mark.parametrize("peer", ["py", "c"])

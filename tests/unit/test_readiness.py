@@ -211,12 +211,12 @@ def test_asking_again_restarts_the_wait():
     t = ReadinessTracker(quiet=1.0)
     t.resync_requested(1.0)
     assert not t.update(1.5, 1.4, 1.45, False, False, 5000)
-    t.restart(1.6)
+    assert not t.restart(1.6)  # not ready yet: a restart, nothing to publish
     assert t.requested_at == 1.6 and t.peak == 0.0
     assert not t.update(2.2, 2.1, 1.5, False, False, 5000)  # quiet since 1.5, but the new request is 0.6 s old
     assert not t.update(2.7, 2.65, 1.5, False, False, 5000)  # the peer was first heard again at 2.1 ...
     assert t.update(3.15, 3.1, 1.5, False, False, 5000)  # ... last data before the request: quiet a second after
-    t.restart(3.0)  # no effect once ready
+    assert not t.restart(3.0)  # no effect once ready
     assert t.requested_at == 1.6
 
 
@@ -226,9 +226,9 @@ def test_a_ready_node_asking_again_waits_for_that_bulk():
     t.resync_requested(1.0)
     assert not t.update(1.5, 1.4, 1.45, False, False)
     assert t.update(3.0, 2.9, 1.9, False, False)
-    t.restart(10.0)  # losses on a ready node without rearm: nothing changes
+    assert not t.restart(10.0)  # losses on a ready node without rearm: nothing changes
     assert t.ready and t.requested_at == 1.0
-    t.restart(10.0, rearm=True)
+    assert t.restart(10.0, rearm=True)  # the caller publishes "not ready"
     assert not t.ready and t.requested_at == 10.0 and t.answered_at is None
     assert not t.update(10.5, 10.4, 10.45, False, False)  # the new bulk is arriving
     assert not t.update(11.2, 11.1, 10.9, False, False)  # answered at 10.4, last data 10.9: not a second yet
@@ -239,5 +239,5 @@ def test_a_ready_node_asking_again_waits_for_that_bulk():
 def test_alarm_is_never_rearmed():
     t = ReadinessTracker(quiet=1.0, refresh_time=5.0)
     assert t.update(6.0, 1.0, 1.0, False, False)
-    t.restart(7.0, rearm=True)  # C honours no resync in ALARM: nothing to wait for
+    assert not t.restart(7.0, rearm=True)  # C honours no resync in ALARM: nothing to wait for
     assert t.ready

@@ -619,20 +619,14 @@ class SyncDaemonEngine(Answers):
         that node would preempt while still absorbing the bulk, with the live changes queued behind
         it reaching its kernel too late (the interop lab: fresh FTP data connections dropped as
         invalid at the failback, docs/failover.md)."""
-        t = self.tracker
-        if t is None or t.refresh_time is not None:
+        if self.tracker is None:
             return
         now = time.time()
-        if t.ready:
-            if self.role == "primary":
-                return
-            t.restart(now, rearm=True)
+        if self.tracker.restart(now, rearm=self.role != "primary"):
             self.readiness.not_ready()
             self.log("notice", f"waiting for the resync asked for: readiness file `{self.readiness.path}' "
                                f"set to {self.readiness.weight}")
             self.transitions.waiting(now)
-        else:
-            t.restart(now)
 
     @handles(Action.RESET_TIMERS)
     def _reset_timers(self, action: int, as_json: bool) -> Iterable[str]:
