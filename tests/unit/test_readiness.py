@@ -173,6 +173,39 @@ def test_ready_when_the_bulk_is_over_although_live_changes_never_pause():
     assert t.peak >= 9000
 
 
+def _ticks(t: ReadinessTracker, rate_at, start: float, end: float) -> float | None:
+    """Feed ``t`` 0.25-s ticks of messages at ``rate_at(now)`` per second; the time it became ready."""
+    received, now = 0.0, start
+    t.resync_requested(start, 0)
+    while now < end:
+        now += 0.25
+        received += rate_at(now) * 0.25
+        if t.update(now, now - 0.01, now - 0.01, False, False, int(received)):
+            return now
+    return None
+
+
+def test_ready_when_live_changes_stay_above_a_tenth_of_a_small_bulk():
+    """The lab under five FTP clients: a bulk of ~2,500 messages, then 430 live messages/s for good.
+    The rate never falls to a tenth of its peak; it levels off at a steady half of it or less."""
+    t = ReadinessTracker(quiet=1.0)
+    ready_at = _ticks(t, lambda now: 10_000 + 430 if now <= 0.25 else 430, 0.0, 30.0)  # whole before the 1st tick
+    assert ready_at is not None and 2.0 <= ready_at <= 3.0, ready_at
+
+
+def test_a_paced_bulk_is_not_levelled_off():
+    """A bulk sent at a steady 5,000 messages/s for 6 s (over 430 live/s) is flat at its peak: not the end."""
+    t = ReadinessTracker(quiet=1.0)
+    ready_at = _ticks(t, lambda now: 5430 if now <= 6.0 else 430, 0.0, 30.0)
+    assert ready_at is not None and 6.5 <= ready_at <= 9.0, ready_at  # a tenth of the peak a second after
+
+
+def test_live_changes_before_the_bulk_are_not_its_end():
+    """A peer slow to answer (its live changes arrive, its bulk not yet): a steady rate is its own peak."""
+    t = ReadinessTracker(quiet=1.0)
+    assert _ticks(t, lambda now: 430, 0.0, 10.0) is None
+
+
 def test_a_slowing_bulk_is_not_the_end():
     t = ReadinessTracker(quiet=1.0)
     t.resync_requested(0.0)
@@ -241,3 +274,20 @@ def test_alarm_is_never_rearmed():
     assert t.update(6.0, 1.0, 1.0, False, False)
     assert not t.restart(7.0, rearm=True)  # C honours no resync in ALARM: nothing to wait for
     assert t.ready
+
+
+def test_a_rearmed_node_counts_the_rate_from_its_new_request():
+    """keepalived restarted under load: the -n's bulk (whole before the next tick) is seen as the peak."""
+    t = ReadinessTracker(quiet=1.0)
+    assert _ticks(t, lambda now: 5000 if now <= 0.5 else 0, 0.0, 3.0) is not None
+    received = 1_000_000  # the running count by then
+    assert t.restart(20.0, rearm=True, received=received)
+    received += 2500  # the bulk, before the next tick
+    ready_at = None
+    for i in range(1, 40):
+        now = 20.0 + i * 0.25
+        received += 107  # 430 live messages per second
+        if t.update(now, now - 0.01, now - 0.01, False, False, received):
+            ready_at = now
+            break
+    assert ready_at is not None and 22.0 <= ready_at <= 23.0, ready_at

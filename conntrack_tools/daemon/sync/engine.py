@@ -167,7 +167,7 @@ class SyncDaemonEngine(Answers):
         if (self.cfg.startup_resync or self.tracker is not None) and self.mode_name != SyncMode.ALARM:
             self.mode.request_resync()
             if self.tracker is not None:
-                self.tracker.resync_requested(time.time())
+                self.tracker.resync_requested(time.time(), self._received(self.mode.peers))
                 self.transitions.started = time.time()
         self._schedule_tx()
 
@@ -622,7 +622,7 @@ class SyncDaemonEngine(Answers):
         if self.tracker is None:
             return
         now = time.time()
-        if self.tracker.restart(now, rearm=self.role != "primary"):
+        if self.tracker.restart(now, rearm=self.role != "primary", received=self._received(self.mode.peers)):
             self.readiness.not_ready()
             self.log("notice", f"waiting for the resync asked for: readiness file `{self.readiness.path}' "
                                f"set to {self.readiness.weight}")
