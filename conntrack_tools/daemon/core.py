@@ -33,6 +33,7 @@ __all__ = ["Daemon", "StartError"]
 
 GC_FULL_PERIOD = 600.0  # seconds between full garbage collections (see Daemon._tame_gc)
 RESYNC_SETTLE = 0.25  # seconds between the end of an overrun storm and its resync dump (Daemon._resync_early)
+RX_EVERY = 256  # dumped entries between two reads of the sync input during -R (Daemon._resync_ct)
 JSON_VIEWS = {
     Action.STATS: "ct", Action.STATS_NETWORK: "network", Action.STATS_CACHE: "cache",
     Action.STATS_RUNTIME: "runtime", Action.STATS_LINK: "link", Action.STATS_RSQUEUE: "rsqueue",
@@ -370,8 +371,19 @@ class Daemon:
             self.mode.exp_purge()  # type: ignore[union-attr]
 
     def _resync_ct(self, as_json: bool, out: list[str]) -> None:
+        """-R: the kernel table into the internal cache.  Unlike C, the sync input is read between dump
+        messages: the primary hook runs -R while the VIPs move, and the old master's last new flows
+        (an FTP data connection opened a millisecond before the switch) must reach this kernel before
+        their next packet does, not after the whole dump (docs/failover.md)."""
         self.runtime.nl_kernel_table_resync += 1
-        self._kernel_step("resync with master conntrack table", lambda c: c.dump(self.mode.populate))
+        mode, engine = self.mode, self.engine
+        fast = mode.populate_values if isinstance(mode, SyncCacheMode) else None
+        if engine is None:
+            self._kernel_step("resync with master conntrack table", lambda c: c.dump(mode.populate, fast=fast))
+            return
+        with engine.receiving_during_dump():
+            self._kernel_step("resync with master conntrack table",
+                              lambda c: c.dump(mode.populate, engine.poll_rx, RX_EVERY, fast))
 
     def _resync_exp(self, as_json: bool, out: list[str]) -> None:
         if not self._expect_on():

@@ -330,6 +330,24 @@ class SyncCacheMode(_Base):
     def populate(self, flow: Flow) -> None:
         self.cache.update_force(flow, self.now())
 
+    def populate_values(self, key: bytes, fill: Callable, vals: tuple) -> None:
+        """populate() for a dumped entry of a compiled layout (daemon/event_fill.py): no Flow.  Why: the
+        primary hook's -R dumps the whole table while the VIPs are already moving (0.4 s at 15,000
+        entries through Flow objects, C 0.2 s)."""
+        c = self.cache
+        now = int(time.time())
+        e = c.entries.get(key)
+        if e is not None and not e.dead:
+            fill(vals, e)
+            e.lastupdate = now
+            c.stats.upd_ok += 1
+            return
+        if e is not None:
+            c.delete(e)
+        e = c.new_entry(key, now)
+        if e is not None:
+            fill(vals, e)
+
     def resync(self, flow: Flow) -> None:
         """resync_cb: one flow of the overrun-resync or polling dump.
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 
 import pytest
 
 from tests.conftest import REPO, Netns
-from tests.netns.sync_mesh import C_CONNTRACK, Node, inject_pair, ns, wait_for
+from tests.netns.sync_mesh import C_CONNTRACK, Node, create, flow_args, inject_pair, ns, wait_for
 from tests.netns.test_sync_resync import burst_keys
 
 pytestmark = [pytest.mark.root]
@@ -116,3 +117,46 @@ def test_event_socket_filter_drops_the_injectors_echoes():
         assert r.stdout.startswith("True"), r.stdout
     finally:
         n.close()
+
+
+def test_the_peers_flows_reach_the_kernel_while_a_resync_dumps_the_table(tmp_path):
+    """keepalived's primary hook runs -R while the VIPs move: a flow the old master opened a moment before
+    must reach this kernel before its next packet, not after a dump of the whole table (C reads no sync
+    input until its dump is over; an FTP data connection was seen dropped as invalid in the lab).  And a
+    resync request read during the dump is answered after it, with the whole cache."""
+    n = 2 * N
+    with inject_pair(tmp_path) as (a, b, _ready):
+        a.start()
+        b.start()
+        r = ns(b.ns, sys.executable, "bench/populate.py", str(n), "udp", timeout=120)  # B's own table
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: b.count("-i") >= n, 90, f"{n} flows in B's internal cache")
+        wait_for(lambda: a.count("-e") >= n, 90, f"{n} flows in A's external cache")  # A idle again
+        resync = subprocess.Popen(["ip", "netns", "exec", b.ns, *b.client_argv, "-C", str(b.conf), "-R"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        wait_for(lambda: "resync with master conntrack table" in b.logs(), 10, "B's dump to start", interval=0.005)
+        create(a, 1)  # A's daemon sends it to B
+        while ns(b.ns, C_CONNTRACK, "-G", *flow_args(1, 1)[:-2]).returncode != 0:  # no -t with -G
+            assert resync.poll() is None, "the resync ended before A's flow was in B's kernel"
+            time.sleep(0.005)
+        arrived = time.monotonic() - t0
+        assert resync.wait(60) == 0, resync.stderr.read()
+        took = time.monotonic() - t0
+        print(f"\n-R of {n} entries took {took:.2f} s; A's flow was in B's kernel after {arrived:.2f} s")
+        assert took - arrived >= 0.3, "A's flow reached B's kernel only at the end of the dump"
+
+        # A resync request read during the dump is answered once the cache is whole again, not half filled.
+        before = b.lines("-i")
+        assert b.client("-f", "internal").returncode == 0  # the primary hook's -f, before its -R
+        assert a.client("-f", "external").returncode == 0
+        seen = b.logs().count("resync with master conntrack table")
+        resync = subprocess.Popen(["ip", "netns", "exec", b.ns, *b.client_argv, "-C", str(b.conf), "-R"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: b.logs().count("resync with master conntrack table") > seen, 10, "B's second dump",
+                 interval=0.005)
+        assert a.client("-n").returncode == 0
+        assert resync.wait(60) == 0, resync.stderr.read()
+        assert b.lines("-i") == before  # the dump's compiled path fills the cache as the events did
+        wait_for(lambda: a.count("-e") >= n, 60, f"B's answer: all {n} flows in A's external cache",
+                 show=lambda: f"A holds {a.count('-e')}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ...netlink.socket import CtnlSocket
@@ -139,6 +140,8 @@ class SyncDaemonEngine(Answers):
                 self.loop.add_reader(ch.listener.fileno(), lambda i=idx: self._on_accept(i))
                 ch.connect()
         self._tx_scheduled = False
+        self._dumping = False  # inside a -R dump that reads the sync input (receiving_during_dump)
+        self._bulk_deferred = False
         self.pacer = BulkPacer()  # the pace of RESYNC answers (heal.py)
         self._direct_pending = False  # send_flow() queued messages on the channels: flush them
         self._last_xmit = time.monotonic()
@@ -377,7 +380,28 @@ class SyncDaemonEngine(Answers):
     def _on_resync_request(self) -> None:
         self.log("notice", "resync requested by other node")
         self.pacer.on_request(time.monotonic())
+        if self._dumping:
+            self._bulk_deferred = True  # the internal cache is half filled: answer once the dump is over
+            return
         self.bulk()
+
+    @contextmanager
+    def receiving_during_dump(self) -> Iterator[None]:
+        """Around a -R dump that calls poll_rx(): a peer's resync request read meanwhile is answered after it."""
+        self._dumping, self._bulk_deferred = True, False
+        try:
+            yield
+        finally:
+            self._dumping = False
+            if self._bulk_deferred:
+                self._bulk_deferred = False
+                self.bulk()
+
+    def poll_rx(self) -> None:
+        """Read what the datagram channels hold now (a TCP channel waits for the loop)."""
+        for idx, ch in enumerate(self.channels.channels):
+            for s in ch.recv_socks:
+                self._on_readable(idx, s)
 
     # ============================================================ network input
     def _on_readable(self, idx: int, sock: socket.socket) -> None:
