@@ -484,7 +484,7 @@ def _daemon():
             def flush_expect(self):
                 return 0
 
-            def dump(self, cb):
+            def dump(self, cb, interleave=None, every=4096, fast=None):  # Ctnl.dump; no compiled layouts here
                 for f in sample_flows():
                     cb(f)
                 return 4

@@ -18,7 +18,7 @@ an update overwrites the attributes the event carries and keeps the others.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from dataclasses import replace as _replace
 from operator import attrgetter
@@ -389,6 +389,24 @@ class Cache:
                 return e, False
             self.delete(e)
         return self.add(flow, now, key), True
+
+    def fill_force(self, key: bytes, fill: Callable, vals: tuple, now: int,
+                   e: Entry | None = None) -> tuple[Entry | None, bool]:
+        """update_force() for an entry of a compiled layout (daemon/event_fill.py): ``fill`` does what
+        Entry.merge does, from decoded values instead of a Flow.  ``e``: the caller's lookup of ``key``."""
+        if e is None:
+            e = self.entries.get(key)
+        if e is not None:
+            if not e.dead:
+                fill(vals, e)
+                e.lastupdate = now
+                self.stats.upd_ok += 1
+                return e, False
+            self.delete(e)
+        e = self.new_entry(key, now)
+        if e is not None:
+            fill(vals, e)
+        return e, True
 
     def mark_dead(self, e: Entry) -> None:
         """cache_object_set_status(C_OBJ_DEAD): counted as deleted, kept until released."""

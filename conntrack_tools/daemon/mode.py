@@ -334,19 +334,7 @@ class SyncCacheMode(_Base):
         """populate() for a dumped entry of a compiled layout (daemon/event_fill.py): no Flow.  Why: the
         primary hook's -R dumps the whole table while the VIPs are already moving (0.4 s at 15,000
         entries through Flow objects, C 0.2 s)."""
-        c = self.cache
-        now = int(time.time())
-        e = c.entries.get(key)
-        if e is not None and not e.dead:
-            fill(vals, e)
-            e.lastupdate = now
-            c.stats.upd_ok += 1
-            return
-        if e is not None:
-            c.delete(e)
-        e = c.new_entry(key, now)
-        if e is not None:
-            fill(vals, e)
+        self.cache.fill_force(key, fill, vals, int(time.time()))
 
     def resync(self, flow: Flow) -> None:
         """resync_cb: one flow of the overrun-resync or polling dump.
@@ -369,23 +357,15 @@ class SyncCacheMode(_Base):
 
     def resync_values(self, key: bytes, fill: Callable, vals: tuple) -> None:
         """resync() for a dumped entry of a compiled layout (daemon/event_fill.py): no Flow."""
-        c = self.cache
-        stamp = self._resync_stamp
-        e = c.entries.get(key)
-        if e is not None and not e.dead:
-            before = _sync_state(e)
-            fill(vals, e)
-            e.lastupdate = stamp
-            c.stats.upd_ok += 1
-            if _sync_state(e) != before:
-                self.engine.on_local_update(e, None, None)
+        e = self.cache.entries.get(key)
+        before = _sync_state(e) if e is not None and not e.dead else None
+        e, created = self.cache.fill_force(key, fill, vals, self._resync_stamp, e)
+        if e is None:
             return
-        if e is not None:
-            c.delete(e)
-        e = c.new_entry(key, stamp)
-        if e is not None:
-            fill(vals, e)
+        if created:
             self.engine.on_local_new(e, None, None)
+        elif _sync_state(e) != before:
+            self.engine.on_local_update(e, None, None)
 
     def new(self, flow: Flow, origin: str | None) -> None:
         if origin == INJECT:
@@ -407,21 +387,9 @@ class SyncCacheMode(_Base):
         The same cache_update_force and engine hook, with ``fill`` doing what Entry.merge does."""
         if origin == INJECT:
             return
-        c = self.cache
-        now = int(time.time())
-        e = c.entries.get(key)
-        if e is not None and not e.dead:
-            fill(vals, e)
-            e.lastupdate = now
-            c.stats.upd_ok += 1
-        else:
-            if e is not None:
-                c.delete(e)
-            e = c.new_entry(key, now)
-            if e is None:
-                return
-            fill(vals, e)
-        (self.engine.on_local_new if new else self.engine.on_local_update)(e, None, origin)
+        e, _ = self.cache.fill_force(key, fill, vals, int(time.time()))
+        if e is not None:
+            (self.engine.on_local_new if new else self.engine.on_local_update)(e, None, origin)
 
     def destroy(self, flow: Flow, origin: str | None) -> bool:
         if origin == INJECT:

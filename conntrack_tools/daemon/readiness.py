@@ -55,6 +55,8 @@ class ReadinessTracker:
     peak: float = 0.0  # highest message rate over `quiet` seconds since the request
     sent_at: float | None = None  # when our request was first seen sent (FTFW: before its ACK)
     answered_at: float | None = None  # when a peer was first heard after the request: the quiet second starts there
+    rate: float = 0.0  # the message rate over the last `quiet` seconds, at the last update
+    waiting_on: tuple[str, ...] = ()  # what the last update found unmet (the transition record shows it)
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def resync_requested(self, now: float, received: int | None = None) -> None:
@@ -102,6 +104,7 @@ class ReadinessTracker:
             self.first_heard = last_heard
         if self.refresh_time is not None:  # ALARM
             done = self.first_heard is not None and now - self.first_heard >= self.refresh_time
+            self.waiting_on = () if done else ("one RefreshTime after a peer was first heard",)
         else:
             req = self.requested_at
             rate_fell = received is not None and req is not None and self._rate_fell(now, received)
@@ -111,9 +114,15 @@ class ReadinessTracker:
             # when the peer was first heard after our request, not from the request; else a peer that
             # wakes up is "quiet" before its bulk has even started.
             start = self.answered_at
-            done = (start is not None and not request_pending and not nack_open
-                    and (now - max(start, last_data or start) >= self.quiet
-                         or (rate_fell and now - start >= self.quiet)))
+            over = start is not None and (now - max(start, last_data or start) >= self.quiet
+                                          or (rate_fell and now - start >= self.quiet))
+            done = over and not request_pending and not nack_open
+            self.waiting_on = () if done else tuple(why for why, unmet in (
+                ("no peer heard since the request", start is None),
+                ("resync request not through", request_pending),
+                ("NACKed messages not re-sent yet", nack_open),
+                (f"bulk not over ({self.rate:.0f} messages/s, peak {self.peak:.0f})", start is not None and not over),
+            ) if unmet)
         self.ready = done
         return done
 
@@ -129,7 +138,7 @@ class ReadinessTracker:
         if base is None:
             return False
         t0, c0 = base
-        rate = (received - c0) / (now - t0)
+        rate = self.rate = (received - c0) / (now - t0)
         self.peak = max(self.peak, rate)
         if rate <= max(self.floor, self.ratio * self.peak):
             return True

@@ -10,6 +10,7 @@ the peer that answers the resync.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -98,3 +99,18 @@ def test_a_backup_asking_again_is_not_ready_until_that_bulk_is_in(tmp_path, peer
         assert b.client("-n").returncode == 0  # a manual -n on the primary must not move the VIPs
         time.sleep(0.5)
         assert ready.read_text() == "0\n"
+
+
+def test_the_transition_record_says_what_readiness_waits_on(tmp_path):
+    with _pair(tmp_path, "py") as (a, b, ready):
+        b.start()  # its peer is not there yet
+
+        def waiting_on() -> list[str]:
+            return json.loads(b.client("-s", "network", "-o", "json").stdout)["transition"]["waiting_on"]
+
+        wait_for(lambda: waiting_on() == ["no peer heard since the request", "resync request not through"], 10,
+                 "B waiting on its absent peer", show=waiting_on)
+        assert ready.read_text() == "-100\n"
+        a.start()
+        assert _values(ready, "0", 30)[-1] == "0"
+        assert waiting_on() == []

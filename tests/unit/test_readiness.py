@@ -291,3 +291,20 @@ def test_a_rearmed_node_counts_the_rate_from_its_new_request():
             ready_at = now
             break
     assert ready_at is not None and 22.0 <= ready_at <= 23.0, ready_at
+
+
+def test_what_readiness_waits_on_is_named():
+    """The transition record shows it (operators: "why does this node not take the VIPs back?")."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(0.0, 0)
+    assert not t.update(0.25, None, None, True, False, 0)
+    assert t.waiting_on == ("no peer heard since the request", "resync request not through")
+    received = 0
+    for i in range(2, 12):  # a peer that keeps sending 2,000 messages/s, NACKs open
+        now = i * 0.25
+        received += 500
+        assert not t.update(now, now - 0.01, now - 0.01, False, True, received)
+    assert t.waiting_on[0] == "NACKed messages not re-sent yet"
+    assert t.waiting_on[1].startswith("bulk not over (2000 messages/s, peak 2000)"), t.waiting_on
+    assert t.update(3.8, 3.7, 2.75, False, False, received)  # a quiet second, NACKs paid
+    assert t.waiting_on == ()

@@ -385,7 +385,7 @@ def test_network_json_says_what_the_peer_has_not_acknowledged():
     f.enqueue("b", body(2))  # queued, not sent
     f.mark(1.25)
     eng = SimpleNamespace(mode=f, mode_name="FTFW", errors={}, injector=None, role="primary", role_since=0.0,
-                          role_changes=1, transitions=TransitionLog(0.0), _links_json=lambda: [],
+                          role_changes=1, transitions=TransitionLog(0.0), tracker=None, _links_json=lambda: [],
                           _auth_json=lambda: {"enabled": False}, pacer=SimpleNamespace(requests=0, current=0))
     clock = mock.Mock(time=lambda: 3.0, monotonic=lambda: 4.0)
     with mock.patch.object(engine_mod, "time", clock):
