@@ -8,6 +8,7 @@ signals, fork when ``-d``, READY=1.  SIGINT/SIGTERM and ``-k`` run the same clea
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -378,12 +379,10 @@ class Daemon:
         self.runtime.nl_kernel_table_resync += 1
         mode, engine = self.mode, self.engine
         fast = mode.populate_values if isinstance(mode, SyncCacheMode) else None
-        if engine is None:
-            self._kernel_step("resync with master conntrack table", lambda c: c.dump(mode.populate, fast=fast))
-            return
-        with engine.receiving_during_dump():
+        poll = engine.poll_rx if engine is not None else None
+        with engine.receiving_during_dump() if engine is not None else contextlib.nullcontext():
             self._kernel_step("resync with master conntrack table",
-                              lambda c: c.dump(mode.populate, engine.poll_rx, RX_EVERY, fast))
+                              lambda c: c.dump(mode.populate, poll, RX_EVERY, fast))
 
     def _resync_exp(self, as_json: bool, out: list[str]) -> None:
         if not self._expect_on():

@@ -57,6 +57,8 @@ class ReadinessTracker:
     answered_at: float | None = None  # when a peer was first heard after the request: the quiet second starts there
     rate: float = 0.0  # the message rate over the last `quiet` seconds, at the last update
     waiting_on: tuple[str, ...] = ()  # what the last update found unmet (the transition record shows it)
+    slow_after: float = 30.0  # seconds after a request before overdue() says it once
+    _said_overdue: bool = False
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def resync_requested(self, now: float, received: int | None = None) -> None:
@@ -78,6 +80,7 @@ class ReadinessTracker:
             return False
         was_ready = self.ready
         self.ready = False
+        self._said_overdue = False
         self.requested_at = now
         self.sent_at = None
         self.answered_at = None
@@ -125,6 +128,15 @@ class ReadinessTracker:
             ) if unmet)
         self.ready = done
         return done
+
+    def overdue(self, now: float) -> bool:
+        """True once per request, ``slow_after`` seconds after it while still not ready: the daemon then
+        logs what it waits on (found: one failback in the lab waited 178 s and nothing said why)."""
+        req = self.requested_at
+        if self.ready or self._said_overdue or req is None or now - req < self.slow_after:
+            return False
+        self._said_overdue = True
+        return True
 
     def _rate_fell(self, now: float, received: int) -> bool:
         """The rate over the last `quiet` seconds (from the newest sample at least that old) against

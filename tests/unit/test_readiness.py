@@ -308,3 +308,19 @@ def test_what_readiness_waits_on_is_named():
     assert t.waiting_on[1].startswith("bulk not over (2000 messages/s, peak 2000)"), t.waiting_on
     assert t.update(3.8, 3.7, 2.75, False, False, received)  # a quiet second, NACKs paid
     assert t.waiting_on == ()
+
+
+def test_an_overdue_request_is_said_once_per_request():
+    """The daemon logs what readiness waits on once, `slow_after` seconds after each request still open."""
+    t = ReadinessTracker(quiet=1.0, slow_after=30.0)
+    assert not t.overdue(100.0)  # nothing asked yet
+    t.resync_requested(0.0, 0)
+    assert not t.overdue(29.9)
+    assert t.overdue(30.0)
+    assert not t.overdue(31.0)  # once
+    t.restart(40.0, received=0)  # asked again: a new request, said again 30 s after it
+    assert not t.overdue(69.0)
+    assert t.overdue(70.0)
+    t.restart(80.0, received=0)
+    assert t.update(90.0, 85.0, 85.0, False, False, 0)  # ready: nothing overdue
+    assert not t.overdue(200.0)

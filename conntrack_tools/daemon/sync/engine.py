@@ -54,7 +54,6 @@ TXQ_MAX = 2147483647
 # (an overrun costs a full resync); 2,000 messages are ~120 datagrams, a few ms
 TX_RUN_MAX = 2000
 KEY_FILE_POLL = 1.0  # seconds between stats of the AuthKey file (rotation without a restart)
-SLOW_READY = 30.0  # seconds after a resync request before the daemon says what readiness waits on
 _CT_DEL = int(MsgType.CT_DEL)
 ERROR_NAMES = ("malformed", "bad_version", "bad_header", "bad_payload", "bad_type", "truncated", "bad_size",
                "snd_malformed")
@@ -141,7 +140,6 @@ class SyncDaemonEngine(Answers):
                 self.loop.add_reader(ch.listener.fileno(), lambda i=idx: self._on_accept(i))
                 ch.connect()
         self._tx_scheduled = False
-        self._slow_warned = False  # the slow-readiness notice went out for this request
         self._dumping = False  # inside a -R dump that reads the sync input (receiving_during_dump)
         self._bulk_deferred = False
         self.pacer = BulkPacer()  # the pace of RESYNC answers (heal.py)
@@ -188,9 +186,8 @@ class SyncDaemonEngine(Answers):
                                req is not None and req.sent):
             self.readiness.ready()
             self.transitions.ready(now)
-        elif not self._slow_warned and now - (self.tracker.requested_at or now) >= SLOW_READY:
-            self._slow_warned = True
-            self.log("notice", f"state not complete {SLOW_READY:g} s after the resync request: waiting on "
+        elif self.tracker.overdue(now):
+            self.log("notice", f"state not complete {self.tracker.slow_after:g} s after the resync request: waiting on "
                                + "; ".join(self.tracker.waiting_on))
 
     def _received(self, peers: dict) -> int:
@@ -652,7 +649,6 @@ class SyncDaemonEngine(Answers):
         if self.tracker is None:
             return
         now = time.time()
-        self._slow_warned = False
         if self.tracker.restart(now, rearm=self.role != "primary", received=self._received(self.mode.peers)):
             self.readiness.not_ready()
             self.log("notice", f"waiting for the resync asked for: readiness file `{self.readiness.path}' "
