@@ -143,7 +143,7 @@ def test_no_packet_dropped_as_invalid(result: dict[str, Any], kind: str) -> None
 
     Not yet closed (issue #13, docs/lab.md "What remains"): a packet of an FTP data connection opened through
     the old master less than the sync latency (~2 ms) before the switch can reach the new master before its
-    state does (a SYN-ACK 1 ms ahead of it, C's node and ours alike; the longer window, a new master of ours
+    state does (the server's FIN 1 ms ahead of it, C's node and ours alike; the longer window, a new master of ours
     reading no sync input during its -R, was closed in session 9). Seen in about one CI run in two before
     that change, 1 connection, 1-3 packets, no transfer failed. That one case is tolerated here, and only it:
     at most one such connection per event, none of the lab's long-lived connections (echo, NAT, FTP
