@@ -108,16 +108,20 @@ class Node(Conntrackd):
     merge_stderr = True
 
     def __init__(self, tmp: Path, i: int, impl: str = "py", mode: str = "ftfw", auth: str | None = None,
-                 rsq: int = 131072, rcvbuf: int = 4194304, extra_general: str = "") -> None:
+                 rsq: int = 131072, rcvbuf: int = 4194304, extra_general: str = "", channel: str = "multicast") -> None:
         self.i, self.impl = i, impl
         super().__init__(node_ns(i), tmp / f"n{i}-{impl}", [C_DAEMON] if impl == "c" else PY_DAEMON)
         self.ns = self.netns
         dev = f"ctpy-s3{TAG}n{i}"
         auth_line = f" AuthKey {auth}\n" if auth else ""
+        if channel == "tcp":  # a two-node stream: nodes 1 and 2 only
+            link = (f"TCP {{\n IPv4_address 10.233.0.{i}\n IPv4_Destination_Address 10.233.0.{3 - i}\n Port 3790\n"
+                    f" Interface {dev}\n Checksum on\n SndSocketBuffer 4194304\n RcvSocketBuffer {rcvbuf}\n}}\n")
+        else:
+            link = (f"Multicast {{\n IPv4_address 225.0.0.53\n Group 3790\n IPv4_interface 10.233.0.{i}\n"
+                    f" Interface {dev}\n Checksum on\n SndSocketBuffer 4194304\n RcvSocketBuffer {rcvbuf}\n}}\n")
         self.conf.write_text(
-            f"Sync {{\n Mode {MODES[mode].format(rsq=rsq)}\n{auth_line}"
-            f"Multicast {{\n IPv4_address 225.0.0.53\n Group 3790\n IPv4_interface 10.233.0.{i}\n"
-            f" Interface {dev}\n Checksum on\n SndSocketBuffer 4194304\n RcvSocketBuffer {rcvbuf}\n}}\n}}\n"
+            f"Sync {{\n Mode {MODES[mode].format(rsq=rsq)}\n{auth_line}{link}}}\n"
             + sync_general(self, 8192, 2097152, "10.233.0.0/24", extra_general))
         self.conf.chmod(0o600)
 
@@ -130,19 +134,19 @@ class Node(Conntrackd):
 
 
 @contextmanager
-def inject_pair(tmp: Path) -> Iterator[tuple[Node, Node, Path]]:
+def inject_pair(tmp: Path, channel: str = "multicast") -> Iterator[tuple[Node, Node, Path]]:
     """A fresh two-node mesh: node 1 (ours, FTFW) and node 2 (ours, FTFW with ``DisableExternalCache on`` and a
-    readiness file), neither started.  Yields (node 1, node 2, node 2's readiness file); on the way out both nodes
-    are stopped (those started) and the mesh removed.  For tests/netns/test_inject_netns.py and
-    bench/resync_ready.py."""
+    readiness file), neither started, on ``channel`` (multicast or tcp).  Yields (node 1, node 2, node 2's
+    readiness file); on the way out both nodes are stopped (those started) and the mesh removed.  For
+    tests/netns/test_inject_netns.py and bench/resync_ready.py."""
     with Mesh() as mesh:
         nodes: list[Node] = []
         try:
             for i in (1, 2):
                 mesh.add(i)
             ready = tmp / "ready"
-            nodes = [Node(tmp, 1, mode="ftfw"),
-                     Node(tmp, 2, mode="ftfw-inject",
+            nodes = [Node(tmp, 1, mode="ftfw", channel=channel),
+                     Node(tmp, 2, mode="ftfw-inject", channel=channel,
                           extra_general=f" Readiness {{\n  File {ready}\n  Weight -100\n }}\n")]
             yield nodes[0], nodes[1], ready
         finally:

@@ -119,13 +119,15 @@ def test_event_socket_filter_drops_the_injectors_echoes():
         n.close()
 
 
-def test_the_peers_flows_reach_the_kernel_while_a_resync_dumps_the_table(tmp_path):
+@pytest.mark.parametrize("channel", ["multicast", "tcp"])
+def test_the_peers_flows_reach_the_kernel_while_a_resync_dumps_the_table(tmp_path, channel):
     """keepalived's primary hook runs -R while the VIPs move: a flow the old master opened a moment before
     must reach this kernel before its next packet, not after a dump of the whole table (C reads no sync
     input until its dump is over; an FTP data connection was seen dropped as invalid in the lab).  And a
-    resync request read during the dump is answered after it, with the whole cache."""
+    resync request read during the dump is answered after it, with the whole cache.  On a datagram
+    channel and on a TCP one (its connection is read between dump messages too)."""
     n = 2 * N
-    with inject_pair(tmp_path) as (a, b, _ready):
+    with inject_pair(tmp_path, channel) as (a, b, _ready):
         a.start()
         b.start()
         r = ns(b.ns, sys.executable, "bench/populate.py", str(n), "udp", timeout=120)  # B's own table

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -142,6 +142,7 @@ class SyncDaemonEngine(Answers):
         self._tx_scheduled = False
         self._dumping = False  # inside a -R dump that reads the sync input (receiving_during_dump)
         self._bulk_deferred = False
+        self._stream_readers: dict[int, Callable[[], None]] = {}  # channel index -> its TCP connection's reader
         self.pacer = BulkPacer()  # the pace of RESYNC answers (heal.py)
         self._direct_pending = False  # send_flow() queued messages on the channels: flush them
         self._last_xmit = time.monotonic()
@@ -401,10 +402,12 @@ class SyncDaemonEngine(Answers):
                 self.bulk()
 
     def poll_rx(self) -> None:
-        """Read what the datagram channels hold now (a TCP channel waits for the loop)."""
+        """Read what the channels hold now: every datagram socket, and one receive of each TCP connection."""
         for idx, ch in enumerate(self.channels.channels):
             for s in ch.recv_socks:
                 self._on_readable(idx, s)
+        for reader in list(self._stream_readers.values()):
+            reader()
 
     # ============================================================ network input
     def _on_readable(self, idx: int, sock: socket.socket) -> None:
@@ -449,12 +452,14 @@ class SyncDaemonEngine(Answers):
                 conn.close()
                 if ch.server is conn:
                     ch.server = None
+                    self._stream_readers.pop(idx, None)
                 return
             ch.stats.bytes_recv += len(data)
             ch.stats.pkts_recv += 1
             self._stream(idx, dec, data, peer)
             self._schedule_tx()
 
+        self._stream_readers[idx] = readable
         self.loop.add_reader(conn.fileno(), readable)
 
     def _stream(self, idx: int, dec, data: bytes, peer) -> None:
