@@ -151,10 +151,14 @@ class ReadinessTracker:
             return False
         t0, c0 = base
         rate = self.rate = (received - c0) / (now - t0)
-        self.peak = max(self.peak, rate)
+        first = samples[0]
+        # The peak also over the window from the oldest sample kept (the request's seed, at first): a bulk that
+        # arrives whole between the request and the next tick lies before every newer base, and was missed (found
+        # in the lab: 1,200 messages within 1 ms, 50 ms after the request, then 300 live messages/s that never
+        # fell to half of a "peak" of 328; the failback waited 142-168 s).
+        self.peak = max(self.peak, rate, (received - first[1]) / (now - first[0]))
         if rate <= max(self.floor, self.ratio * self.peak):
             return True
-        first = samples[0]
         if now - first[0] < 2 * q or t0 <= first[0]:
             return False
         before = (c0 - first[1]) / (t0 - first[0])

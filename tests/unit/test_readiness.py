@@ -324,3 +324,26 @@ def test_an_overdue_request_is_said_once_per_request():
     t.restart(80.0, received=0)
     assert t.update(90.0, 85.0, 85.0, False, False, 0)  # ready: nothing overdue
     assert not t.overdue(200.0)
+
+
+def test_a_bulk_that_arrives_before_the_first_tick_still_counts():
+    """The lab's trace (churn run, session 10): the request's seed, then the peer's whole answer (1,212 messages in
+    1 ms) before the next tick 0.207 s later, then ~290 live messages/s.  Every 1-s window from the first tick on
+    starts after the bulk; only the window from the seed holds it.  Without it the peak stayed ~310, the live rate
+    never fell to half of it, and the node stayed not ready for minutes."""
+    t = ReadinessTracker(quiet=1.0)
+    t.resync_requested(0.0, 0)
+    t.update(0.05, 0.04, 0.04, False, False, 0)
+    assert t.update(2.0, 1.9, 1.0, False, False, 0)  # ready after the start-up request (quiet peer)
+    assert t.restart(100.0, rearm=True, received=0)
+    received = 1212  # the bulk, all before the first tick
+    now = 100.207
+    ready_at = None
+    while now < 130.0:
+        if t.update(now, now - 0.01, now - 0.01, False, False, received):
+            ready_at = now
+            break
+        now += 0.25
+        received += 73  # ~290/s live
+    assert t.peak >= 1000, t.peak
+    assert ready_at is not None and ready_at - 100.0 <= 3.0, (ready_at, t.rate, t.peak, t.waiting_on)
