@@ -1,5 +1,6 @@
 """State latency of a sync pair with direct injection: from a flow's entry in the sender's kernel to its
-entry in the receiver's kernel, C against ours (not a CI test).
+entry in the receiver's kernel, C against ours (a 50-probe round runs in `make test`:
+tests/netns/test_sync_latency_bench.py).
 
     sudo .venv/bin/python bench/sync_latency.py [--probes 1000] [--load 0,10000] [--pairs c-c,py-py,c-py,py-c]
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 from pyroute2 import netns as pr_netns
-from sync_run import NS, PAIRS, REPO, Daemon, bench_link, flush_kernels  # type: ignore[import-not-found]
+from sync_run import NAME, NS, PAIRS, REPO, Daemon, bench_link, flush_kernels  # type: ignore[import-not-found]
 
 from conntrack_tools.flow import AF_INET, Flow, Tuple
 from conntrack_tools.netlink.attrs import NLM_F_CREATE, NLM_F_EXCL, CtMsg, ct_type
@@ -107,6 +108,11 @@ def scheduled(d: Daemon, scheduler: str) -> Daemon:
     return d
 
 
+def background_flows(load: int, a: argparse.Namespace) -> int:
+    """The background creates of one run: ``load``/s for as long as the probes take, and some margin."""
+    return int(load * (a.probes * a.interval + a.timeout + 5))
+
+
 def run_pair(tmp: Path, pair: str, load: int, a: argparse.Namespace, run: int) -> tuple[list[float], int]:
     flush_kernels()
     sender, receiver = PAIRS[pair]
@@ -116,7 +122,7 @@ def run_pair(tmp: Path, pair: str, load: int, a: argparse.Namespace, run: int) -
     try:
         time.sleep(1.0)  # the pair's hellos/alives exchanged
         if load:
-            total = int(load * (a.probes * a.interval + a.timeout + 5))
+            total = background_flows(load, a)
             bg = subprocess.Popen(["ip", "netns", "exec", NS["A"], sys.executable, str(REPO / "bench" / "populate.py"),
                                    str(total), "udp", "--rate", str(load)], cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -148,7 +154,8 @@ def main() -> int:
     if "c-c" not in pairs:
         pairs.insert(0, "c-c")
     res: dict[tuple[str, int], tuple[list[float], int]] = {}
-    with tempfile.TemporaryDirectory(prefix="ctpy-lat-") as d, bench_link(262144 + 20 * max(loads) * 20):
+    need = 262144 + a.probes + background_flows(max(loads), a)  # nf_conntrack_max for the run
+    with tempfile.TemporaryDirectory(prefix="ctpy-lat-") as d, bench_link(need):
         run = 0
         for load in loads:
             for pair in pairs:
@@ -159,7 +166,6 @@ def main() -> int:
     print("\n| pair (sender → receiver) | background creates/s | probes seen | p50 ms | p90 ms | p99 ms | max ms "
           "| p50 / C→C | p90 / C→C |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    name = {"c": "C", "py": "ours"}
     for load in loads:
         base = res["c-c", load][0]
         for pair in pairs:
@@ -167,7 +173,7 @@ def main() -> int:
             snd, rcv = PAIRS[pair]
             r50 = pct(lat, .5) / pct(base, .5) if lat and base else float("nan")
             r90 = pct(lat, .9) / pct(base, .9) if lat and base else float("nan")
-            print(f"| {name[snd]} → {name[rcv]} | {load:,} | {len(lat)}/{len(lat) + lost} | {pct(lat, .5):.2f} "
+            print(f"| {NAME[snd]} → {NAME[rcv]} | {load:,} | {len(lat)}/{len(lat) + lost} | {pct(lat, .5):.2f} "
                   f"| {pct(lat, .9):.2f} | {pct(lat, .99):.2f} | {pct(lat, 1):.2f} | {r50:.2f} | {r90:.2f} |")
     if any(not res[k][0] for k in res):
         return 1

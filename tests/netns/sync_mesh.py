@@ -115,11 +115,10 @@ class Node(Conntrackd):
         dev = f"ctpy-s3{TAG}n{i}"
         auth_line = f" AuthKey {auth}\n" if auth else ""
         if channel == "tcp":  # a two-node stream: nodes 1 and 2 only
-            link = (f"TCP {{\n IPv4_address 10.233.0.{i}\n IPv4_Destination_Address 10.233.0.{3 - i}\n Port 3790\n"
-                    f" Interface {dev}\n Checksum on\n SndSocketBuffer 4194304\n RcvSocketBuffer {rcvbuf}\n}}\n")
+            where = f"TCP {{\n IPv4_address 10.233.0.{i}\n IPv4_Destination_Address 10.233.0.{3 - i}\n Port 3790\n"
         else:
-            link = (f"Multicast {{\n IPv4_address 225.0.0.53\n Group 3790\n IPv4_interface 10.233.0.{i}\n"
-                    f" Interface {dev}\n Checksum on\n SndSocketBuffer 4194304\n RcvSocketBuffer {rcvbuf}\n}}\n")
+            where = f"Multicast {{\n IPv4_address 225.0.0.53\n Group 3790\n IPv4_interface 10.233.0.{i}\n"
+        link = (f"{where} Interface {dev}\n Checksum on\n SndSocketBuffer 4194304\n RcvSocketBuffer {rcvbuf}\n}}\n")
         self.conf.write_text(
             f"Sync {{\n Mode {MODES[mode].format(rsq=rsq)}\n{auth_line}{link}}}\n"
             + sync_general(self, 8192, 2097152, "10.233.0.0/24", extra_general))
